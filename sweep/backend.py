@@ -1,0 +1,133 @@
+"""The seam to the deep-learning runtime: device pinning, threads, cleanup, versions.
+
+Everything that differs between Keras backends (TensorFlow, JAX, PyTorch) or must happen
+before the backend is first imported lives here, so the rest of sweep uses `keras` and
+`keras.ops` alone.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import shutil
+import subprocess
+from functools import cache
+
+__all__ = ["clear", "configure_process", "device_description", "versions", "visible_gpus"]
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, found without importing any framework."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = [part.strip() for part in env.split(",") if part.strip()]
+        return [] if not ids or ids[0] == "-1" else ids
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
+
+
+def configure_process(gpu: str | None, threads: int | None, gpus_shared: bool = False) -> None:
+    """Pin this process to one GPU (or none) and set its CPU threads.
+
+    Must run before Keras is imported in this process: the frameworks read these
+    variables once, at start-up.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    os.environ["CUDA_VISIBLE_DEVICES"] = "-1" if gpu is None else str(gpu)
+    # Several workers share a GPU only if none grabs all its memory up front.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if gpus_shared:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if threads:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(min(threads, 2))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "intra_op_parallelism_threads" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} intra_op_parallelism_threads={threads}".strip()
+        os.environ["SWEEP_TORCH_THREADS"] = str(threads)
+
+
+def _after_import() -> None:
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")  # retracing notes: expected when one process builds many models
+    if keras.backend.backend() == "torch" and os.environ.get("SWEEP_TORCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["SWEEP_TORCH_THREADS"]))
+
+
+@cache
+def keras_ready() -> str:
+    """Import Keras once per process (after `configure_process`), return the backend name."""
+    import keras
+
+    _after_import()
+    return keras.backend.backend()
+
+
+def clear() -> None:
+    """Free what one trial left behind, so memory stays flat across many trials in a worker."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()
+
+
+@cache
+def versions() -> dict[str, str]:
+    import keras
+    import numpy
+
+    found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
+    backend = keras.backend.backend()
+    found["backend"] = backend
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module:
+        found[module] = __import__(module).__version__
+    return found
+
+
+@cache
+def device_description() -> str:
+    """'cpu' or the accelerator's name, for the results row."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                details = tf.config.experimental.get_device_details(gpus[0])
+                return f"gpu:{details.get('device_name', gpus[0].name)}"
+        elif backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform != "cpu":
+                return f"{device.platform}:{device.device_kind}"
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return f"gpu:{torch.cuda.get_device_name(0)}"
+    except Exception:  # a description is best-effort; training does not depend on it
+        pass
+    return "cpu"

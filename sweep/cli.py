@@ -1,0 +1,100 @@
+"""What the command-line drivers share: common options, the error rule, run records.
+
+The error rule: a `SweepError` (bad input, missing data, unusable results directory) is
+printed as one line on stderr and the process exits with code 2; `--debug` shows the
+traceback instead. Nothing here imports Keras, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from sweep.errors import SweepError
+
+EXIT_BAD_INPUT = 2
+DEFAULT_SPACE = "search_spaces/seed002_grid.yaml"
+QUICK = {"epochs": 1, "train_limit": 256}  # --quick: a smoke run that finishes in about a minute
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = DEFAULT_SPACE) -> None:
+    data = parser.add_argument_group("data and protocol (override the search-space file)")
+    data.add_argument("--space", default=default_space, help="search-space YAML file (default: %(default)s)")
+    data.add_argument("--dataset", choices=["cifar10", "cifar100", "synthetic"], help="dataset (default: the file's)")
+    data.add_argument(
+        "--data-dir",
+        help="folder holding the official python-format data (cifar-10-batches-py/, cifar-100-python/); "
+        "without it CIFAR is downloaded through Keras' cache",
+    )
+    data.add_argument("--epochs", type=int, help="training epochs per trial")
+    data.add_argument("--train-fraction", type=float, help="fraction of the training images to use, in (0, 1]")
+    data.add_argument("--seed", type=int, help="training seed")
+    data.add_argument("--quick", action="store_true", help="smoke run: 1 epoch on at most 256 training images")
+
+    run = parser.add_argument_group("where and how to run")
+    run.add_argument("--results", default="results", help="results directory (default: %(default)s)")
+    run.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one using all cores)")
+    run.add_argument("--workers-per-gpu", type=int, default=1, help="pack several trials on each GPU (default: 1)")
+    run.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+
+def protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {"dataset": args.dataset, "epochs": args.epochs, "train_fraction": args.train_fraction, "seed": args.seed}
+    if args.quick:
+        for key, value in QUICK.items():
+            overrides[key] = overrides.get(key) or value
+    return overrides
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise SweepError(f"--{name.replace('_', '-')} must be >= 1. Got {value} instead.")
+
+
+def code_version() -> str | None:
+    """`git describe` of the sweep checkout, when there is one."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def write_run_record(results_dir: Path, driver: str, record: dict[str, Any]) -> Path:
+    """Keep the command line and configuration of this invocation next to its results."""
+    runs = results_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    path = runs / f"{stamp}-{driver}-{os.getpid()}.json"
+    path.write_text(json.dumps({"argv": sys.argv, "driver": driver, **record}, indent=1, sort_keys=True, default=str))
+    return path
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """Call `main` under the error rule and exit with its status."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        status = main(argv)
+    except SweepError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print("interrupted: completed trials are stored; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status)

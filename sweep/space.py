@@ -1,0 +1,274 @@
+"""Search spaces are data: load and validate a YAML file once, then enumerate or sample it.
+
+A search-space file::
+
+    name: seed002_grid
+    arch: acml                 # the base architecture (a preset); factors override its fields
+    space:                     # factor -> values (a list), or a range for samplers
+      channel_factor: [1, 2, 4]
+      kernel_size: [3, 5]
+      learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
+    protocol:                  # fixed for every trial; see sweep.protocol.Protocol
+      dataset: cifar10
+      epochs: 10
+
+A factor may name an architecture field, a protocol field, or `arch` itself (a list of
+presets). Every problem is reported once, as one line naming the file, the key, the value
+and what is allowed. Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from sweep.arch import PRESETS, _unknown, arch_fields, arch_from_dict, preset
+from sweep.errors import SpecError
+from sweep.protocol import Protocol, TrialSpec, protocol_fields, protocol_from_dict
+
+__all__ = ["Categorical", "Range", "SearchSpace", "load_space"]
+
+TOP_LEVEL_KEYS = ("name", "description", "arch", "space", "protocol")
+RANGE_KEYS = ("low", "high", "step", "log")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    values: tuple[Any, ...]
+
+    def grid(self) -> tuple[Any, ...]:
+        return self.values
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    is_int: bool = False
+
+    def grid(self) -> tuple[Any, ...]:
+        if self.step is None and not self.is_int:
+            raise SpecError("a float range without a step has no grid")
+        step = self.step or 1
+        count = int(round((self.high - self.low) / step)) + 1
+        values = [self.low + i * step for i in range(count)]
+        return tuple(int(v) if self.is_int else float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    path: str
+    arch: str  # the base preset
+    factors: dict[str, Categorical | Range]
+    protocol: Protocol
+    description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # command-line protocol overrides
+
+    @property
+    def is_grid(self) -> bool:
+        return all(isinstance(d, Categorical) or d.is_int or d.step is not None for d in self.factors.values())
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of factor values, in file order (the first factor varies slowest)."""
+        names = list(self.factors)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(self.factors[n].grid() for n in names))]
+
+    def with_protocol(self, **overrides: Any) -> "SearchSpace":
+        """The same space with some protocol values replaced (command-line options win over factors)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            protocol = protocol_from_dict(overrides, self.protocol)
+        except SpecError as err:
+            raise SpecError(f"{self.path}: {err}") from None
+        return dataclasses.replace(self, protocol=protocol, overrides={**self.overrides, **overrides})
+
+    def spec(self, point: dict[str, Any], data_id: str) -> TrialSpec:
+        """The trial for one point of the space."""
+        arch_name = point.get("arch", self.arch)
+        base = preset(arch_name)
+        allowed_arch = set(arch_fields(type(base)))
+        arch_values = {k: v for k, v in point.items() if k in allowed_arch}
+        proto_values = {k: v for k, v in point.items() if k != "arch" and k not in allowed_arch and k not in self.overrides}
+        return TrialSpec(arch_from_dict(arch_values, base), protocol_from_dict(proto_values, self.protocol), data_id)
+
+    def reference_point(self) -> dict[str, Any] | None:
+        """The grid point that is the base preset unchanged (seed 002's "first model"), if any."""
+        base = preset(self.arch)
+        for point in self.grid_points() if self.is_grid else []:
+            if point.get("arch", self.arch) == self.arch:
+                arch_values = {k: v for k, v in point.items() if k in arch_fields(type(base))}
+                if arch_from_dict(arch_values, base) == base:
+                    return point
+        return None
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Sample a point with an Optuna trial (`suggest_categorical`, `suggest_int`, `suggest_float`)."""
+        point = {}
+        for name, dim in self.factors.items():
+            if isinstance(dim, Categorical):
+                point[name] = trial.suggest_categorical(name, list(dim.values))
+            elif dim.is_int:
+                point[name] = trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+            else:
+                point[name] = trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+        return point
+
+    def iter_specs(self, data_id: str) -> Iterator[TrialSpec]:
+        for point in self.grid_points():
+            yield self.spec(point, data_id)
+
+
+def _fail(path: str, key: str, message: str) -> SpecError:
+    return SpecError(f"{path}: {key}: {message}")
+
+
+def _parse_factor(path: str, name: str, raw: Any) -> Categorical | Range:
+    key = f"space.{name}"
+    if isinstance(raw, list):
+        if not raw:
+            raise _fail(path, key, "an empty list; give at least one value")
+        if len(set(map(repr, raw))) != len(raw):
+            raise _fail(path, key, f"repeated values in {raw!r}")
+        return Categorical(tuple(raw))
+    if isinstance(raw, dict):
+        for k in raw:
+            if k not in RANGE_KEYS:
+                raise _fail(path, f"{key}.{k}", _unknown("range key", k, RANGE_KEYS))
+        if "low" not in raw or "high" not in raw:
+            raise _fail(path, key, "a range needs both 'low' and 'high'")
+        low, high, step, log = raw["low"], raw["high"], raw.get("step"), raw.get("log", False)
+        for k, v in (("low", low), ("high", high), ("step", step)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise _fail(path, f"{key}.{k}", f"must be a number. Got {v!r} instead.")
+        if not isinstance(log, bool):
+            raise _fail(path, f"{key}.log", f"must be true or false. Got {log!r} instead.")
+        if not low < high:
+            raise _fail(path, key, f"'low' must be below 'high'. Got low={low!r}, high={high!r}.")
+        if log and low <= 0:
+            raise _fail(path, key, f"a log range needs low > 0. Got low={low!r}.")
+        if log and step is not None:
+            raise _fail(path, key, "'step' and 'log' cannot be combined")
+        is_int = all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int))
+        return Range(low, high, step, log, is_int)
+    raise _fail(path, key, f"must be a list of values or a range {{low, high, step, log}}. Got {raw!r} instead.")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: search-space file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read the search-space file ({err})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{path}{where}: malformed YAML ({problem})") from None
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file; raise SpecError naming the file and key."""
+    path = Path(path)
+    where = str(path)
+    raw = _read_yaml(path)
+    if raw is None:
+        raise SpecError(f"{where}: the file is empty; it needs at least a 'space:' mapping of factors")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: the top level must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise _fail(where, str(key), _unknown("top-level key", key, TOP_LEVEL_KEYS))
+
+    arch = raw.get("arch", "acml")
+    if arch not in PRESETS:
+        raise _fail(where, "arch", _unknown("architecture preset", arch, PRESETS))
+
+    proto_raw = raw.get("protocol") or {}
+    if not isinstance(proto_raw, dict):
+        raise _fail(where, "protocol", f"must be a mapping of protocol keys. Got {proto_raw!r} instead.")
+    for key in proto_raw:
+        if key not in protocol_fields():
+            raise _fail(where, f"protocol.{key}", _unknown("protocol key", key, protocol_fields()))
+    try:
+        protocol = protocol_from_dict(proto_raw)
+    except SpecError as err:
+        raise _fail(where, "protocol", str(err)) from None
+    except TypeError as err:
+        raise _fail(where, "protocol", str(err)) from None
+
+    space_raw = raw.get("space")
+    if not isinstance(space_raw, dict) or not space_raw:
+        raise _fail(where, "space", "no factors; give a mapping of at least one factor to its values")
+    factors = {str(name): _parse_factor(where, str(name), value) for name, value in space_raw.items()}
+
+    space = SearchSpace(
+        name=str(raw.get("name") or path.stem),
+        path=where,
+        arch=arch,
+        factors=factors,
+        protocol=protocol,
+        description=str(raw.get("description") or ""),
+    )
+    _check_factors(space)
+    return space
+
+
+def _check_factors(space: SearchSpace) -> None:
+    """Every factor names a known key, and every value it can take makes a valid trial."""
+    where = space.path
+    arch_choices = list(space.factors["arch"].grid()) if "arch" in space.factors else [space.arch]
+    for name in arch_choices:
+        if name not in PRESETS:
+            raise _fail(where, "space.arch", _unknown("architecture preset", name, PRESETS))
+    known = {"arch", *protocol_fields()}
+    for name in arch_choices:
+        known |= set(arch_fields(type(PRESETS[name])))
+    for name, dim in space.factors.items():
+        if name not in known:
+            raise _fail(where, f"space.{name}", _unknown("factor", name, known))
+        values = dim.grid() if isinstance(dim, Categorical) else (dim.low, dim.high)
+        for value in values:
+            point = {name: value}
+            for arch_name in arch_choices if name != "arch" else [value]:
+                if name != "arch" and name not in arch_fields(type(PRESETS[arch_name])) and name not in protocol_fields():
+                    raise _fail(where, f"space.{name}", f"is not a field of architecture {arch_name!r}")
+                try:
+                    space.spec({**point, "arch": arch_name}, data_id="check")
+                except SpecError as err:
+                    raise _fail(where, f"space.{name}", str(err)) from None
+    if space.is_grid:
+        for point in space.grid_points():
+            try:
+                space.spec(point, data_id="check")
+            except SpecError as err:
+                raise _fail(where, "space", f"the combination {point} is invalid: {err}") from None

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Set up the project on first use and run its main jobs. Needs only Python >= 3.11.
+
+    python3 tasks.py grid [ARGS...]   # the 36-model grid: python -m sweep.grid ARGS
+    python3 tasks.py test [ARGS...]   # the test suite:    python -m pytest ARGS
+    python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench
+
+The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
+`constraints.txt`; later calls reuse it and reinstall only when `pyproject.toml` or
+`constraints.txt` changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".sweep-install-stamp"
+INSTALL_INPUTS = ("pyproject.toml", "constraints.txt")
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def install_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in INSTALL_INPUTS:
+        path = ROOT / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_environment() -> Path:
+    python = venv_python()
+    wanted = install_fingerprint()
+    if python.exists() and STAMP.exists() and STAMP.read_text() == wanted:
+        return python
+    if not python.exists():
+        print(f"tasks: creating {VENV.relative_to(ROOT)}/", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("tasks: installing sweep and its dependencies (first run takes a few minutes)", flush=True)
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    constraints = ROOT / "constraints.txt"
+    extra = ["-c", str(constraints)] if constraints.exists() else []
+    subprocess.run([*pip, *extra, "-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(wanted)
+    return python
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        return 0
+    job, rest = argv[0], argv[1:]
+    try:
+        python = ensure_environment()
+    except subprocess.CalledProcessError as err:
+        print(f"tasks: installation failed ({err}); see the pip output above", file=sys.stderr)
+        return 2
+    if job == "test":
+        command = [str(python), "-m", "pytest", *rest]
+    elif job == "setup":
+        return 0
+    else:
+        command = [str(python), "-m", f"sweep.{job}", *rest]
+    os.chdir(ROOT)
+    return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

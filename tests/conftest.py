@@ -1,0 +1,40 @@
+"""Shared fixtures. Tests run offline on tiny synthetic data; the ones marked `shared_data`
+read the CIFAR-10 subset in ../shared/data (or $SWEEP_SHARED_DATA) and skip without it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Keras: no GPU probing, quiet TensorFlow, small thread pools.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SWEEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").exists():
+        pytest.skip(f"no CIFAR-10 subset at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    from sweep.data import load_dataset
+
+    return load_dataset("synthetic")
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` as a user would, capturing output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )

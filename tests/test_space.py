@@ -1,0 +1,121 @@
+"""Search-space files: the seed-002 grid as data, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sweep.arch import ArchSpec
+from sweep.errors import SpecError
+from sweep.protocol import Protocol
+from sweep.space import Range, load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_seed002_grid_is_the_36_models_under_the_seed_protocol():
+    space = load_space(ROOT / "search_spaces" / "seed002_grid.yaml")
+    points = space.grid_points()
+    assert len(points) == 36
+    assert {tuple(sorted(p.items())) for p in points} == {
+        (("channel_factor", c), ("compression_factor", f), ("fewer_layers", l), ("kernel_size", k))
+        for l in (False, True) for c in (1, 2, 4) for k in (3, 5) for f in (1, 2, 4)
+    }  # fmt: skip
+    p = space.protocol
+    assert (p.dataset, p.task, p.epochs, p.train_fraction, p.batch_size, p.optimizer, p.loss) == (
+        "cifar10", "reconstruct", 10, 0.1, 32, "adam", "mse",
+    )  # fmt: skip
+    assert p.learning_rate == 1e-3 and isinstance(p.learning_rate, float)
+    specs = [space.spec(pt, "data") for pt in points]
+    assert len({s.key for s in specs}) == 36
+    assert space.spec(space.reference_point(), "data").arch == ArchSpec()
+
+
+def test_trial_keys_are_stable_and_sensitive():
+    space = load_space(ROOT / "search_spaces" / "seed002_grid.yaml")
+    point = space.grid_points()[0]
+    a, b = space.spec(point, "data-1"), space.spec(dict(reversed(point.items())), "data-1")
+    assert a.key == b.key and len(a.key) == 16
+    assert space.spec(point, "data-2").key != a.key
+    assert space.with_protocol(epochs=3).spec(point, "data-1").key != a.key
+    assert space.with_protocol(seed=1).spec(point, "data-1").key != a.key
+
+
+def test_yaml_floats_without_a_dot(tmp_path):
+    path = write(tmp_path, """
+        space: {kernel_size: [3]}
+        protocol: {learning_rate: 1e-4, reduce_lr_min: 5e-7}
+    """)
+    space = load_space(path)
+    assert space.protocol.learning_rate == 1e-4 and space.protocol.reduce_lr_min == 5e-7
+
+
+def test_ranges_and_grids(tmp_path):
+    path = write(tmp_path, """
+        space:
+          channel_factor: {low: 1, high: 3}
+          learning_rate: {low: 1e-4, high: 1e-2, log: true}
+    """)
+    space = load_space(path)
+    assert space.factors["channel_factor"] == Range(1, 3, None, False, True)
+    assert not space.is_grid
+    path = write(tmp_path, "space: {channel_factor: {low: 1, high: 3}}")
+    assert [p["channel_factor"] for p in load_space(path).grid_points()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("space: {kernal_size: [3, 5]}", "space.kernal_size: unknown factor 'kernal_size'; did you mean 'kernel_size'?"),
+        ("space: {kernel_size: [3]}\nprotocol: {epoch: 3}", "protocol.epoch: unknown protocol key 'epoch'; did you mean 'epochs'?"),
+        ("spaces: {kernel_size: [3]}", "spaces: unknown top-level key 'spaces'; did you mean 'space'?"),
+        ("space: {kernel_size: [3, 4]}", "space.kernel_size: The 'kernel_size' parameter of ArchSpec must be an odd int >= 1. Got 4 instead."),
+        ("space: {kernel_size: three}", "space.kernel_size: must be a list of values or a range"),
+        ("space: {kernel_size: []}", "space.kernel_size: an empty list"),
+        ("space: {kernel_size: [3]}\nprotocol: {epochs: ten}", "The 'epochs' parameter of Protocol must be an int >= 1. Got 'ten' instead."),
+        ("space: {kernel_size: [3]}\nprotocol: {train_fraction: 1.5}", "'train_fraction' parameter of Protocol must be a number in (0, 1]. Got 1.5 instead."),
+        ("space: {kernel_size: [3]}\nprotocol: {dataset: cifar11}", "unknown dataset 'cifar11'; did you mean 'cifar10'?"),
+        ("space: {}", "space: no factors"),
+        ("name: x", "space: no factors"),
+        ("", "the file is empty"),
+        ("space: [1, 2", "malformed YAML"),
+        ("- 1\n- 2", "the top level must be a mapping"),
+        ("arch: resnet\nspace: {kernel_size: [3]}", "arch: unknown architecture preset 'resnet'"),
+        ("space: {learning_rate: {low: 1, high: 0.1}}", "'low' must be below 'high'"),
+        ("space: {learning_rate: {low: 0, high: 1, log: true}}", "a log range needs low > 0"),
+        ("space: {learning_rate: {low: 0.1, hihg: 1}}", "unknown range key 'hihg'; did you mean 'high'?"),
+    ],
+)
+def test_every_mistake_is_one_line_naming_the_file(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="nope.yaml: search-space file not found"):
+        load_space("nope.yaml")
+
+
+def test_yaml_cannot_construct_python_objects(tmp_path):
+    path = write(tmp_path, "space: !!python/object/apply:os.system ['touch hacked']")
+    with pytest.raises(SpecError, match="malformed YAML"):
+        load_space(path)
+    assert not (tmp_path / "hacked").exists()
+
+
+def test_protocol_defaults_are_the_seed_study():
+    p = Protocol()
+    assert (p.epochs, p.batch_size, p.train_fraction, p.optimizer, p.loss) == (10, 32, 0.1, "adam", "mse")

@@ -1,0 +1,95 @@
+"""The results store: atomic rows, one DataFrame, concurrent writers, no Keras."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sweep.errors import StoreError
+from sweep.store import COLUMNS, check_writable, completed_keys, export, load_results, read_rows, write_row
+
+
+def row(key: str, status: str = "complete", **values) -> dict:
+    return {"trial_key": key, "status": status, "test_mse": 0.01, "latent_size": 1024, "finished_at": key, **values}
+
+
+def test_rows_round_trip_as_one_dataframe(tmp_path):
+    write_row(tmp_path, row("a", channel_factor=2, fewer_layers=False, history=json.dumps([{"loss": 1.0}])))
+    write_row(tmp_path, row("b", "failed", error="NaN", test_mse=math.nan))
+    frame = load_results(tmp_path)
+    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    assert list(frame["trial_key"]) == ["a", "b"]
+    assert frame.set_index("trial_key").loc["a", "channel_factor"] == 2
+    assert pd.isna(frame.set_index("trial_key").loc["b", "test_mse"])
+    assert completed_keys(tmp_path) == {"a"}
+    assert completed_keys(tmp_path, ("complete", "failed")) == {"a", "b"}
+
+
+def test_a_rewrite_replaces_the_row(tmp_path):
+    write_row(tmp_path, row("a", "failed"))
+    write_row(tmp_path, row("a", "complete"))
+    assert len(read_rows(tmp_path)) == 1 and completed_keys(tmp_path) == {"a"}
+
+
+def test_empty_store_has_the_columns(tmp_path):
+    frame = load_results(tmp_path / "nothing")
+    assert frame.empty and list(frame.columns) == COLUMNS
+
+
+def test_leftover_temporary_files_are_ignored(tmp_path):
+    write_row(tmp_path, row("a"))
+    (tmp_path / "rows" / ".b.123.tmp").write_text('{"trial_key": "b", "sta')  # a crash mid-write
+    assert list(load_results(tmp_path)["trial_key"]) == ["a"]
+
+
+def test_rows_are_strict_json(tmp_path):
+    path = write_row(tmp_path, row("a", test_psnr=math.inf))
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))["test_psnr"] is None
+
+
+def test_invalid_rows_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        write_row(tmp_path, {"trial_key": "a", "status": "done"})
+
+
+def _writer(args):
+    results_dir, worker = args
+    for i in range(50):
+        write_row(results_dir, row(f"w{worker}-{i}", seed=worker))
+        write_row(results_dir, row("shared", seed=worker))  # everyone rewrites one key too
+    return worker
+
+
+def test_concurrent_writers_never_clobber_or_tear(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_writer, [(str(tmp_path), w) for w in range(4)])
+    frame = load_results(tmp_path)
+    assert len(frame) == 4 * 50 + 1
+    assert set(frame["trial_key"]) == {f"w{w}-{i}" for w in range(4) for i in range(50)} | {"shared"}
+    assert not [p for p in os.listdir(tmp_path / "rows") if p.endswith(".tmp")]
+
+
+def test_export_writes_parquet(tmp_path):
+    write_row(tmp_path, row("a", base_channels=[8, 12, 16]))
+    path = export(tmp_path)
+    assert pd.read_parquet(path)["trial_key"].tolist() == ["a"]
+
+
+def test_unwritable_results_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match=r"--results .*file: not a writable directory"):
+        check_writable(blocker)
+
+
+def test_loading_results_does_not_import_keras(tmp_path):
+    write_row(tmp_path, row("a"))
+    code = f"import sys; from sweep.store import load_results; load_results({str(tmp_path)!r}); print('keras' in sys.modules or 'tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

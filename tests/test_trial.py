@@ -1,0 +1,124 @@
+"""One trial end to end on tiny synthetic data: metrics, artefacts, failures, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sweep.arch import ArchSpec
+from sweep.encodings import Task
+from sweep.metrics import mse
+from sweep.protocol import Protocol, TrialSpec
+from sweep.trial import run_trial, splits_for, trial_dir
+
+pytestmark = pytest.mark.slow
+
+PROTOCOL = Protocol(dataset="synthetic", epochs=2, train_fraction=1.0, train_limit=64, batch_size=16)
+
+
+def spec_for(dataset, **protocol) -> TrialSpec:
+    return TrialSpec(ArchSpec(), Protocol(**{**PROTOCOL.to_dict(), **protocol}), dataset.data_id)
+
+
+def test_a_trial_completes_with_metrics_and_artefacts(synthetic, tmp_path):
+    spec = spec_for(synthetic)
+    row = run_trial(spec, synthetic, tmp_path)
+    assert row["status"] == "complete", row["error"]
+    assert row["trial_key"] == spec.key and row["latent_size"] == 1024 and row["params"] == 4911
+    assert row["epochs_run"] == 2 and row["best_epoch"] in (1, 2) and row["n_train"] + row["n_val"] == 64
+    for name in ("val_mse", "test_mse", "test_mae", "test_psnr", "test_ssim", "train_seconds"):
+        assert np.isfinite(row[name]), name
+    assert row["test_psnr"] == pytest.approx(10 * np.log10(1 / row["test_mse"]))
+    history = json.loads(row["history"])
+    assert len(history) == 2 and {"loss", "val_loss"} <= set(history[0])
+    out = trial_dir(tmp_path, spec.key)
+    assert {"model.keras", "reconstructions.png", "history.json", "spec.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "checkpoint").exists()
+
+    # The saved model is the evaluated one: reloading it reproduces the test MSE.
+    import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    test = splits_for(synthetic, spec.protocol).test
+    assert mse(test, np.clip(model.predict(test, verbose=0), 0, 1)) == pytest.approx(row["test_mse"], rel=1e-5)
+
+
+def test_same_seed_same_result(synthetic, tmp_path):
+    spec = spec_for(synthetic, epochs=1)
+    a = run_trial(spec, synthetic, tmp_path / "a")
+    b = run_trial(spec, synthetic, tmp_path / "b")
+    assert a["test_mse"] == pytest.approx(b["test_mse"], rel=1e-6)
+
+
+def test_nan_loss_is_a_failed_trial_with_the_reason(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setattr(Task, "targets", lambda self, rgb: rgb * np.nan)
+    row = run_trial(spec_for(synthetic), synthetic, tmp_path)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("FloatingPointError: loss became NaN or infinite in epoch 1")
+
+
+def test_an_exception_inside_a_trial_is_recorded(synthetic, tmp_path, monkeypatch):
+    import sweep.trial
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sweep.trial, "build_autoencoder", broken)
+    spec = spec_for(synthetic)
+    row = run_trial(spec, synthetic, tmp_path)
+    assert row["status"] == "failed" and row["error"] == "RuntimeError: boom"
+    assert "Traceback" in (trial_dir(tmp_path, spec.key) / "error.txt").read_text()
+
+
+def test_out_of_memory_is_named(synthetic, tmp_path, monkeypatch):
+    import sweep.trial
+
+    class ResourceExhaustedError(Exception):
+        pass
+
+    def oom(*args, **kwargs):
+        raise ResourceExhaustedError("OOM when allocating tensor with shape [32,8,32,32]")
+
+    monkeypatch.setattr(sweep.trial, "build_autoencoder", oom)
+    row = run_trial(spec_for(synthetic), synthetic, tmp_path)
+    assert row["status"] == "failed" and row["error"].startswith("out of memory (ResourceExhaustedError: OOM")
+
+
+def test_pruned_trials_stop_early(synthetic, tmp_path):
+    row = run_trial(spec_for(synthetic, epochs=4), synthetic, tmp_path, should_prune=lambda epoch, val: epoch >= 1)
+    assert row["status"] == "pruned" and row["epochs_run"] == 2 and np.isfinite(row["test_mse"])
+
+
+def test_early_stopping_restores_the_best_epoch(synthetic, tmp_path):
+    row = run_trial(spec_for(synthetic, epochs=6, early_stopping_patience=1, learning_rate=0.05), synthetic, tmp_path)
+    assert row["status"] == "complete"
+    history = json.loads(row["history"])
+    best = int(np.argmin([h["val_loss"] for h in history])) + 1
+    assert row["best_epoch"] == best
+    if row["stop_reason"] == "early_stopping":
+        assert row["epochs_run"] == best + 1
+
+
+class Crash(BaseException):
+    """Stands in for the process dying (it is not an Exception, so the trial cannot record it)."""
+
+
+def test_an_interrupted_trial_resumes_from_its_last_epoch(synthetic, tmp_path):
+    spec = spec_for(synthetic, epochs=3)
+
+    def crash_in_second_epoch(epoch, val):
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_trial(spec, synthetic, tmp_path, checkpoint_every_s=0, should_prune=crash_in_second_epoch)
+    state = json.loads((trial_dir(tmp_path, spec.key) / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 0 and len(state["history"]) == 1
+
+    row = run_trial(spec, synthetic, tmp_path, checkpoint_every_s=0)
+    assert row["status"] == "complete" and row["resumed_from_epoch"] == 1
+    history = json.loads(row["history"])
+    assert len(history) == 3 and history[0] == state["history"][0]
+    assert row["epochs_run"] == 3 and not (trial_dir(tmp_path, spec.key) / "checkpoint").exists()
