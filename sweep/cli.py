@@ -43,6 +43,19 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
     run.add_argument("--workers-per-gpu", type=int, default=1, help="pack several trials on each GPU (default: 1)")
     run.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
+    study = parser.add_argument_group("Optuna study (several machines share one through --storage)")
+    study.add_argument(
+        "--storage",
+        help="Optuna storage URL, e.g. postgresql://user@host/db (every machine runs the same command); "
+        "the Optuna driver defaults to sqlite:///RESULTS/optuna.db",
+    )
+    study.add_argument("--study", help="study name (default: derived from the space, protocol and data)")
+    study.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's heartbeats (default: %(default)s)")
+    study.add_argument(
+        "--grace-period", type=int, default=120,
+        help="seconds without a heartbeat after which a trial counts as dead and is retried (default: %(default)s)",
+    )  # fmt: skip
+
 
 def protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"dataset": args.dataset, "epochs": args.epochs, "train_fraction": args.train_fraction, "seed": args.seed}
@@ -82,6 +95,42 @@ def write_run_record(results_dir: Path, driver: str, record: dict[str, Any]) -> 
     path = runs / f"{stamp}-{driver}-{os.getpid()}.json"
     path.write_text(json.dumps({"argv": sys.argv, "driver": driver, **record}, indent=1, sort_keys=True, default=str))
     return path
+
+
+def one_line(row: dict[str, Any]) -> str:
+    """A finished trial as one progress line."""
+    if row.get("family") == "conv_ae":
+        layers = "3conv" if row.get("fewer_layers") else "5conv"
+        arch = f"{layers} ch{row.get('channel_factor')} k{row.get('kernel_size')} f{row.get('compression_factor')}"
+    else:
+        arch = str(row.get("family", ""))
+    number = f" #{row['optuna_trial']}" if row.get("optuna_trial") is not None else ""
+    head = f"  {row.get('trial_key')}{number} {arch}"
+    if row.get("status") == "failed":
+        return f"{head}: FAILED {row.get('error')}"
+    status = " (pruned)" if row.get("status") == "pruned" else ""
+    return (
+        f"{head}: latent {row.get('latent_size')}, val MSE {row.get('val_mse') or float('nan'):.5f}, "
+        f"test MSE {row.get('test_mse') or float('nan'):.5f}, PSNR {row.get('test_psnr') or float('nan'):.2f} dB, "
+        f"{row.get('wall_seconds') or 0:.1f}s{status}"
+    )
+
+
+def run_with_progress(jobs: list, plan, lock_dir: Path, desc: str, total: int | None = None, initial: int = 0) -> list:
+    """Run jobs on the plan's workers with a progress bar and ETA; return the rows."""
+    from tqdm import tqdm
+
+    from sweep.schedule import run_jobs
+
+    rows = []
+    with tqdm(total=total or len(jobs), initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
+        restart = lambda n: bar.write(f"a worker died; {n} job(s) handed out again")  # noqa: E731
+        for row in run_jobs(jobs, plan, lock_dir, on_restart=restart):
+            bar.update(1)
+            if row is not None:
+                rows.append(row)
+                bar.write(one_line(row))
+    return rows
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:

@@ -3,17 +3,20 @@
     python -m sweep.grid                                   # the 36-model grid of seed 002
     python -m sweep.grid --data-dir ../data --epochs 1     # on local CIFAR-10 files
     python -m sweep.grid --quick --dataset synthetic       # a one-minute offline smoke run
+    python -m sweep.grid --storage postgresql://host/db    # one grid shared by many machines
 
 Trials already complete in the results directory are skipped, so running the same
-command again resumes a sweep that crashed or was interrupted.
+command again resumes a sweep that crashed or was interrupted. With `--storage`, the grid
+points are enqueued once into an Optuna study and every machine running the command takes
+waiting points until none is left, so each point runs exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 from sweep.cli import (
     add_common_arguments,
@@ -21,6 +24,7 @@ from sweep.cli import (
     code_version,
     protocol_overrides,
     run_main,
+    run_with_progress,
     write_run_record,
 )
 from sweep.errors import SpecError
@@ -66,10 +70,14 @@ def resolve_trials(space, data_dir: str | None):
 
 def summarize(frame, reference_key: str | None) -> str:
     """First (the reference model), best and worst by test MSE, and the latent-size correlation."""
+    import pandas as pd
     from scipy.stats import spearmanr
 
     done = frame[frame["status"] == "complete"]
-    lines = [f"{len(frame)} trials: {len(done)} complete, {(frame['status'] == 'failed').sum()} failed, {(frame['status'] == 'pruned').sum()} pruned"]
+    counts = frame["status"].value_counts()
+    lines = [f"{len(frame)} trials: {counts.get('complete', 0)} complete, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned"]
+    for _, row in frame[frame["status"] == "failed"].iterrows():
+        lines.append(f"  failed {row['trial_key']}: {row['error']}")
     if done.empty:
         return "\n".join(lines)
     picks = []
@@ -77,8 +85,6 @@ def summarize(frame, reference_key: str | None) -> str:
         picks.append(("first", done[done["trial_key"] == reference_key].iloc[0]))
     picks.append(("best", done.loc[done["test_mse"].idxmin()]))
     picks.append(("worst", done.loc[done["test_mse"].idxmax()]))
-    import pandas as pd
-
     table = pd.DataFrame([row[["trial_key", *SUMMARY_COLUMNS]] for _, row in picks], index=[name for name, _ in picks])
     lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if done["latent_size"].nunique() > 1 and len(done) > 2:
@@ -87,69 +93,104 @@ def summarize(frame, reference_key: str | None) -> str:
     return "\n".join(lines)
 
 
+def run_local(args, space, trials, plan, results: Path) -> None:
+    from sweep.schedule import TrialJob
+    from sweep.store import completed_keys
+
+    keys = [spec.key for _, spec in trials]
+    skip_statuses = ("complete",) if args.retry_failed else ("complete", "failed")
+    done = completed_keys(results, statuses=skip_statuses) & set(keys)
+    todo = [spec for _, spec in trials if spec.key not in done]
+    print(
+        f"sweep.grid: {len(keys)} trials from {space.path}; {len(done)} already stored, {len(todo)} to run "
+        f"on {plan.describe()}; results in {results}",
+        file=sys.stderr,
+    )
+    if not todo:
+        return
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__})
+    extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra) for spec in todo]
+    run_with_progress(jobs, plan, results / ".workers", "grid")
+
+
+def run_shared(args, space, trials, plan, results: Path) -> None:
+    """Share the grid with other machines through an Optuna study: enqueue once, take waiting
+    points until none is left, and wait for points other machines are still running."""
+    import optuna
+
+    from sweep.study import OptunaTrialJob, StudyConfig, enqueue_grid, mask_url, open_study, study_name_for
+
+    data_ids = [spec.data_id for _, spec in trials]
+    config = StudyConfig(
+        storage_url=args.storage,
+        study_name=args.study or study_name_for("grid", space, data_ids, ("val_mse",)),
+        objectives=("val_mse",),
+        sampler="random",  # never consulted: every trial is an enqueued grid point
+        pruner="none",  # a grid runs every point to the end
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+    )
+    study = open_study(config)
+    added = enqueue_grid(study, space, config)
+    size = len(space.grid_points())
+    print(
+        f"sweep.grid: {size} grid points of {space.path} in study {config.study_name!r} at {mask_url(config.storage_url)} "
+        f"({added} enqueued now); {plan.describe()} here; results in {results}",
+        file=sys.stderr,
+    )
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage), "study": config.study_name})
+    extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    State = optuna.trial.TrialState
+
+    def finished_points() -> int:
+        return len({t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))})
+
+    announced = False
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        waiting = len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
+        if waiting:
+            job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, enqueued_only=True)
+            run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points())
+            continue
+        running = len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
+        if not running:
+            break
+        if not announced:
+            print(f"waiting for {running} grid point(s) running on other machines", file=sys.stderr)
+            announced = True
+        time.sleep(max(1, min(args.heartbeat_interval, 10)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period")
 
-    from sweep.schedule import TrialJob, plan_workers, run_jobs
+    from sweep.schedule import plan_workers
     from sweep.space import load_space
-    from sweep.store import check_writable, completed_keys, export, load_results
+    from sweep.store import check_writable, export, load_results
 
     space = load_space(args.space).with_protocol(**protocol_overrides(args))
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges, which have no grid; run python -m sweep.optuna on it")
     results = check_writable(args.results)
     trials = resolve_trials(space, args.data_dir)
-    keys = [spec.key for _, spec in trials]
-    skip_statuses = ("complete",) if args.retry_failed else ("complete", "failed")
-    done = completed_keys(results, statuses=skip_statuses) & set(keys)
-    todo = [spec for _, spec in trials if spec.key not in done]
     plan = plan_workers(args.workers, args.workers_per_gpu)
+    if args.storage:
+        run_shared(args, space, trials, plan, results)
+    else:
+        run_local(args, space, trials, plan, results)
+
+    keys = [spec.key for _, spec in trials]
     reference = space.reference_point()
     reference_key = space.spec(reference, trials[0][1].data_id).key if reference is not None else None
-
-    print(
-        f"sweep.grid: {len(keys)} trials from {space.path}; {len(done)} already stored, {len(todo)} to run "
-        f"on {plan.describe()}; results in {results}",
-        file=sys.stderr,
-    )
-    if todo:
-        write_run_record(
-            results,
-            "grid",
-            {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__},
-        )
-        extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
-        jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra) for spec in todo]
-        _run_with_progress(jobs, plan, results)
     frame = load_results(results)
     frame = frame[frame["trial_key"].isin(keys)]
     print(summarize(frame, reference_key))
     print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.store.load_results({str(results)!r}))")
     export(results)
     return 0
-
-
-def _run_with_progress(jobs: list, plan, results: Path) -> None:
-    from tqdm import tqdm
-
-    from sweep.schedule import run_jobs
-
-    with tqdm(total=len(jobs), unit="trial", desc="grid", dynamic_ncols=True, file=sys.stderr) as bar:
-        for row in run_jobs(jobs, plan, results / ".workers", on_restart=lambda n: bar.write(f"a worker died; {n} trial(s) handed out again")):
-            bar.update(1)
-            if row is not None:
-                bar.write(_one_line(row))
-
-
-def _one_line(row: dict[str, Any]) -> str:
-    arch = f"{'3' if row.get('fewer_layers') else '5'}conv ch{row.get('channel_factor')} k{row.get('kernel_size')} f{row.get('compression_factor')}" if row.get("family") == "conv_ae" else row.get("family", "")
-    if row.get("status") == "failed":
-        return f"  {row['trial_key']} {arch}: FAILED {row.get('error')}"
-    return (
-        f"  {row['trial_key']} {arch}: latent {row.get('latent_size')}, test MSE {row.get('test_mse', float('nan')):.5f}, "
-        f"PSNR {row.get('test_psnr', float('nan')):.2f} dB, {row.get('wall_seconds', 0):.1f}s"
-    )
 
 
 if __name__ == "__main__":

@@ -118,12 +118,18 @@ def _clear_attempts(directory: Path) -> None:
 
 
 _SLOT_HANDLE = None  # the open, locked slot file that makes this process worker number N
+_SLOT = 0
+
+
+def worker_slot() -> int:
+    """This worker's number (0 in a single-process run): seeds per-worker samplers apart."""
+    return _SLOT
 
 
 def _setup_worker(plan: WorkerPlan, lock_dir: str) -> None:
     """Claim a free worker slot (a file lock, released by the OS when the process dies), then
     pin the GPU that slot owns and the thread count, before any framework is imported."""
-    global _SLOT_HANDLE
+    global _SLOT_HANDLE, _SLOT
     if _SLOT_HANDLE is not None:
         return
     Path(lock_dir).mkdir(parents=True, exist_ok=True)
@@ -135,7 +141,7 @@ def _setup_worker(plan: WorkerPlan, lock_dir: str) -> None:
         except OSError:
             handle.close()
             continue
-        _SLOT_HANDLE = handle
+        _SLOT_HANDLE, _SLOT = handle, slot
         break
     gpu = plan.gpus[(slot // plan.workers_per_gpu) % len(plan.gpus)] if plan.gpus else None
     backend.configure_process(gpu, plan.threads, gpus_shared=plan.workers_per_gpu > 1)

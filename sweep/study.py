@@ -1,0 +1,331 @@
+"""Optuna studies for both drivers: storages, study names, samplers, pruners, and the job that
+runs one Optuna trial in a worker.
+
+Storage. Without `--storage`, a study lives in `<results>/optuna.db` (SQLite). SQLite was
+chosen over Optuna's journal file after measuring both under 1-8 local worker processes
+(`benchmarks/optuna_storage.py`): the journal file is faster per trial (about 0.03 s against
+0.1-0.3 s), but only the RDB storages support Optuna's heartbeat, which is what turns a
+trial whose worker died into a failed-and-retried one instead of a trial RUNNING forever;
+at sweep's trial lengths (seconds to hours) SQLite's cost is noise, and with a 60 s lock
+timeout eight writers produced no errors. `--storage postgresql://...` is the way to run
+one study from many machines. A journal file (`--storage journal:PATH`) works but has no
+heartbeat.
+
+Every Optuna trial is also a row in the results store, keyed by the same `trial_key` as a
+grid trial, and a configuration already complete in the store is not trained again: its
+stored values are reported to the study instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import SpecError, StoreError
+
+__all__ = ["OBJECTIVES", "OptunaTrialJob", "StudyConfig", "default_storage_url", "mask_url", "open_study"]
+
+# Row columns that can be objectives, and which way is better.
+OBJECTIVES = {
+    "val_mse": "minimize",
+    "val_mae": "minimize",
+    "val_psnr": "maximize",
+    "val_ssim": "maximize",
+    "test_mse": "minimize",
+    "test_mae": "minimize",
+    "test_psnr": "maximize",
+    "test_ssim": "maximize",
+    "latent_size": "minimize",
+    "params": "minimize",
+    "train_seconds": "minimize",
+}
+SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+MAX_RETRY = 3  # a trial whose worker died is retried this many times by the survivors
+
+
+def default_storage_url(results_dir: str | Path) -> str:
+    return f"sqlite:///{Path(results_dir).resolve() / 'optuna.db'}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise SpecError("--objectives needs at least one name")
+    for name in names:
+        if name not in OBJECTIVES:
+            from sweep.arch import _unknown
+
+            raise SpecError("--objectives: " + _unknown("objective", name, OBJECTIVES))
+    if len(set(names)) != len(names):
+        raise SpecError(f"--objectives repeats a name: {text}")
+    return names
+
+
+def study_name_for(kind: str, space, data_ids: list[str], objectives: tuple[str, ...]) -> str:
+    """A name that is the same on every machine running the same command on the same data,
+    and different when the protocol or objectives change (so studies never mix them)."""
+    identity = json.dumps(
+        {"factors": {k: repr(v) for k, v in space.factors.items()}, "protocol": space.protocol.to_dict(),
+         "arch": space.arch, "data": sorted(set(data_ids)), "objectives": objectives, "kind": kind},
+        sort_keys=True,
+    )  # fmt: skip
+    return f"{space.name}-{kind}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+
+
+@functools.lru_cache(maxsize=8)
+def _storage(url: str, heartbeat_interval: int, grace_period: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url.removeprefix("journal:")).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        engine_kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            engine_kwargs["connect_args"] = {"timeout": 60}  # wait for other writers instead of failing
+        else:
+            engine_kwargs["pool_pre_ping"] = True
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                )
+            except Exception as err:
+                # Machines that start together on an empty database race to create Optuna's
+                # tables; the losers see "already exists" and simply try again.
+                if attempt == 4 or not re.search(r"already exists|duplicate key", str(err)):
+                    raise
+                time.sleep(0.2 + random.random())
+    except Exception as err:  # unreachable server, bad URL, missing driver: one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StoreError(f"--storage {mask_url(url)}: cannot open the study storage ({type(err).__name__}: {first[:200]})") from None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """How to reach and drive one study; picklable, so workers can open it themselves."""
+
+    storage_url: str
+    study_name: str
+    objectives: tuple[str, ...] = ("val_mse",)
+    sampler: str = "tpe"
+    sampler_seed: int | None = None
+    pruner: str = "median"
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    epochs: int = 10  # Hyperband's maximum resource
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] | None = None  # the grid sampler's space
+
+    @classmethod
+    def grid_of(cls, space) -> tuple[tuple[str, tuple[Any, ...]], ...] | None:
+        return tuple((name, tuple(dim.grid())) for name, dim in space.factors.items()) if space.is_grid else None
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[name] for name in self.objectives]
+
+    def storage(self):
+        return _storage(self.storage_url, self.heartbeat_interval, self.grace_period)
+
+    def make_sampler(self, worker: int = 0):
+        import optuna
+
+        seed = None if self.sampler_seed is None else self.sampler_seed + worker
+        if self.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if self.sampler == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        if self.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if self.sampler == "grid":
+            if self.grid is None:
+                raise SpecError("--sampler grid needs a space whose factors are all lists or stepped ranges")
+            return optuna.samplers.GridSampler({name: list(values) for name, values in self.grid}, seed=seed)
+        raise SpecError(f"unknown sampler {self.sampler!r} (allowed: {', '.join(SAMPLERS)})")
+
+    def make_pruner(self):
+        import optuna
+
+        if self.pruner == "none" or len(self.objectives) > 1:  # Optuna prunes single-objective studies only
+            return optuna.pruners.NopPruner()
+        if self.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(self.epochs, 1))
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def open_study(config: StudyConfig, create: bool = True, worker: int = 0):
+    """Create the study if needed (any number of processes may race to), or load it."""
+    import optuna
+
+    storage = config.storage()
+    sampler, pruner = config.make_sampler(worker), config.make_pruner()
+    try:
+        if create:
+            study = optuna.create_study(
+                study_name=config.study_name, storage=storage, directions=config.directions,
+                sampler=sampler, pruner=pruner, load_if_exists=True,
+            )  # fmt: skip
+        else:
+            study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner)
+    except StoreError:
+        raise
+    except Exception as err:
+        raise StoreError(f"--storage {mask_url(config.storage_url)}: cannot open study {config.study_name!r} ({type(err).__name__}: {err})") from None
+    wanted = [optuna.study.StudyDirection.MINIMIZE if d == "minimize" else optuna.study.StudyDirection.MAXIMIZE for d in config.directions]
+    if list(study.directions) != wanted:
+        raise SpecError(
+            f"study {config.study_name!r} optimises {len(study.directions)} objective(s) in other directions; "
+            f"pass --study NAME for a new study with --objectives {','.join(config.objectives)}"
+        )
+    return study
+
+
+class TrialFailed(Exception):
+    """The trial ran and failed; its row says why. Optuna records it as FAIL and goes on."""
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_study(config: StudyConfig, worker: int):
+    return open_study(config, create=False, worker=worker)
+
+
+def objective_values(row: dict[str, Any], objectives: tuple[str, ...]) -> list[float] | None:
+    values = [row.get(name) for name in objectives]
+    if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+@dataclass(frozen=True)
+class OptunaTrialJob:
+    """Run one trial of a study in a worker: sample (or pop an enqueued grid point), train
+    unless the store already has it, store the row, report to the study."""
+
+    config: StudyConfig
+    space: Any  # SearchSpace
+    data_dir: str | None
+    results_dir: str
+    row_extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every_s: float = 10.0
+    enqueued_only: bool = False  # grid studies: run only enqueued grid points, never sample
+
+    label = "optuna"
+
+    def __call__(self) -> dict[str, Any] | None:
+        import optuna
+
+        from sweep.schedule import worker_slot
+
+        study = _worker_study(self.config, worker_slot())
+        if self.enqueued_only:
+            optuna.storages.fail_stale_trials(study)  # so dead workers' grid points are waiting again
+            if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+                return None
+        result: dict[str, Any] = {}
+        study.optimize(lambda trial: self._objective(trial, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        return result.get("row")
+
+    def _objective(self, trial, result: dict[str, Any]):
+        import optuna
+
+        from sweep.data import load_dataset
+        from sweep.store import read_row, write_row
+        from sweep.trial import run_trial
+
+        point = self.space.suggest(trial)
+        draft = self.space.spec(point, data_id="")
+        dataset = load_dataset(draft.protocol.dataset, self.data_dir)
+        spec = self.space.spec(point, dataset.data_id)
+        trial.set_user_attr("trial_key", spec.key)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        stored = read_row(self.results_dir, spec.key)
+        if stored is not None and stored.get("status") == "complete":
+            values = objective_values(stored, self.config.objectives)
+            if values is not None:
+                trial.set_user_attr("reused_row", True)
+                result["row"] = stored
+                return values if len(values) > 1 else values[0]
+
+        single = len(self.config.objectives) == 1
+
+        def should_prune(epoch: int, val_loss: float) -> bool:
+            if not single:
+                return False
+            trial.report(val_loss, epoch)
+            return trial.should_prune()
+
+        row = run_trial(spec, dataset, self.results_dir, should_prune=should_prune, checkpoint_every_s=self.checkpoint_every_s)
+        values = objective_values(row, self.config.objectives) if row["status"] == "complete" else None
+        if row["status"] == "complete" and values is None:
+            row.update(status="failed", error=f"an objective ({', '.join(self.config.objectives)}) is missing or not finite")
+        state = {"complete": "COMPLETE", "pruned": "PRUNED"}.get(row["status"], "FAIL")
+        row.update(self.row_extra, study_name=self.config.study_name, optuna_trial=trial.number, optuna_state=state)
+        write_row(self.results_dir, row)
+        result["row"] = row
+        if row["status"] == "pruned":
+            raise optuna.TrialPruned()
+        if row["status"] == "failed":
+            trial.set_user_attr("error", row["error"])
+            raise TrialFailed(row["error"])
+        return values if len(values) > 1 else values[0]
+
+
+def enqueue_grid(study, space, config: StudyConfig) -> int:
+    """Put every grid point into the study once, as waiting trials; return how many were added.
+
+    Machines that start together race to create a companion lock study; the database lets
+    exactly one win, and only the winner enqueues. The others wait for its `grid_size`
+    marker; if the winner died half-way, they complete the queue (points already present
+    are skipped)."""
+    import time
+
+    import optuna
+
+    points = space.grid_points()
+    if study.user_attrs.get("grid_size") == len(points):
+        return 0
+    try:
+        optuna.create_study(study_name=f"{config.study_name}.enqueue-lock", storage=config.storage())
+    except optuna.exceptions.DuplicatedStudyError:
+        deadline = time.monotonic() + config.grace_period
+        while time.monotonic() < deadline:
+            if optuna.load_study(study_name=config.study_name, storage=config.storage()).user_attrs.get("grid_size") == len(points):
+                return 0
+            time.sleep(1)
+    existing = {t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for index, point in enumerate(points):
+        if index not in existing:
+            study.enqueue_trial(point, user_attrs={"grid_point": index})
+            added += 1
+    study.set_user_attr("grid_size", len(points))
+    return added

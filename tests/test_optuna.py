@@ -1,0 +1,221 @@
+"""`python -m sweep.optuna` and `sweep.grid --storage`: studies that resume, Pareto fronts,
+one results store for both drivers, and many workers sharing one PostgreSQL study."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from sweep.store import load_results
+
+pytestmark = pytest.mark.slow
+
+POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+def tiny_space(tmp_path, factors: dict, name: str = "tiny", **protocol) -> str:
+    base = {"dataset": "synthetic", "epochs": 1, "train_fraction": 1.0, "train_limit": 32, "batch_size": 16}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "space": factors, "protocol": {**base, **protocol}}, sort_keys=False))
+    return str(path)
+
+
+def load_study(url: str, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def only_study(url: str):
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(storage=url)
+    return load_study(url, summary.study_name)
+
+
+def test_a_study_continues_across_invocations(tmp_path):
+    space = tiny_space(tmp_path, {"kernel_size": [3, 5], "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    results = tmp_path / "o"
+    for _ in range(2):
+        out = run_cli("sweep.optuna", "--trials", "2", "--space", space, "--results", str(results))
+        assert out.returncode == 0, out.stderr
+    study = only_study(f"sqlite:///{results}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    frame = load_results(results)
+    assert len(frame) == 4 and set(frame["status"]) == {"complete"}
+    assert sorted(frame["optuna_trial"]) == [0, 1, 2, 3] and set(frame["study_name"]) == {study.study_name}
+    assert set(frame["optuna_state"]) == {"COMPLETE"} and set(frame["driver"]) == {"optuna"}
+    by_number = {t.number: t for t in study.trials}
+    for _, row in frame.iterrows():
+        trial = by_number[int(row["optuna_trial"])]
+        assert trial.user_attrs["trial_key"] == row["trial_key"]
+        assert trial.value == pytest.approx(row["val_mse"])
+    assert "best trial (val_mse, minimize)" in out.stdout and "optuna-dashboard sqlite:///" in out.stdout
+
+
+def test_pareto_front_members_are_non_dominated_in_the_store(tmp_path):
+    space = tiny_space(tmp_path, {"compression_factor": [1, 2, 4], "channel_factor": [1, 2]})
+    results = tmp_path / "o"
+    out = run_cli(
+        "sweep.optuna", "--trials", "5", "--space", space, "--results", str(results),
+        "--objectives", "test_mse,latent_size", "--sampler-seed", "1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Pareto front of test_mse vs latent_size" in out.stdout
+    front_keys = set(re.findall(r"trial_key ([0-9a-f]{16})", out.stdout.split("Pareto front")[1]))
+    assert front_keys
+    frame = load_results(results)
+    rows = frame[frame["status"] == "complete"]
+    for key in front_keys:
+        member = rows[rows["trial_key"] == key].iloc[0]
+        dominated = rows[
+            (rows["test_mse"] <= member["test_mse"]) & (rows["latent_size"] <= member["latent_size"])
+            & ((rows["test_mse"] < member["test_mse"]) | (rows["latent_size"] < member["latent_size"]))
+        ]  # fmt: skip
+        assert dominated.empty, f"{key} is dominated by {list(dominated['trial_key'])}"
+
+
+def test_both_drivers_share_one_store_and_never_train_twice(tmp_path):
+    space = tiny_space(tmp_path, {"kernel_size": [3]})
+    results = tmp_path / "r"
+    grid = run_cli("sweep.grid", "--space", space, "--results", str(results))
+    assert grid.returncode == 0, grid.stderr
+    (row,) = load_results(results).to_dict("records")
+    out = run_cli("sweep.optuna", "--trials", "1", "--space", space, "--results", str(results), "--sampler", "grid")
+    assert out.returncode == 0, out.stderr
+    frame = load_results(results)
+    assert len(frame) == 1 and frame.iloc[0]["finished_at"] == row["finished_at"]  # not trained again
+    (trial,) = only_study(f"sqlite:///{results}/optuna.db").trials
+    assert trial.user_attrs["trial_key"] == row["trial_key"] and trial.user_attrs["reused_row"] is True
+    assert trial.value == pytest.approx(row["val_mse"])
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    import sweep.trial
+    from sweep.optuna import main
+
+    real_build = sweep.trial.build_autoencoder
+
+    def build(spec, *args, **kwargs):
+        if spec.kernel_size == 5:
+            raise RuntimeError("simulated failure")
+        return real_build(spec, *args, **kwargs)
+
+    monkeypatch.setattr(sweep.trial, "build_autoencoder", build)
+    space = tiny_space(tmp_path, {"kernel_size": [3, 5]})
+    results = tmp_path / "o"
+    assert main(["--trials", "2", "--space", space, "--results", str(results), "--sampler", "grid"]) == 0
+    study = only_study(f"sqlite:///{results}/optuna.db")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    assert failed.user_attrs["error"] == "RuntimeError: simulated failure"
+    frame = load_results(results).set_index("trial_key")
+    assert frame.loc[failed.user_attrs["trial_key"], "status"] == "failed"
+    assert frame.loc[failed.user_attrs["trial_key"], "optuna_state"] == "FAIL"
+
+
+# ---- PostgreSQL: several processes on one study -------------------------------------------------
+
+
+@pytest.fixture
+def postgres():
+    try:
+        import sqlalchemy
+
+        sqlalchemy.create_engine(POSTGRES_URL).connect().close()
+    except Exception as err:
+        if os.environ.get("SWEEP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable at {POSTGRES_URL}: {err}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    import optuna
+
+    for study_name in (name, f"{name}.enqueue-lock"):
+        try:
+            optuna.delete_study(study_name=study_name, storage=POSTGRES_URL)
+        except KeyError:
+            pass
+
+
+def start_grid(space: str, results, study: str, *extra: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "sweep.grid", "--space", space, "--results", str(results), "--storage", POSTGRES_URL,
+        "--study", study, "--workers", "1", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def grid_points_by_state(study):
+    table: dict[int, list[str]] = {}
+    for trial in study.trials:
+        table.setdefault(trial.user_attrs.get("grid_point"), []).append(trial.state.name)
+    return table
+
+
+@pytest.mark.postgres
+def test_two_workers_run_a_12_point_grid_each_point_once(tmp_path, postgres):
+    space = tiny_space(tmp_path, {"channel_factor": [1, 2, 4], "kernel_size": [3, 5], "fewer_layers": [False, True]})
+    results = tmp_path / "shared-results"
+    workers = [start_grid(space, results, postgres) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = load_study(POSTGRES_URL, postgres)
+    table = grid_points_by_state(study)
+    assert set(table) == set(range(12))
+    assert all(states == ["COMPLETE"] for states in table.values()), table
+    frame = load_results(results)
+    assert len(frame) == 12 and frame["trial_key"].is_unique and set(frame["status"]) == {"complete"}
+    assert set(frame["trial_key"]) == {t.user_attrs["trial_key"] for t in study.trials}
+    # both machines did part of the work
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+
+
+@pytest.mark.postgres
+def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(tmp_path, postgres):
+    space = tiny_space(tmp_path, {"channel_factor": [1, 2, 4], "kernel_size": [3, 5]}, epochs=3, train_limit=64)
+    results = tmp_path / "shared-results"
+    beat = ("--heartbeat-interval", "1", "--grace-period", "3")
+    victim = start_grid(space, results, postgres, *beat)
+    # Wait until the victim is inside a trial, then kill it without warning.
+    deadline = time.monotonic() + 240
+    victim_trial = None
+    while victim_trial is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = load_study(POSTGRES_URL, postgres)
+        except KeyError:
+            continue
+        running = [t for t in study.trials if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        victim_trial = running[0] if running else None
+    assert victim_trial is not None, "the victim never started a trial"
+    time.sleep(2)  # mid-training
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = start_grid(space, results, postgres, *beat)
+    output = survivor.communicate(timeout=600)[0]
+    assert survivor.returncode == 0, output
+
+    study = load_study(POSTGRES_URL, postgres)
+    killed = next(t for t in study.trials if t.number == victim_trial.number)
+    assert killed.state.name == "FAIL"
+    table = grid_points_by_state(study)
+    assert set(table) == set(range(6))
+    for point, states in table.items():
+        assert states.count("COMPLETE") == 1, (point, states)
+    assert table[victim_trial.user_attrs["grid_point"]] == ["FAIL", "COMPLETE"]
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == victim_trial.number)
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["trial_key"] == victim_trial.user_attrs["trial_key"]
+    frame = load_results(results)
+    assert len(frame) == 6 and frame["trial_key"].is_unique and set(frame["status"]) == {"complete"}
