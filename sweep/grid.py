@@ -11,6 +11,7 @@ command again resumes a sweep that crashed or was interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_arguments(parser)
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train each configuration N times, with seeds SEED, SEED+1, ... (analysis merges them into one "
+        "configuration with a mean and spread; default: %(default)s)",
+    )
     return parser
+
+
+def repeat_trials(trials: list, repeats: int) -> list:
+    """Each (point, spec) `repeats` times with the seed raised by 0, 1, ..., repeats - 1: the
+    replicates differ only in `seed`, so `sweep.analysis` treats them as one configuration."""
+    import dataclasses
+
+    out, seen = [], set()
+    for point, spec in trials:
+        for offset in range(repeats):
+            protocol = dataclasses.replace(spec.protocol, seed=spec.protocol.seed + offset)
+            replicate = dataclasses.replace(spec, protocol=protocol)
+            if replicate.key not in seen:
+                seen.add(replicate.key)
+                out.append((point, replicate))
+    return out
 
 
 def resolve_trials(space, data_dir: str | None):
@@ -66,7 +90,7 @@ def resolve_trials(space, data_dir: str | None):
 
 def summarize(frame, reference_key: str | None) -> str:
     """First (the reference model), best and worst by test MSE, and the latent-size correlation."""
-    from scipy.stats import spearmanr
+    from sweep.analysis import latent_correlation
 
     done = frame[frame["status"] == "complete"]
     lines = [f"{len(frame)} trials: {len(done)} complete, {(frame['status'] == 'failed').sum()} failed, {(frame['status'] == 'pruned').sum()} pruned"]
@@ -82,14 +106,15 @@ def summarize(frame, reference_key: str | None) -> str:
     table = pd.DataFrame([row[["trial_key", *SUMMARY_COLUMNS]] for _, row in picks], index=[name for name, _ in picks])
     lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if done["latent_size"].nunique() > 1 and len(done) > 2:
-        rho, p = spearmanr(done["latent_size"], done["test_mse"])
-        lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho:.3f} (p = {p:.2g}, n = {len(done)})")
+        rho = latent_correlation(done, "spearman", "test_mse")  # over configurations: replicates count once
+        ci = f"95% CI {rho.ci_low:.3f} to {rho.ci_high:.3f}, " if math.isfinite(rho.ci_low) else ""
+        lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho.estimate:.3f} ({ci}p = {rho.p_value:.2g}, n = {rho.n} configurations)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats")
 
     from sweep.schedule import TrialJob, plan_workers, run_jobs
     from sweep.space import load_space
@@ -99,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges, which have no grid; run python -m sweep.optuna on it")
     results = check_writable(args.results)
-    trials = resolve_trials(space, args.data_dir)
+    trials = repeat_trials(resolve_trials(space, args.data_dir), args.repeats)
     keys = [spec.key for _, spec in trials]
     skip_statuses = ("complete",) if args.retry_failed else ("complete", "failed")
     done = completed_keys(results, statuses=skip_statuses) & set(keys)
@@ -117,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         write_run_record(
             results,
             "grid",
-            {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__},
+            {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats},
         )
         extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
         jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra) for spec in todo]
