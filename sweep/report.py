@@ -341,6 +341,12 @@ def _effects_section(A, F, configs, metric, name, out, written, summary) -> list
     md.append(table(["factor", "share of variance (main effect)", "p (one-way ANOVA)", "range of level means", "best level", "levels"], rows))
     md.append("")
     md.append(f"Interactions and noise: the remaining {residual:.1%}.\n")
+    drivers = _latent_drivers(configs, varied)
+    if drivers:
+        md.append(
+            f"Latent size is not a factor of its own: it follows from {', '.join(f'`{d}`' for d in drivers)}, "
+            "so their effects include the latent-size effect above.\n"
+        )
     rows = [[f"`{r['factor']}`", r["level"], r["n"], fmt(r["mean"]), fmt_ci(r["ci_low"], r["ci_high"], fmt)] for _, r in effects.iterrows()]
     md.append(table(["factor", "level", "configurations", f"mean {name}", "95% CI (t)"], rows))
     md.append("")
@@ -357,6 +363,19 @@ def _effects_section(A, F, configs, metric, name, out, written, summary) -> list
         _figure(F.interaction_plot(configs, metric), out, "interaction", written)
         md.append(_embed(written, "interaction", "strongest interaction"))
     return md
+
+
+def _latent_drivers(configs, varied: list[str]) -> list[str]:
+    """The factors that change the latent size when every other factor is held fixed."""
+    if "latent_size" not in configs:
+        return []
+    drivers = []
+    for factor in varied:
+        others = [f for f in varied if f != factor]
+        keys = configs[others].astype(str).agg("|".join, axis=1) if others else configs[factor].map(lambda _: "")
+        if (configs.groupby(keys)["latent_size"].nunique() > 1).any():
+            drivers.append(factor)
+    return drivers
 
 
 def _pareto_section(A, F, configs, metric, name, out, written, summary) -> list[str]:

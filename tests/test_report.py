@@ -106,6 +106,7 @@ def test_a_partial_sweep_says_what_it_covers(results):
     assert "Covers **37 trials**: 36 complete, 1 failed, 0 pruned; 1 more of the 38 planned" in report
     assert "**18 configurations** (18 trained with several seeds" in report
     assert "## Failed trials (1)" in report and "out of memory" in report and "`failed01`" in report
+    assert "it follows from `channel_factor`, `compression_factor`" in report
     for name in ("latent_vs_error", "factor_effects", "interaction", "params_vs_error", "learning_curves", "gallery"):
         assert (results / "report" / f"{name}.png").exists() and (results / "report" / f"{name}.svg").exists()
         assert f"]({name}.png)" in report
