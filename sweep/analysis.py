@@ -45,9 +45,10 @@ __all__ = [
     "Interaction",
     "PowerLaw",
     "best",
+    "complete",
+    "config_label",
     "configurations",
     "factor_importance",
-    "varied_factors",
     "first",
     "higher_is_better",
     "interactions",
@@ -61,12 +62,13 @@ __all__ = [
     "power_law",
     "recorded_data_dirs",
     "strongest_interaction",
+    "varied_factors",
     "worst",
 ]
 
 DEFAULT_METRIC = "test_mse"
 CONFIDENCE = 0.95
-N_RESAMPLES = 9999  # scipy's default; the vectorised statistic makes this take milliseconds
+N_RESAMPLES = 9999  # scipy's default; vectorised, the whole interval takes well under a second
 BOOTSTRAP_SEED = 0  # fixed, so a report and a notebook print the same interval
 MIN_BOOTSTRAP_N = 5  # fewer configurations than this give no meaningful resampling interval
 MAX_LEVELS = 8  # a numeric factor with more distinct values (an Optuna range) is binned
@@ -181,7 +183,7 @@ def configurations(frame: pd.DataFrame, metrics: Iterable[str] = METRICS) -> pd.
         rows.append(row)
     out = pd.DataFrame(rows)
     varied = varied_factors(out)
-    out["label"] = [_label(row, varied) for _, row in out.iterrows()]
+    out["label"] = [config_label(row, varied) for _, row in out.iterrows()]
     return out
 
 
@@ -199,7 +201,7 @@ def varied_factors(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def _label(row: pd.Series | dict, varied: Sequence[str]) -> str:
+def config_label(row: pd.Series | dict, varied: Sequence[str]) -> str:
     """'5 conv, ch 2, k 3, f 2' for the seed-002 family, then other varied factors as name=value."""
     parts = []
     arch = ("fewer_layers", "channel_factor", "kernel_size", "compression_factor")

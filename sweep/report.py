@@ -434,7 +434,7 @@ def _failed_section(A, frame) -> list[str]:
     if failed.empty:
         return []
     varied = A.varied_factors(frame[frame["status"].isin(["complete", "failed"])].assign(status="complete"))
-    rows = [[f"`{r['trial_key']}`", A._label(r, varied), str(r.get("error") or "")[:200]] for _, r in failed.iterrows()]
+    rows = [[f"`{r['trial_key']}`", A.config_label(r, varied), str(r.get("error") or "")[:200]] for _, r in failed.iterrows()]
     return [f"## Failed trials ({len(failed)})", "", table(["trial", "configuration", "error"], rows), ""]
 
 
