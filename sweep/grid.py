@@ -14,6 +14,7 @@ waiting points until none is left, so each point runs exactly once.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_arguments(parser)
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train each configuration N times, with seeds SEED, SEED+1, ... (analysis merges them into one "
+        "configuration with a mean and spread; default: %(default)s)",
+    )
     return parser
 
 
@@ -71,7 +79,8 @@ def resolve_trials(space, data_dir: str | None):
 def summarize(frame, reference_key: str | None) -> str:
     """First (the reference model), best and worst by test MSE, and the latent-size correlation."""
     import pandas as pd
-    from scipy.stats import spearmanr
+
+    from sweep.analysis import latent_correlation
 
     done = frame[frame["status"] == "complete"]
     counts = frame["status"].value_counts()
@@ -88,8 +97,9 @@ def summarize(frame, reference_key: str | None) -> str:
     table = pd.DataFrame([row[["trial_key", *SUMMARY_COLUMNS]] for _, row in picks], index=[name for name, _ in picks])
     lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if done["latent_size"].nunique() > 1 and len(done) > 2:
-        rho, p = spearmanr(done["latent_size"], done["test_mse"])
-        lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho:.3f} (p = {p:.2g}, n = {len(done)})")
+        rho = latent_correlation(done, "spearman", "test_mse")  # over configurations: replicates count once
+        ci = f"95% CI {rho.ci_low:.3f} to {rho.ci_high:.3f}, " if math.isfinite(rho.ci_low) else ""
+        lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho.estimate:.3f} ({ci}p = {rho.p_value:.2g}, n = {rho.n} configurations)")
     return "\n".join(lines)
 
 
@@ -108,7 +118,7 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     )
     if not todo:
         return
-    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__})
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
     jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra) for spec in todo]
     run_with_progress(jobs, plan, results / ".workers", "grid")
@@ -165,13 +175,13 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period")
 
     from sweep.schedule import plan_workers
     from sweep.space import load_space
     from sweep.store import check_writable, export, load_results
 
-    space = load_space(args.space).with_protocol(**protocol_overrides(args))
+    space = load_space(args.space).with_protocol(**protocol_overrides(args)).with_repeats(args.repeats)
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges, which have no grid; run python -m sweep.optuna on it")
     results = check_writable(args.results)

@@ -109,6 +109,17 @@ class SearchSpace:
             raise SpecError(f"{self.path}: {err}") from None
         return dataclasses.replace(self, protocol=protocol, overrides={**self.overrides, **overrides})
 
+    def with_repeats(self, repeats: int) -> "SearchSpace":
+        """The space with every configuration trained with `repeats` seeds: seed, seed + 1, ...
+        (a `seed` factor of the file keeps its values and gains the new ones)."""
+        if repeats <= 1:
+            return self
+        base = self.protocol.seed
+        existing = self.factors["seed"].grid() if "seed" in self.factors else (base,)
+        seeds = tuple(sorted({seed + offset for seed in existing for offset in range(repeats)}))
+        overrides = {k: v for k, v in self.overrides.items() if k != "seed"}
+        return dataclasses.replace(self, factors={**self.factors, "seed": Categorical(seeds)}, overrides=overrides)
+
     def spec(self, point: dict[str, Any], data_id: str) -> TrialSpec:
         """The trial for one point of the space."""
         arch_name = point.get("arch", self.arch)

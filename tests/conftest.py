@@ -13,6 +13,7 @@ import pytest
 # Before anything imports Keras: no GPU probing, quiet TensorFlow, small thread pools.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures are written to files, never shown
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SWEEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -30,6 +31,24 @@ def synthetic():
     from sweep.data import load_dataset
 
     return load_dataset("synthetic")
+
+
+@pytest.fixture(scope="session")
+def synthetic_sweep(tmp_path_factory) -> Path:
+    """A small real sweep, made once per session by `python -m sweep.grid` on synthetic data:
+    2 compression factors x 2 channel factors = 4 tiny models, 2 epochs each (about 30 s).
+    The analysis, report and notebook tests read it; none of them trains."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("synthetic_sweep")
+    space = root / "space.yaml"
+    protocol = {"dataset": "synthetic", "epochs": 2, "train_fraction": 1.0, "train_limit": 48, "batch_size": 16}
+    document = {"name": "synthetic_sweep", "space": {"compression_factor": [2, 4], "channel_factor": [1, 2]}, "protocol": protocol}
+    space.write_text(yaml.safe_dump(document, sort_keys=False))
+    results = root / "results"
+    out = run_cli("sweep.grid", "--space", str(space), "--results", str(results))
+    assert out.returncode == 0, out.stderr
+    return results
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,330 @@
+"""Figures of a sweep (matplotlib + seaborn), each returned as a Figure and saved by `save`.
+
+    fig = latent_scatter(frame, power=power_law(frame), reference=pca_reference(frame, dirs))
+    save(fig, "results/report", "latent_vs_error")   # latent_vs_error.png and .svg
+
+Every figure works on configurations (replicates merged, with their spread as error bars),
+labels its axes with units, and uses log axes where the quantity spans decades (latent
+size, parameter count, error). Galleries compose the `reconstructions.png` each trial
+saved, rather than reloading models: the figure needs neither Keras nor the data, and every
+trial's panel shows the same first test images through its best-validation weights, so
+panels compare like with like.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt  # the backend is the caller's: inline in notebooks, Agg in `sweep.report`
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+from sweep import analysis
+
+__all__ = [
+    "colorization_gallery",
+    "error_scatter",
+    "factor_effects",
+    "gallery",
+    "interaction_plot",
+    "latent_scatter",
+    "learning_curves",
+    "optuna_figures",
+    "save",
+]
+
+DPI = 150  # PNGs sharp enough to read on a laptop screen and in a PDF
+FORMATS = ("png", "svg")
+
+
+def save(fig: plt.Figure, out_dir: str | Path, name: str, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write `fig` as `out_dir/name.<format>` for each format, close it, return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out / f"{name}.{fmt}"
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _number(value: float, _pos=None) -> str:
+    """Tick labels as plain numbers: 32, 1024, 0.05, 1.2k is avoided for exactness."""
+    if value >= 1:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _log_axis(axis, values: Sequence[float] | None = None) -> None:
+    """A log axis with plain-number labels; `values` (e.g. the sweep's latent sizes) become the
+    ticks. Minor ticks are labelled too: at 2 and 5 when the axis spans more than a decade,
+    all of them when it spans less (else a narrow axis would show no number at all)."""
+    axis.set_major_formatter(FuncFormatter(_number))
+    if values is not None:
+        axis.set_major_locator(FixedLocator(sorted(set(values))))
+        axis.set_minor_formatter(NullFormatter())
+        return
+
+    def minor(value: float, _pos=None) -> str:
+        low, high = sorted(axis.get_view_interval())
+        mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+        wide = low > 0 and high / low > 10
+        return _number(value) if not wide or mantissa in (2, 5) else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _metric_axis_label(metric: str, prefix: str = "", suffix: str = "") -> str:
+    """'test MSE' on the first line, its definition and scale on the second."""
+    name, _, unit = analysis.metric_label(metric).partition(" (")
+    detail = ", ".join(part for part in (unit.rstrip(")"), suffix) if part)
+    return f"{prefix}{name}" + (f"\n({detail})" if detail else "")
+
+
+def _layers(value) -> str:
+    return "3 conv (fewer layers)" if bool(value) else "5 conv"
+
+
+def error_scatter(
+    frame: pd.DataFrame,
+    x: str = "latent_size",
+    metric: str = analysis.DEFAULT_METRIC,
+    *,
+    power: analysis.PowerLaw | None = None,
+    reference: pd.DataFrame | None = None,
+    correlation: analysis.Correlation | None = None,
+    pareto: bool = True,
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
+    """Error against `x` (latent size or params) on log-log axes: colour = channel factor,
+    marker = layer count, bars = spread over seeds, with the fitted power law, the PCA
+    reference (`analysis.pca_reference`) and the Pareto front, and the correlation in the
+    title, when given."""
+    configs = analysis.configurations(frame)
+    configs = configs[configs[x].notna() & configs[metric].notna()].copy()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 5.8))
+    fig = ax.figure
+    hue = "channel factor" if "channel_factor" in configs and configs["channel_factor"].notna().all() else None
+    style = "layers" if "fewer_layers" in configs and configs["fewer_layers"].notna().all() else None
+    if hue:
+        configs[hue] = configs["channel_factor"].astype(int)
+    if style:
+        configs[style] = configs["fewer_layers"].map(_layers)
+    hue_order = sorted(configs[hue].unique()) if hue else None
+    if "n_seeds" in configs and (configs["n_seeds"] > 1).any() and f"{metric}_std" in configs:
+        ax.errorbar(configs[x], configs[metric], yerr=configs[f"{metric}_std"].fillna(0), fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
+    sns.scatterplot(
+        data=configs, x=x, y=metric, hue=hue, hue_order=hue_order, style=style,
+        style_order=[s for s in ("5 conv", "3 conv (fewer layers)") if s in set(configs[style])] if style else None,
+        palette="viridis" if hue else None, s=70, alpha=0.9, edgecolor="black", linewidth=0.5, ax=ax, zorder=3,
+    )  # fmt: skip
+    xs = np.geomspace(configs[x].min(), configs[x].max(), 100) if len(configs) else np.array([])
+    if power is not None and math.isfinite(power.b) and len(xs):
+        ax.plot(xs, power.predict(xs), color="black", linestyle="--", linewidth=1.3,
+                label=f"fit: {power.a:.3g} · {x.replace('_', ' ')}^{power.b:.3f}  (R² = {power.r2:.2f})")  # fmt: skip
+    if reference is not None and len(reference):
+        drawn = reference[(reference["pca_mse"] > 0)].sort_values("latent_size")
+        exact, capped = drawn[drawn["kind"] == "exact"], drawn[drawn["kind"] == "capped"]
+        if len(exact):
+            ax.plot(exact["latent_size"], exact["pca_mse"], color="tab:red", marker="x", linewidth=1.5,
+                    label="PCA (best linear autoencoder)")  # fmt: skip
+        if len(capped):
+            rank = int(capped["components"].max())
+            joined = pd.concat([exact.tail(1), capped])
+            ax.plot(joined["latent_size"], joined["pca_mse"], color="tab:red", linestyle=":", linewidth=1.5)
+            ax.plot(capped["latent_size"], capped["pca_mse"], color="tab:red", marker="x", linestyle="none",
+                    markerfacecolor="none", label=f"PCA capped at the training rank ({rank})")  # fmt: skip
+        if (reference["kind"] == "identity").any():
+            dims = int(reference.loc[reference["kind"] == "identity", "components"].max())
+            ax.axvspan(dims, xs.max() * 1.5 if len(xs) else dims * 2, color="tab:red", alpha=0.06,
+                       label=f"latent ≥ {dims:,} values per image: identity possible, linear error 0")  # fmt: skip
+    if pareto and len(configs) > 1:
+        front = analysis.pareto_front(configs, cost=x, metric=metric)
+        ax.step(front[x], front[metric], where="post", color="0.35", linewidth=1, alpha=0.7, zorder=2,
+                label=f"Pareto front ({len(front)} configurations)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if len(configs):
+        ax.set_xlim(configs[x].min() / 1.5, configs[x].max() * 1.5)
+    _log_axis(ax.xaxis, configs[x] if x == "latent_size" and configs[x].nunique() <= 12 else None)
+    if x == "latent_size":
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    _log_axis(ax.yaxis)
+    what = "latent size (values in the code, log scale)" if x == "latent_size" else "trainable parameters (log scale)"
+    ax.set_xlabel(what)
+    ax.set_ylabel(_metric_axis_label(metric, suffix="log scale"))
+    n = len(configs)
+    seeds = int(configs["n_seeds"].max()) if "n_seeds" in configs and n else 1
+    ax.set_title(f"{analysis.metric_label(metric).split(' (')[0]} against {what.split(' (')[0]}: {n} configurations"
+                 + (f", up to {seeds} seeds each (bars: ±1 sd)" if seeds > 1 else "")
+                 + (f"\n{correlation.describe()}" if correlation is not None else ""), fontsize=10)  # fmt: skip
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def latent_scatter(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, **kwargs) -> plt.Figure:
+    """`error_scatter` against latent size: seed 002's Fig. 2, with the fit and the linear reference."""
+    return error_scatter(frame, "latent_size", metric, **kwargs)
+
+
+def factor_effects(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, factors: Sequence[str] | None = None) -> plt.Figure:
+    """One panel per factor: the mean error at each level with its 95% t-interval, on a
+    shared axis, titled with the factor's share of the variance."""
+    effects = analysis.main_effects(frame, metric, factors)
+    importance = analysis.factor_importance(frame, metric, factors).set_index("factor")
+    names = list(dict.fromkeys(effects["factor"]))
+    if not names:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.text(0.5, 0.5, "no factor varies in these results", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names) + 1.2, 3.8), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = effects[effects["factor"] == name]
+        positions = np.arange(len(rows))
+        low = (rows["mean"] - rows["ci_low"]).fillna(0).to_numpy()
+        high = (rows["ci_high"] - rows["mean"]).fillna(0).to_numpy()
+        ax.errorbar(positions, rows["mean"], yerr=[low, high], fmt="o-", color="tab:blue", capsize=4, linewidth=1.5)
+        ax.set_xticks(positions, [_level_text(name, v) for v in rows["level"]])
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        share = importance.loc[name, "share"] if name in importance.index else math.nan
+        ax.set_title(f"{name.replace('_', ' ')}\n{share:.0%} of variance", fontsize=9)
+        ax.set_xlabel(name.replace("_", " "))
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(_metric_axis_label(metric, "mean "))
+    n = len(analysis.configurations(frame))
+    fig.suptitle(f"Main effects: mean over the other factors, 95% CI ({n} configurations)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _level_text(factor: str, level) -> str:
+    if factor == "fewer_layers":
+        return "3 conv" if level in (True, "True") else "5 conv"
+    return str(level)
+
+
+def interaction_plot(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, pair: tuple[str, str] | None = None) -> plt.Figure | None:
+    """Cell means of the strongest two-way interaction (or `pair`): one line per level of the
+    second factor; non-parallel lines are the interaction. None with fewer than two factors."""
+    interaction = analysis.strongest_interaction(frame, metric, list(pair) if pair else None)
+    if interaction is None:
+        return None
+    a, b = interaction.factors
+    table = interaction.table
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colours = sns.color_palette("viridis", len(table.columns))
+    positions = np.arange(len(table.index))
+    for colour, level in zip(colours, table.columns):
+        ax.plot(positions, table[level], "o-", color=colour, label=f"{b.replace('_', ' ')} = {_level_text(b, level)}")
+    ax.set_xticks(positions, [_level_text(a, v) for v in table.index])
+    ax.set_xlabel(a.replace("_", " "))
+    ax.set_ylabel(_metric_axis_label(metric, "mean "))
+    ax.set_title(f"Strongest interaction: {a.replace('_', ' ')} × {b.replace('_', ' ')}\n({interaction.share:.1%} of the variance beyond the main effects)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
+    """Training (solid) and validation (dashed) loss per epoch of the trials `picks` names
+    ({"best": trial_key, ...}), log scale."""
+    curves = analysis.learning_curves(frame, picks.values())
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = dict(zip(picks, sns.color_palette("tab10", len(picks))))
+    for name, key in picks.items():
+        rows = curves[curves["trial_key"] == key]
+        if rows.empty:
+            continue
+        ax.plot(rows["epoch"], rows["loss"], "o-", color=colours[name], label=f"{name}: training")
+        ax.plot(rows["epoch"], rows["val_loss"], "s--", color=colours[name], label=f"{name}: validation")
+    ax.set_yscale("log")
+    _log_axis(ax.yaxis)
+    epochs = int(curves["epoch"].max()) if len(curves) else 1
+    ax.set_xticks(range(1, epochs + 1) if epochs <= 20 else np.linspace(1, epochs, 11).round().astype(int))
+    ax.set_xlim(0.5, epochs + 0.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (MSE per value), log scale")
+    ax.set_title("Learning curves" + (" (one epoch: a single point each)" if epochs == 1 else ""), fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def gallery(results_dir: str | Path, picks: dict[str, pd.Series], metric: str = analysis.DEFAULT_METRIC) -> plt.Figure:
+    """Originals above reconstructions for each picked configuration ({"first": row, ...} with
+    rows from `analysis.best/worst/first`), composed from the trials' stored PNGs."""
+    fig, axes = plt.subplots(len(picks), 1, figsize=(9.6, 2.9 * len(picks)), squeeze=False)
+    for ax, (name, row) in zip(axes[:, 0], picks.items()):
+        path = Path(results_dir) / "trials" / str(row["trial_key"]) / "reconstructions.png"
+        ax.set_axis_off()
+        if path.exists():
+            ax.imshow(plt.imread(path))
+        else:
+            ax.text(0.5, 0.5, f"no {path.name} for trial {row['trial_key']}", ha="center", va="center")
+        value = row[metric]
+        extra = f", latent {int(row['latent_size']):,}" if pd.notna(row.get("latent_size")) else ""
+        seeds = f" (seed {row['seeds'][0]} of {row['n_seeds']})" if row.get("n_seeds", 1) > 1 else ""
+        ax.set_title(f"{name}: {row.get('label', row['trial_key'])}{extra}, {analysis.metric_label(metric).split(' (')[0]} {value:.4g}{seeds}",
+                     fontsize=10, loc="left")  # fmt: skip
+    fig.suptitle("Test images: originals (upper row) and reconstructions (lower row)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path, metric: str = analysis.DEFAULT_METRIC) -> plt.Figure | None:
+    """For colorization trials (task 'colorize'): the best configuration of each encoding, its
+    stored panel of gray input, truth and prediction. None when there are no such trials."""
+    configs = analysis.configurations(frame)
+    if "task" not in configs or not (configs["task"] == "colorize").any():
+        return None
+    configs = configs[configs["task"] == "colorize"]
+    picks = {}
+    for encoding, group in configs.groupby("encoding", sort=True):
+        top = analysis.best(group, metric)
+        if len(top):
+            picks[f"encoding {encoding} (best of {len(group)})"] = top.iloc[0]
+    fig = gallery(results_dir, picks, metric)
+    fig.suptitle("Colorization: gray input, true colour and prediction, per encoding", fontsize=11)
+    return fig
+
+
+def optuna_figures(storage: str, study_name: str, evaluator: str = "auto") -> dict[str, plt.Figure]:
+    """Optuna's own matplotlib plots of a stored study: optimisation history, parameter
+    importances and, for a multi-objective study, the Pareto front."""
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    study = analysis._load_study(storage, study_name)
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    name = (study.metric_names or ["objective"])[0] if hasattr(study, "metric_names") else "objective"
+    figures = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = ovm.plot_optimization_history(study, target=target, target_name=name or "objective")
+        figures["optuna_history"] = ax.figure
+        importances = analysis.optuna_importance(storage, study_name, evaluator)
+        evaluators = {"fanova": optuna.importance.FanovaImportanceEvaluator, "ped_anova": optuna.importance.PedAnovaImportanceEvaluator}
+        ax = ovm.plot_param_importances(study, evaluator=evaluators[importances["evaluator"].iloc[0]](seed=0), target=target, target_name=name or "objective")
+        ax.set_title(f"Parameter importances ({importances['evaluator'].iloc[0]})", loc="left")  # replaces Optuna's own
+        figures["optuna_importances"] = ax.figure
+        if multi:
+            ax = ovm.plot_pareto_front(study)
+            figures["optuna_pareto"] = ax.figure
+    for fig in figures.values():
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+    return figures

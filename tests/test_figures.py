@@ -1,0 +1,98 @@
+"""Figures on constructed results: written as PNG and SVG, axes labelled, log where it belongs."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweep import analysis, figures
+from test_analysis import grid_frame
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(0)
+    out = grid_frame(lambda p, s: 0.08 / p["channel_factor"] ** 0.3 * (1 + 0.05 * rng.normal()), seeds=(0, 1))
+    out["fewer_layers"] = out["kernel_size"] == 5
+    out["history"] = json.dumps([{"loss": 0.08, "val_loss": 0.07, "lr": 1e-3}, {"loss": 0.05, "val_loss": 0.06, "lr": 1e-3}])
+    return out
+
+
+def labelled(ax) -> bool:
+    return bool(ax.get_xlabel()) and bool(ax.get_ylabel())
+
+
+def test_latent_scatter_with_fit_reference_and_legend(frame, tmp_path):
+    reference = pd.DataFrame({
+        "latent_size": [32, 128, 512, 2048, 8192], "components": [32, 128, 500, 500, 3072],
+        "kind": ["exact", "exact", "capped", "capped", "identity"], "pca_mse": [0.02, 0.01, 0.004, 0.004, 0.0],
+    })  # fmt: skip
+    fig = figures.latent_scatter(frame, power=analysis.power_law(frame), reference=reference, correlation=analysis.latent_correlation(frame))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log" and labelled(ax)
+    assert "log scale" in ax.get_xlabel() and "MSE" in ax.get_ylabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("fit:") for t in legend) and any(t.startswith("PCA") for t in legend)
+    assert any("capped" in t for t in legend) and any("identity" in t for t in legend)
+    assert {"1", "2", "4", "5 conv", "3 conv (fewer layers)"} <= set(legend)  # both layer counts occur
+    assert "Spearman rho" in ax.get_title() and "2 seeds" in ax.get_title()
+    paths = figures.save(fig, tmp_path, "scatter")
+    assert [p.name for p in paths] == ["scatter.png", "scatter.svg"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_effects_interaction_and_learning_curves(frame, tmp_path):
+    fig = figures.factor_effects(frame)
+    assert len(fig.axes) == 4 and labelled(fig.axes[0]) and "of variance" in fig.axes[0].get_title()
+    fig = figures.interaction_plot(frame)
+    assert labelled(fig.axes[0]) and fig.axes[0].get_legend() is not None
+    keys = {"best": analysis.best(frame).iloc[0]["trial_key"], "worst": analysis.worst(frame).iloc[0]["trial_key"]}
+    fig = figures.learning_curves(frame, keys)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and labelled(ax) and len(ax.get_legend().get_texts()) == 4
+    one = grid_frame(lambda p, s: 0.05, levels={"channel_factor": [1, 2]})
+    assert figures.interaction_plot(one) is None  # one factor: no interaction to draw
+    plt.close("all")
+
+
+def test_gallery_composes_the_stored_pngs(frame, tmp_path):
+    picks = {"best": analysis.best(frame).iloc[0], "worst": analysis.worst(frame).iloc[0]}
+    stored = tmp_path / "trials" / picks["best"]["trial_key"]
+    stored.mkdir(parents=True)
+    plt.imsave(stored / "reconstructions.png", np.random.default_rng(0).random((40, 120, 3)))
+    fig = figures.gallery(tmp_path, picks)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[0].startswith("best: ") and "seed 0 of 2" in titles[0] and titles[1].startswith("worst: ")
+    assert len(fig.axes[0].images) == 1 and not fig.axes[1].images  # the missing PNG is said, not drawn
+    assert "no reconstructions.png" in fig.axes[1].texts[0].get_text()
+    plt.close(fig)
+
+
+def test_colorization_gallery_shows_each_encoding(frame, tmp_path):
+    assert figures.colorization_gallery(frame, tmp_path) is None
+    colour = frame.assign(task="colorize", encoding=np.where(frame["channel_factor"] == 1, "lab", "ycbcr"))
+    fig = figures.colorization_gallery(colour, tmp_path)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert [t.split(" (")[0] for t in titles] == ["encoding lab", "encoding ycbcr"]
+    plt.close(fig)
+
+
+def test_optuna_figures(tmp_path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    single = optuna.create_study(storage=storage, study_name="single", sampler=optuna.samplers.RandomSampler(seed=0))
+    single.optimize(lambda t: t.suggest_float("x", 0, 1) + 0.1 * t.suggest_int("k", 1, 3), n_trials=12)
+    made = figures.optuna_figures(storage, "single")
+    assert set(made) == {"optuna_history", "optuna_importances"}
+    multi = optuna.create_study(storage=storage, study_name="multi", directions=["minimize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    multi.optimize(lambda t: (t.suggest_float("x", 0, 1), 1 - t.suggest_float("y", 0, 1)), n_trials=12)
+    made = figures.optuna_figures(storage, "multi")
+    assert set(made) == {"optuna_history", "optuna_importances", "optuna_pareto"}
+    for name, fig in made.items():
+        figures.save(fig, tmp_path, name)
+        assert (tmp_path / f"{name}.png").exists()
