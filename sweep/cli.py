@@ -41,6 +41,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
     run.add_argument("--results", default="results", help="results directory (default: %(default)s)")
     run.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one using all cores)")
     run.add_argument("--workers-per-gpu", type=int, default=1, help="pack several trials on each GPU (default: 1)")
+    run.add_argument(
+        "--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
+        help="checkpoint a training trial at the end of an epoch at most this often, so a crash costs at most "
+        "this much work (default: %(default)s; 0: every epoch)",
+    )  # fmt: skip
     run.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
     study = parser.add_argument_group("Optuna study (several machines share one through --storage)")
@@ -124,12 +129,12 @@ def run_with_progress(jobs: list, plan, lock_dir: Path, desc: str, total: int | 
 
     rows = []
     with tqdm(total=total or len(jobs), initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
-        restart = lambda n: bar.write(f"a worker died; {n} job(s) handed out again")  # noqa: E731
+        restart = lambda n: bar.write(f"a worker died; {n} job(s) handed out again", file=sys.stderr)  # noqa: E731
         for row in run_jobs(jobs, plan, lock_dir, on_restart=restart):
             bar.update(1)
             if row is not None:
                 rows.append(row)
-                bar.write(one_line(row))
+                bar.write(one_line(row), file=sys.stderr)
     return rows
 
 

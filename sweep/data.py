@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep.errors import DataError
+from sweep.faults import failpoint
 
 __all__ = ["Dataset", "Splits", "SafeUnpickler", "load_dataset", "make_splits", "read_cifar_file"]
 
@@ -181,6 +182,7 @@ def _synthetic(n_train: int = 512, n_test: int = 128, size: int = 32) -> Dataset
 @functools.lru_cache(maxsize=4)
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """Load a dataset once per process. `data_dir=None` downloads CIFAR through Keras."""
+    failpoint("data.load")
     if name == "synthetic":
         return _synthetic()
     if name not in CIFAR:

@@ -120,7 +120,7 @@ def run_local(args, space, trials, plan, results: Path) -> None:
         return
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
-    jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra) for spec in todo]
+    jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra, args.checkpoint_every) for spec in todo]
     run_with_progress(jobs, plan, results / ".workers", "grid")
 
 
@@ -161,7 +161,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
         optuna.storages.fail_stale_trials(study)
         waiting = len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
         if waiting:
-            job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, enqueued_only=True)
+            job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True)
             run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points())
             continue
         running = len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))

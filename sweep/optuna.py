@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_run_record(results, "optuna", {"space": space.path, "protocol": space.protocol.to_dict(), "study": config.study_name, "storage": mask_url(config.storage_url), "trials": args.trials})
     extra = {"driver": "optuna", "space": space.name, "code_version": code_version()}
-    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra)
+    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every)
     run_with_progress([job] * args.trials, plan, results / ".workers", "optuna")
 
     study = open_study(config, create=False)

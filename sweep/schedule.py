@@ -14,6 +14,8 @@ import fcntl
 import json
 import os
 import sys
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol as TypingProtocol
@@ -23,7 +25,9 @@ from sweep.store import write_row
 
 __all__ = ["Job", "TrialJob", "WorkerPlan", "plan_workers", "run_jobs"]
 
-MAX_ATTEMPTS = 2  # a trial whose worker died this many times is recorded as failed
+MAX_ATTEMPTS = 2  # a trial whose worker died this many times in one run is recorded as failed
+IDLE_WORKER_SECONDS = 600  # keep idle workers (and their loaded framework and data) this long
+RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this driver invocation; workers inherit it in their jobs
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class TrialJob:
     results_dir: str
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
+    run_id: str = RUN_ID  # set in the driver, so every worker counts attempts of the same run
 
     @property
     def label(self) -> str:
@@ -80,7 +85,7 @@ class TrialJob:
         from sweep.data import load_dataset
         from sweep.trial import base_row, run_trial, trial_dir
 
-        attempts = _count_attempt(trial_dir(self.results_dir, self.spec.key))
+        attempts = _count_attempt(trial_dir(self.results_dir, self.spec.key), self.run_id)
         if attempts > MAX_ATTEMPTS:
             row = {
                 **base_row(self.spec),
@@ -96,16 +101,19 @@ class TrialJob:
         return row
 
 
-def _count_attempt(directory: Path) -> int:
-    """Record that a trial is starting; return how many times it has started without finishing."""
+def _count_attempt(directory: Path, run_id: str) -> int:
+    """Record that a trial is starting; return how many times it has started in this run
+    without finishing. Earlier runs don't count: a driver killed by its user says nothing
+    about the trial it was running."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "attempts.json"
     try:
-        attempts = json.loads(path.read_text())["attempts"] + 1
+        saved = json.loads(path.read_text())
+        attempts = saved["attempts"] + 1 if saved["run"] == run_id else 1
     except (OSError, ValueError, KeyError, TypeError):
         attempts = 1
     tmp = directory / f".attempts.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"attempts": attempts, "pid": os.getpid()}))
+    tmp.write_text(json.dumps({"attempts": attempts, "run": run_id, "pid": os.getpid()}))
     os.replace(tmp, path)
     return attempts
 
@@ -160,8 +168,11 @@ def run_jobs(
 ) -> Iterator[dict[str, Any] | None]:
     """Run `jobs` on `plan`'s workers; yield each job's row as it finishes (any order).
 
-    With one worker the jobs run in this process. With several, a dead worker (SIGKILL,
-    out of memory) is replaced and the unfinished jobs are handed out again.
+    With one worker the jobs run in this process. With several, they run in joblib's loky
+    worker processes, at most one job per worker at a time, so the jobs in flight when a
+    worker dies (SIGKILL, out of memory) are known. The pool is then rebuilt; if several jobs
+    were in flight, each is first run again alone, so only the one that really kills its
+    worker is charged for it (the others died with the pool, not by their own doing).
     """
     lock_dir = str(lock_dir)
     if plan.workers == 1:
@@ -169,25 +180,38 @@ def run_jobs(
             yield _run_in_worker(job, plan, lock_dir)
         return
 
-    from joblib import Parallel, delayed
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import get_reusable_executor
     from joblib.externals.loky.process_executor import BrokenProcessPool
 
-    remaining = list(jobs)
-    while remaining:
-        finished: set[int] = set()
-        parallel = Parallel(n_jobs=plan.workers, backend="loky", return_as="generator_unordered", pre_dispatch="n_jobs")
+    pending, suspects = deque(jobs), deque()
+    while pending or suspects:
+        queue, width = (suspects, 1) if suspects else (pending, plan.workers)
+        executor = get_reusable_executor(max_workers=width, timeout=IDLE_WORKER_SECONDS)
+        running: dict[Any, Job] = {}
         try:
-            for index, row in parallel(delayed(_indexed)(i, job, plan, lock_dir) for i, job in enumerate(remaining)):
-                finished.add(index)
-                yield row
-            remaining = []
+            while queue or running:
+                while queue and len(running) < width:
+                    job = queue.popleft()
+                    try:
+                        future = executor.submit(_run_in_worker, job, plan, lock_dir)
+                    except BrokenProcessPool:
+                        queue.appendleft(job)
+                        raise
+                    running[future] = job
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    row = future.result()  # raises BrokenProcessPool if a worker died
+                    del running[future]
+                    yield row
         except BrokenProcessPool:
-            remaining = [job for i, job in enumerate(remaining) if i not in finished]
-            if on_restart is not None:
-                on_restart(len(remaining))
+            in_flight = list(running.values())
+            if len(in_flight) == 1:
+                pending.appendleft(in_flight[0])  # the culprit is known: its attempt counter decides
             else:
-                print(f"a worker died; restarting {len(remaining)} unfinished job(s)", file=sys.stderr)
-
-
-def _indexed(index: int, job: Job, plan: WorkerPlan, lock_dir: str) -> tuple[int, dict[str, Any] | None]:
-    return index, _run_in_worker(job, plan, lock_dir)
+                suspects.extend(in_flight)
+            if on_restart is not None:
+                on_restart(len(pending) + len(suspects))
+            else:
+                print(f"a worker died; {len(pending) + len(suspects)} unfinished job(s) handed out again", file=sys.stderr)

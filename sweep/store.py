@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sweep.errors import StoreError
+from sweep.faults import failpoint
 
 __all__ = ["completed_keys", "export", "load_results", "read_rows", "write_row", "check_writable"]
 
@@ -58,7 +59,23 @@ def check_writable(results_dir: str | Path) -> Path:
         probe.unlink()
     except OSError as err:
         raise StoreError(f"--results {results_dir}: not a writable directory ({err.strerror or err})") from None
+    _remove_stale_temporaries(_rows_dir(root))
     return root
+
+
+STALE_TMP_SECONDS = 3600  # a row is written in milliseconds; an older temporary is a crash's leftover
+
+
+def _remove_stale_temporaries(rows: Path) -> None:
+    import time
+
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for tmp in rows.glob(".*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def _clean(value: Any) -> Any:
@@ -84,6 +101,7 @@ def write_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    failpoint("store.write_row.before_rename")
     os.replace(tmp, target)
     return target
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import SpecError, StoreError
+from sweep.faults import failpoint
 
 __all__ = ["OBJECTIVES", "OptunaTrialJob", "StudyConfig", "default_storage_url", "mask_url", "open_study"]
 
@@ -290,6 +291,7 @@ class OptunaTrialJob:
         state = {"complete": "COMPLETE", "pruned": "PRUNED"}.get(row["status"], "FAIL")
         row.update(self.row_extra, study_name=self.config.study_name, optuna_trial=trial.number, optuna_state=state)
         write_row(self.results_dir, row)
+        failpoint("study.before_tell")
         result["row"] = row
         if row["status"] == "pruned":
             raise optuna.TrialPruned()

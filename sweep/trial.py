@@ -27,6 +27,7 @@ from sweep import backend
 from sweep.arch import build_autoencoder, latent_size
 from sweep.data import Dataset, Splits, make_splits
 from sweep.encodings import task_for
+from sweep.faults import failpoint
 from sweep.metrics import image_metrics
 from sweep.protocol import Protocol, TrialSpec
 
@@ -89,6 +90,7 @@ class _Tracker:
 
 
 def _make_callback(
+    key: str,
     tracker: _Tracker,
     ckpt_dir: Path,
     checkpoint_every_s: float,
@@ -126,6 +128,7 @@ def _make_callback(
             done = self.model.stop_training or epoch + 1 >= tracker.epochs
             if not done and time.monotonic() - self.last_save >= checkpoint_every_s:
                 self.save(epoch)
+            failpoint("trial.epoch_end", key)
 
         def save(self, epoch: int) -> None:
             """Checkpoint everything needed to resume after `epoch`; the state file is written last."""
@@ -247,7 +250,7 @@ def run_trial(
         )
         tracker = _Tracker(protocol.epochs, protocol.early_stopping_patience)
         ckpt_dir = out / "checkpoint"
-        callback = _make_callback(tracker, ckpt_dir, checkpoint_every_s, should_prune)
+        callback = _make_callback(spec.key, tracker, ckpt_dir, checkpoint_every_s, should_prune)
         model, initial_epoch = _resume(ckpt_dir, tracker, callback)
         row["resumed_from_epoch"] = initial_epoch if model is not None else None
         if model is None:
@@ -307,6 +310,7 @@ def run_trial(
             model.save(out / "model.keras")
         _save_gallery(out / "reconstructions.png", x_test, splits.test, test_rgb)
         (out / "history.json").write_text(json.dumps(history, indent=1))
+        failpoint("trial.artifacts_saved", spec.key)
         row["status"] = "pruned" if tracker.stop_reason == "pruned" else "complete"
     except Exception as err:  # the sweep goes on; the row says why this trial did not
         row["error"] = _classify_failure(err)

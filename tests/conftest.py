@@ -51,6 +51,17 @@ def synthetic_sweep(tmp_path_factory) -> Path:
     return results
 
 
+def small_space(tmp_path, factors: dict | None = None, name: str = "small", **protocol) -> str:
+    """Write a tiny search space on synthetic data (one epoch on 48 images) and return its path."""
+    import yaml
+
+    base = {"dataset": "synthetic", "epochs": 1, "train_fraction": 1.0, "train_limit": 48, "batch_size": 16}
+    document = {"name": name, "space": factors or {"kernel_size": [3, 5]}, "protocol": {**base, **protocol}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return str(path)
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m <args>` as a user would, capturing output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -7,20 +7,10 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, small_space
 from sweep.arch import ArchSpec, latent_size
 from sweep.store import load_results
-
-
-def small_space(tmp_path, factors: dict | None = None, **protocol) -> str:
-    """A tiny search space on synthetic data: one epoch on 48 images."""
-    path = tmp_path / "small.yaml"
-    base = {"dataset": "synthetic", "epochs": 1, "train_fraction": 1.0, "train_limit": 48, "batch_size": 16}
-    document = {"name": "small", "space": factors or {"kernel_size": [3, 5]}, "protocol": {**base, **protocol}}
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return str(path)
 
 
 def test_help_does_not_load_a_framework():

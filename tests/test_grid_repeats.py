@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, small_space
 from sweep import analysis
 from sweep.space import load_space
 from sweep.store import load_results
-from test_grid_cli import small_space
 
 
 def test_repeats_raise_the_seed_and_nothing_else(tmp_path):

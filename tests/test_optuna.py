@@ -12,9 +12,8 @@ import time
 import uuid
 
 import pytest
-import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, small_space
 from sweep.store import load_results
 
 pytestmark = pytest.mark.slow
@@ -23,10 +22,7 @@ POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql+psycopg2://post
 
 
 def tiny_space(tmp_path, factors: dict, name: str = "tiny", **protocol) -> str:
-    base = {"dataset": "synthetic", "epochs": 1, "train_fraction": 1.0, "train_limit": 32, "batch_size": 16}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "space": factors, "protocol": {**base, **protocol}}, sort_keys=False))
-    return str(path)
+    return small_space(tmp_path, factors, name, **{"train_limit": 32, **protocol})
 
 
 def load_study(url: str, name: str):
