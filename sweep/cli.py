@@ -26,12 +26,13 @@ QUICK = {"epochs": 1, "train_limit": 256}  # --quick: a smoke run that finishes 
 def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = DEFAULT_SPACE) -> None:
     data = parser.add_argument_group("data and protocol (override the search-space file)")
     data.add_argument("--space", default=default_space, help="search-space YAML file (default: %(default)s)")
-    data.add_argument("--dataset", choices=["cifar10", "cifar100", "synthetic"], help="dataset (default: the file's)")
+    data.add_argument("--dataset", choices=["cifar10", "cifar100", "folder", "synthetic"], help="dataset (default: the file's)")
     data.add_argument(
         "--data-dir",
-        help="folder holding the official python-format data (cifar-10-batches-py/, cifar-100-python/); "
-        "without it CIFAR is downloaded through Keras' cache",
+        help="folder holding the official python-format data (cifar-10-batches-py/, cifar-100-python/), "
+        "or the JPEG/PNG images of --dataset folder; without it CIFAR is downloaded through Keras' cache",
     )
+    data.add_argument("--image-size", type=int, help="resize images to this square size (needed by --dataset folder)")
     data.add_argument("--epochs", type=int, help="training epochs per trial")
     data.add_argument("--train-fraction", type=float, help="fraction of the training images to use, in (0, 1]")
     data.add_argument("--seed", type=int, help="training seed")
@@ -46,6 +47,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
 
 def protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"dataset": args.dataset, "epochs": args.epochs, "train_fraction": args.train_fraction, "seed": args.seed}
+    if getattr(args, "image_size", None) is not None:
+        overrides["image_size"] = args.image_size
     if args.quick:
         for key, value in QUICK.items():
             overrides[key] = overrides.get(key) or value

@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_trials(space, data_dir: str | None):
     """Load the data each point needs and return (point, TrialSpec) pairs, checked against the
     image shape, in grid order without duplicates."""
-    from sweep.data import load_dataset
+    from sweep.data import dataset_for
     from sweep.encodings import task_for
 
     trials, seen = [], set()
     for point in space.grid_points():
         draft = space.spec(point, data_id="")
-        dataset = load_dataset(draft.protocol.dataset, data_dir)
+        dataset = dataset_for(draft.protocol, data_dir)
         spec = space.spec(point, dataset.data_id)
         height, width, _ = dataset.image_shape
         size = spec.protocol.image_size
