@@ -79,12 +79,38 @@ def summarize(frame, reference_key: str | None) -> str:
     picks.append(("worst", done.loc[done["test_mse"].idxmax()]))
     import pandas as pd
 
-    table = pd.DataFrame([row[["trial_key", *SUMMARY_COLUMNS]] for _, row in picks], index=[name for name, _ in picks])
+    columns = list(SUMMARY_COLUMNS)
+    if (done["family"] != "conv_ae").any():  # the seed-002 factors mean nothing to other families
+        columns = ["preset", "family", *columns[4:]]
+    if (done["task"] == "colorize").any():
+        columns = [*columns[: columns.index("latent_size")], "encoding", *columns[columns.index("latent_size") :], "test_ab_rmse"]
+    table = pd.DataFrame([row[["trial_key", *columns]] for _, row in picks], index=[name for name, _ in picks])
     lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if done["latent_size"].nunique() > 1 and len(done) > 2:
         rho, p = spearmanr(done["latent_size"], done["test_mse"])
         lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho:.3f} (p = {p:.2g}, n = {len(done)})")
+    colorized = done[(done["task"] == "colorize") & done["test_gray_psnr"].notna()] if "test_gray_psnr" in done else done[:0]
+    if not colorized.empty:
+        lines.append(colorization_table(colorized))
     return "\n".join(lines)
+
+
+def colorization_table(done) -> str:
+    """Test PSNR (dB) / ab RMSE of every architecture x encoding, under the grayscale baseline's."""
+    from sweep.protocol import ENCODINGS
+
+    arch = done["preset"].fillna(done["family"] + "*") if "preset" in done else done["family"]
+    label = arch.where(done["loss"] != "ab_classification", arch + " (ab classes)")
+    cells = done.assign(
+        arch=label, cell=[f"{p:.2f} / {e:.1f}" for p, e in zip(done["test_psnr"], done["test_ab_rmse"])]
+    )
+    table = cells.pivot_table(index="arch", columns="encoding", values="cell", aggfunc="first", sort=False)
+    table = table[[e for e in ENCODINGS if e in table.columns]].fillna("")
+    gray = done.iloc[0]
+    return (
+        f"colorization, test PSNR dB / ab RMSE (grayscale baseline, luma copied to RGB: "
+        f"{gray['test_gray_psnr']:.2f} / {gray['test_gray_ab_rmse']:.1f})\n{table.to_string()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,12 +169,15 @@ def _run_with_progress(jobs: list, plan, results: Path) -> None:
 
 
 def _one_line(row: dict[str, Any]) -> str:
-    arch = f"{'3' if row.get('fewer_layers') else '5'}conv ch{row.get('channel_factor')} k{row.get('kernel_size')} f{row.get('compression_factor')}" if row.get("family") == "conv_ae" else row.get("family", "")
+    arch = f"{'3' if row.get('fewer_layers') else '5'}conv ch{row.get('channel_factor')} k{row.get('kernel_size')} f{row.get('compression_factor')}" if row.get("family") == "conv_ae" else row.get("preset") or row.get("family", "")
+    if row.get("task") == "colorize":
+        arch = f"{arch} {row.get('encoding')}"
     if row.get("status") == "failed":
         return f"  {row['trial_key']} {arch}: FAILED {row.get('error')}"
+    colour = f", ab RMSE {row['test_ab_rmse']:.2f}" if row.get("test_ab_rmse") is not None else ""
     return (
         f"  {row['trial_key']} {arch}: latent {row.get('latent_size')}, test MSE {row.get('test_mse', float('nan')):.5f}, "
-        f"PSNR {row.get('test_psnr', float('nan')):.2f} dB, {row.get('wall_seconds', 0):.1f}s"
+        f"PSNR {row.get('test_psnr', float('nan')):.2f} dB{colour}, {row.get('wall_seconds', 0):.1f}s"
     )
 
 
