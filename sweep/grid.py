@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m sweep.grid --data-dir ../shared/data --epochs 1 --train-fraction 0.2 --results /tmp/r1",
     )
     add_common_arguments(parser)
+    parser.add_argument("--arch", metavar="PRESET", help="run the space on this architecture preset instead of the file's (and of its arch factor)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
     return parser
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.store import check_writable, completed_keys, export, load_results
 
     space = load_space(args.space).with_protocol(**protocol_overrides(args))
+    if args.arch is not None:
+        space = space.with_arch(args.arch)
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges, which have no grid; run python -m sweep.optuna on it")
     results = check_writable(args.results)

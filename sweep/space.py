@@ -109,6 +109,16 @@ class SearchSpace:
             raise SpecError(f"{self.path}: {err}") from None
         return dataclasses.replace(self, protocol=protocol, overrides={**self.overrides, **overrides})
 
+    def with_arch(self, name: str) -> "SearchSpace":
+        """The same space on another base preset (command-line `--arch`): an `arch` factor is
+        dropped, and every other factor must be a field of the new preset or the protocol."""
+        if name not in PRESETS:
+            raise SpecError(f"--arch: {_unknown('architecture preset', name, PRESETS)}")
+        factors = {k: v for k, v in self.factors.items() if k != "arch"}
+        space = dataclasses.replace(self, arch=name, factors=factors)
+        _check_factors(space)
+        return space
+
     def spec(self, point: dict[str, Any], data_id: str) -> TrialSpec:
         """The trial for one point of the space."""
         arch_name = point.get("arch", self.arch)

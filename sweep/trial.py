@@ -101,7 +101,7 @@ def _augmented_batches(rgb: np.ndarray, task: Task, protocol: Protocol, first_ep
     return AugmentedBatches()
 
 
-_GRAY_SCORES: dict[int, tuple[np.ndarray, dict[str, float]]] = {}
+_GRAY_SCORES: dict[int, tuple[np.ndarray, dict[str, float]]] = {}  # id(split) -> (split, scores), the last 8
 
 
 def gray_scores(truth: np.ndarray) -> dict[str, float]:
@@ -111,6 +111,8 @@ def gray_scores(truth: np.ndarray) -> dict[str, float]:
         gray = gray_baseline(truth)
         cached = (truth, {**image_metrics(truth, gray), **colour_metrics(truth, gray)})
         _GRAY_SCORES[id(truth)] = cached
+        while len(_GRAY_SCORES) > 8:
+            del _GRAY_SCORES[next(iter(_GRAY_SCORES))]
     return cached[1]
 
 

@@ -66,3 +66,15 @@ def test_the_summary_tables_encodings_by_architecture_against_the_gray_baseline(
     assert table[1].split() == ["encoding", "rgb", "lab"]
     rows = {line.split()[0]: line.split()[1:] for line in table[3:]}
     assert rows == {"acml": ["20.00", "/", "15.0", "21.00", "/", "14.0"], "conv_latent": ["22.00", "/", "13.0", "23.00", "/", "12.0"]}
+
+
+def test_arch_from_the_command_line_replaces_the_files():
+    space = load_space(ROOT / "search_spaces" / "colorization.yaml").with_arch("conv_latent")
+    points = space.grid_points()
+    assert [p["encoding"] for p in points] == list(ENCODINGS)
+    assert {space.spec(p, "data").arch for p in points} == {PRESETS["conv_latent"]}
+    with pytest.raises(SpecError, match=r"--arch: unknown architecture preset 'unetz'; did you mean 'unet'\?"):
+        space.with_arch("unetz")
+    seed002 = load_space(ROOT / "search_spaces" / "seed002_grid.yaml")
+    with pytest.raises(SpecError, match="space.fewer_layers: unknown factor 'fewer_layers'"):
+        seed002.with_arch("dense_latent")
