@@ -291,11 +291,11 @@ def rebalancing_weights(targets: np.ndarray, lam: float = REBALANCE_LAMBDA, sigm
 def annealed_mean(logits: np.ndarray, temperature: float = ANNEALED_T) -> np.ndarray:
     """a*b* (..., 2) from bin logits (..., Q): the mean of the distribution re-sharpened by
     `temperature` (1 gives the mean, towards 0 the mode)."""
-    z = np.asarray(logits, np.float64) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    p = np.exp(z)
+    p = np.asarray(logits, np.float32) / np.float32(temperature)  # float32, in place: logits are large
+    p -= p.max(axis=-1, keepdims=True)
+    np.exp(p, out=p)
     p /= p.sum(axis=-1, keepdims=True)
-    return p @ ab_bins()
+    return p @ ab_bins().astype(np.float32)
 
 
 # --- tasks ---

@@ -33,7 +33,7 @@ from sweep.protocol import Protocol, TrialSpec
 __all__ = ["run_trial", "trial_dir"]
 
 PrunePolicy = Callable[[int, float], bool]  # (epoch, val_loss) -> stop now as pruned?
-PREDICT_CHUNK = 256  # images decoded per step: a classification head's logits are 261 floats a pixel
+PREDICT_VALUES = 2**25  # model outputs decoded per step (128 MB): a classification head has 261 a pixel
 
 
 def trial_dir(results_dir: str | Path, key: str) -> Path:
@@ -353,9 +353,11 @@ def run_trial(
         if callback.best_weights is not None:
             model.set_weights(callback.best_weights)
 
+        chunk = int(np.clip(PREDICT_VALUES // (math.prod(input_shape[:2]) * task.output_channels), 1, 256))
+
         def predict(x):
-            parts = [x[i : i + PREDICT_CHUNK] for i in range(0, len(x), PREDICT_CHUNK)]
-            return np.concatenate([task.to_rgb(model.predict(p, batch_size=PREDICT_CHUNK, verbose=0), p) for p in parts])
+            parts = [x[i : i + chunk] for i in range(0, len(x), chunk)]
+            return np.concatenate([task.to_rgb(model.predict(p, batch_size=chunk, verbose=0), p) for p in parts])
 
         val_rgb = predict(x_val)
         test_rgb = predict(x_test)
