@@ -78,3 +78,21 @@ def test_arch_from_the_command_line_replaces_the_files():
     seed002 = load_space(ROOT / "search_spaces" / "seed002_grid.yaml")
     with pytest.raises(SpecError, match="space.fewer_layers: unknown factor 'fewer_layers'"):
         seed002.with_arch("dense_latent")
+
+
+@pytest.mark.slow
+def test_a_colorization_sweep_from_the_command_line(tmp_path):
+    from conftest import run_cli
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        "space: {encoding: [lab]}\n"
+        "protocol: {dataset: synthetic, task: colorize, epochs: 1, train_fraction: 1.0, train_limit: 48, batch_size: 16}\n"
+    )
+    out = run_cli("sweep.grid", "--space", str(space), "--results", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert "colorization, test PSNR dB / ab RMSE (grayscale baseline, luma copied to RGB:" in out.stdout
+    assert "5conv ch2 k3 f2 lab: latent 1024" in out.stderr
+    row = load_results(tmp_path / "r").iloc[0]
+    assert row["status"] == "complete" and row["preset"] == "acml" and row["encoding"] == "lab"
+    assert row["test_gray_psnr"] > 0 and row["test_ab_rmse"] > 0 and 0 < row["test_ab_auc"] <= 1
