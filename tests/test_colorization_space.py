@@ -92,7 +92,7 @@ def test_a_colorization_sweep_from_the_command_line(tmp_path):
     out = run_cli("sweep.grid", "--space", str(space), "--results", str(tmp_path / "r"))
     assert out.returncode == 0, out.stderr
     assert "colorization, test PSNR dB / ab RMSE (grayscale baseline, luma copied to RGB:" in out.stdout
-    assert "5conv ch2 k3 f2 lab: latent 1024" in out.stderr
+    assert "5conv ch2 k3 f2 lab: latent 1024" in out.stdout + out.stderr
     row = load_results(tmp_path / "r").iloc[0]
     assert row["status"] == "complete" and row["preset"] == "acml" and row["encoding"] == "lab"
     assert row["test_gray_psnr"] > 0 and row["test_ab_rmse"] > 0 and 0 < row["test_ab_auc"] <= 1
