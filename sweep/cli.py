@@ -26,12 +26,13 @@ QUICK = {"epochs": 1, "train_limit": 256}  # --quick: a smoke run that finishes 
 def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = DEFAULT_SPACE) -> None:
     data = parser.add_argument_group("data and protocol (override the search-space file)")
     data.add_argument("--space", default=default_space, help="search-space YAML file (default: %(default)s)")
-    data.add_argument("--dataset", choices=["cifar10", "cifar100", "synthetic"], help="dataset (default: the file's)")
+    data.add_argument("--dataset", choices=["cifar10", "cifar100", "folder", "synthetic"], help="dataset (default: the file's)")
     data.add_argument(
         "--data-dir",
-        help="folder holding the official python-format data (cifar-10-batches-py/, cifar-100-python/); "
-        "without it CIFAR is downloaded through Keras' cache",
+        help="folder holding the official python-format data (cifar-10-batches-py/, cifar-100-python/), "
+        "or the JPEG/PNG images of --dataset folder; without it CIFAR is downloaded through Keras' cache",
     )
+    data.add_argument("--image-size", type=int, help="resize images to this square size (needed by --dataset folder)")
     data.add_argument("--epochs", type=int, help="training epochs per trial")
     data.add_argument("--train-fraction", type=float, help="fraction of the training images to use, in (0, 1]")
     data.add_argument("--seed", type=int, help="training seed")
@@ -64,6 +65,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
 
 def protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"dataset": args.dataset, "epochs": args.epochs, "train_fraction": args.train_fraction, "seed": args.seed}
+    if getattr(args, "image_size", None) is not None:
+        overrides["image_size"] = args.image_size
     if args.quick:
         for key, value in QUICK.items():
             overrides[key] = overrides.get(key) or value
@@ -108,15 +111,18 @@ def one_line(row: dict[str, Any]) -> str:
         layers = "3conv" if row.get("fewer_layers") else "5conv"
         arch = f"{layers} ch{row.get('channel_factor')} k{row.get('kernel_size')} f{row.get('compression_factor')}"
     else:
-        arch = str(row.get("family", ""))
+        arch = str(row.get("preset") or row.get("family", ""))
+    if row.get("task") == "colorize":
+        arch = f"{arch} {row.get('encoding')}"
     number = f" #{row['optuna_trial']}" if row.get("optuna_trial") is not None else ""
     head = f"  {row.get('trial_key')}{number} {arch}"
     if row.get("status") == "failed":
         return f"{head}: FAILED {row.get('error')}"
     status = " (pruned)" if row.get("status") == "pruned" else ""
+    colour = f", ab RMSE {row['test_ab_rmse']:.2f}" if row.get("test_ab_rmse") is not None else ""
     return (
         f"{head}: latent {row.get('latent_size')}, val MSE {row.get('val_mse') or float('nan'):.5f}, "
-        f"test MSE {row.get('test_mse') or float('nan'):.5f}, PSNR {row.get('test_psnr') or float('nan'):.2f} dB, "
+        f"test MSE {row.get('test_mse') or float('nan'):.5f}, PSNR {row.get('test_psnr') or float('nan'):.2f} dB{colour}, "
         f"{row.get('wall_seconds') or 0:.1f}s{status}"
     )
 

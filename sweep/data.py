@@ -1,9 +1,16 @@
-"""Datasets: CIFAR-10/100 from their official python folders, a synthetic set, and splits.
+"""Datasets: CIFAR-10/100 from their official python folders, image folders, a synthetic
+set, and splits.
 
 The official CIFAR files are pickles. They are read with `SafeUnpickler`, which admits only
 the three numpy functions that rebuild an array, so a data file can never run code. The
 loaded arrays are checked (types, shapes, sizes) and every problem is reported as one
 `DataError` line that names the file.
+
+An image folder (`dataset: folder`, `--data-dir DIR`) is a directory of colour JPEG/PNG
+images, searched recursively and resized to the protocol's `image_size` as they are read.
+With `train/` and `test/` subfolders those are the split; otherwise a fixed shuffle of the
+sorted file names holds out `FOLDER_TEST_FRACTION` as the test set. Images Pillow cannot
+decode are all named in one `DataError`, never skipped.
 
 Datasets are cached per process (`load_dataset`), so a worker that runs many trials reads
 its data once.
@@ -23,7 +30,17 @@ import numpy as np
 from sweep.errors import DataError
 from sweep.faults import failpoint
 
-__all__ = ["Dataset", "Splits", "SafeUnpickler", "load_dataset", "make_splits", "read_cifar_file"]
+__all__ = [
+    "Dataset",
+    "Splits",
+    "SafeUnpickler",
+    "augment",
+    "dataset_for",
+    "load_dataset",
+    "load_folder",
+    "make_splits",
+    "read_cifar_file",
+]
 
 CIFAR = {
     # name: (folder, training files, test files, label key, download url, sha256)
@@ -45,6 +62,8 @@ CIFAR = {
     ),
 }
 SPLIT_SEED = 20200401  # fixed, so replicates of a configuration (other seeds) share one split
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FOLDER_TEST_FRACTION = 0.1  # seed 003 held out 500 of 6000 images (plus 500 for validation)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per loaded dataset
@@ -179,19 +198,81 @@ def _synthetic(n_train: int = 512, n_test: int = 128, size: int = 32) -> Dataset
     return Dataset("synthetic", images[:n_train], images[n_train:], "synthetic (seeded)")
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_images(root: Path, files: list[Path], size: int) -> tuple[np.ndarray, list[str]]:
+    """Decode, convert to RGB and resize every file; (images, problems naming the bad files)."""
+    from PIL import Image, ImageOps
+
+    images, problems = [], []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.load()  # decode now: a truncated file fails here, not later
+                img = ImageOps.exif_transpose(img).convert("RGB")
+                images.append(np.asarray(img.resize((size, size), Image.BICUBIC), dtype=np.uint8))
+        except Exception as err:  # any failure to decode is that file's problem; all are reported together
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            problems.append(f"{path.relative_to(root)} ({reason})")
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return stacked, problems
+
+
+def load_folder(data_dir: str | None, image_size: int | None) -> Dataset:
+    """A directory of colour images, resized to `image_size` squares and split deterministically."""
+    if data_dir is None:
+        raise DataError("dataset 'folder' needs --data-dir DIR, a directory of JPEG/PNG images")
+    if image_size is None:
+        raise DataError("dataset 'folder' needs image_size, the square size its images are resized to")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such directory; it should hold JPEG/PNG images")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train_files, test_files = _image_files(root / "train"), _image_files(root / "test")
+    else:
+        files = _image_files(root)
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
+        n_test = max(1, int(round(FOLDER_TEST_FRACTION * len(files))))
+        test_files = sorted(files[i] for i in order[:n_test])
+        train_files = sorted(files[i] for i in order[n_test:])
+    if len(train_files) < 2 or not test_files:
+        raise DataError(
+            f"--data-dir {data_dir}: found {len(train_files) + len(test_files)} JPEG/PNG image(s); "
+            f"a folder dataset needs at least 3 (2 to train and validate, 1 to test)"
+        )
+    x_train, bad_train = _read_images(root, train_files, image_size)
+    x_test, bad_test = _read_images(root, test_files, image_size)
+    problems = bad_train + bad_test
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise DataError(f"{root}: {len(problems)} unreadable image(s): {shown}")
+    return Dataset("folder", x_train, x_test, str(root))
+
+
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a dataset once per process. `data_dir=None` downloads CIFAR through Keras."""
+def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None) -> Dataset:
+    """Load a dataset once per process. `data_dir=None` downloads CIFAR through Keras;
+    `image_size` is used by folder datasets only (CIFAR is resized in `make_splits`)."""
     failpoint("data.load")
     if name == "synthetic":
         return _synthetic()
+    if name == "folder":
+        return load_folder(data_dir, image_size)
     if name not in CIFAR:
-        raise DataError(f"unknown dataset {name!r} (allowed: cifar10, cifar100, synthetic)")
+        raise DataError(f"unknown dataset {name!r} (allowed: cifar10, cifar100, folder, synthetic)")
     folder = _cifar_folder(name, data_dir)
     _, train_files, test_files, label_key, _, _ = CIFAR[name]
     x_train = np.concatenate([read_cifar_file(folder / f, label_key) for f in train_files])
     x_test = np.concatenate([read_cifar_file(folder / f, label_key) for f in test_files])
     return Dataset(name, x_train, x_test, str(folder))
+
+
+def dataset_for(protocol, data_dir: str | None = None) -> Dataset:
+    """The dataset a protocol trains on, loaded once per process."""
+    size = protocol.image_size if protocol.dataset == "folder" else None
+    return load_dataset(protocol.dataset, data_dir, size)
 
 
 def make_splits(
@@ -223,3 +304,21 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     return np.stack([np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC)) for img in images])
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, flip: bool, rotation: float) -> np.ndarray:
+    """Random horizontal flips (p = 0.5) and rotations uniform in [-rotation, rotation]
+    degrees of float images (N, H, W, C), each image its own draw. Rotation is bilinear and
+    fills the corners by reflection (Keras' RandomRotation default) rather than with black.
+    Augment the RGB images before deriving inputs and targets, so both move together."""
+    from scipy.ndimage import rotate
+
+    out = np.array(images, copy=True)
+    if flip:
+        flipped = rng.random(len(out)) < 0.5
+        out[flipped] = out[flipped, :, ::-1]
+    if rotation:
+        angles = rng.uniform(-rotation, rotation, size=len(out))
+        for i, angle in enumerate(angles):
+            out[i] = rotate(out[i], angle, axes=(1, 0), reshape=False, order=1, mode="reflect")
+    return np.clip(out, 0.0, 1.0)

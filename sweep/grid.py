@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m sweep.grid --data-dir ../shared/data --epochs 1 --train-fraction 0.2 --results /tmp/r1",
     )
     add_common_arguments(parser)
+    parser.add_argument("--arch", metavar="PRESET", help="run the space on this architecture preset instead of the file's (and of its arch factor)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
     parser.add_argument(
         "--repeats",
@@ -54,13 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_trials(space, data_dir: str | None):
     """Load the data each point needs and return (point, TrialSpec) pairs, checked against the
     image shape, in grid order without duplicates."""
-    from sweep.data import load_dataset
+    from sweep.data import dataset_for
     from sweep.encodings import task_for
 
     trials, seen = [], set()
     for point in space.grid_points():
         draft = space.spec(point, data_id="")
-        dataset = load_dataset(draft.protocol.dataset, data_dir)
+        dataset = dataset_for(draft.protocol, data_dir)
         spec = space.spec(point, dataset.data_id)
         height, width, _ = dataset.image_shape
         size = spec.protocol.image_size
@@ -94,13 +95,39 @@ def summarize(frame, reference_key: str | None) -> str:
         picks.append(("first", done[done["trial_key"] == reference_key].iloc[0]))
     picks.append(("best", done.loc[done["test_mse"].idxmin()]))
     picks.append(("worst", done.loc[done["test_mse"].idxmax()]))
-    table = pd.DataFrame([row[["trial_key", *SUMMARY_COLUMNS]] for _, row in picks], index=[name for name, _ in picks])
+    columns = list(SUMMARY_COLUMNS)
+    if (done["family"] != "conv_ae").any():  # the seed-002 factors mean nothing to other families
+        columns = ["preset", "family", *columns[4:]]
+    if (done["task"] == "colorize").any():
+        columns = [*columns[: columns.index("latent_size")], "encoding", *columns[columns.index("latent_size") :], "test_ab_rmse"]
+    table = pd.DataFrame([row[["trial_key", *columns]] for _, row in picks], index=[name for name, _ in picks])
     lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
     if done["latent_size"].nunique() > 1 and len(done) > 2:
         rho = latent_correlation(done, "spearman", "test_mse")  # over configurations: replicates count once
         ci = f"95% CI {rho.ci_low:.3f} to {rho.ci_high:.3f}, " if math.isfinite(rho.ci_low) else ""
         lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho.estimate:.3f} ({ci}p = {rho.p_value:.2g}, n = {rho.n} configurations)")
+    colorized = done[(done["task"] == "colorize") & done["test_gray_psnr"].notna()]
+    if not colorized.empty:
+        lines.append(colorization_table(colorized))
     return "\n".join(lines)
+
+
+def colorization_table(done) -> str:
+    """Test PSNR (dB) / ab RMSE of every architecture x encoding, under the grayscale baseline's."""
+    from sweep.protocol import ENCODINGS
+
+    arch = done["preset"].fillna(done["family"] + "*")
+    label = arch.where(done["loss"] != "ab_classification", arch + " (ab classes)")
+    cells = done.assign(
+        arch=label, cell=[f"{p:.2f} / {e:.1f}" for p, e in zip(done["test_psnr"], done["test_ab_rmse"])]
+    )
+    table = cells.pivot_table(index="arch", columns="encoding", values="cell", aggfunc="first", sort=False)
+    table = table[[e for e in ENCODINGS if e in table.columns]].fillna("")
+    gray = done.iloc[0]
+    return (
+        f"colorization, test PSNR dB / ab RMSE (grayscale baseline, luma copied to RGB: "
+        f"{gray['test_gray_psnr']:.2f} / {gray['test_gray_ab_rmse']:.1f})\n{table.to_string()}"
+    )
 
 
 def run_local(args, space, trials, plan, results: Path) -> None:
@@ -182,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.store import check_writable, export, load_results
 
     space = load_space(args.space).with_protocol(**protocol_overrides(args)).with_repeats(args.repeats)
+    if args.arch is not None:
+        space = space.with_arch(args.arch)
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges, which have no grid; run python -m sweep.optuna on it")
     results = check_writable(args.results)

@@ -6,6 +6,17 @@ images that happen to be reproduced exactly, and it ranks models exactly as MSE 
 
 SSIM: scikit-image's `structural_similarity` per image (7x7 Gaussian-free window, the
 library's defaults, channels treated separately), averaged over images.
+
+Colour (colorization), on the final RGB clipped to [0, 1] and converted to CIE Lab (D65):
+
+- ``ab_rmse``: root of the mean squared per-pixel ab distance, over every pixel of the split
+  (dataset level, like PSNR).
+- ``ab_auc``: Zhang et al.'s (2016) raw accuracy: the fraction of pixels whose ab distance
+  is within a threshold, swept over thresholds 0..150 and integrated (trapezoid),
+  normalised to [0, 1]; 1 is perfect.
+- ``colorfulness``: Hasler & Suesstrunk's (2003) M = sigma_rgyb + 0.3 mu_rgyb per image on
+  the 0-255 scale (their "not colourful" is below 15, "extremely colourful" above 109),
+  averaged over images; reported for the prediction and the ground truth.
 """
 
 from __future__ import annotations
@@ -14,7 +25,9 @@ import math
 
 import numpy as np
 
-__all__ = ["image_metrics", "mae", "mse", "psnr", "ssim"]
+__all__ = ["ab_auc", "ab_errors", "ab_rmse", "colorfulness", "colour_metrics", "image_metrics", "mae", "mse", "psnr", "ssim"]
+
+AUC_MAX_THRESHOLD = 150  # ab units, as Zhang et al. sweep them
 
 
 def mse(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -47,3 +60,49 @@ def image_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MSE, MAE, PSNR and SSIM of predictions clipped to [0, 1]."""
     pred = np.clip(pred, 0.0, 1.0)
     return {"mse": mse(truth, pred), "mae": mae(truth, pred), "psnr": psnr(truth, pred), "ssim": ssim(truth, pred)}
+
+
+def ab_errors(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-pixel Euclidean distance in the ab plane of CIE Lab, flattened."""
+    from skimage.color import rgb2lab
+
+    ab_truth = rgb2lab(np.clip(truth, 0.0, 1.0).astype(np.float64))[..., 1:]
+    ab_pred = rgb2lab(np.clip(pred, 0.0, 1.0).astype(np.float64))[..., 1:]
+    return np.sqrt(((ab_truth - ab_pred) ** 2).sum(axis=-1)).ravel()
+
+
+def ab_rmse(truth: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(ab_errors(truth, pred) ** 2)))
+
+
+def _auc(errors: np.ndarray, max_threshold: int = AUC_MAX_THRESHOLD) -> float:
+    thresholds = np.arange(max_threshold + 1, dtype=np.float64)
+    within = np.searchsorted(np.sort(errors), thresholds, side="right") / len(errors)
+    return float(np.trapezoid(within, thresholds) / max_threshold)
+
+
+def ab_auc(truth: np.ndarray, pred: np.ndarray, max_threshold: int = AUC_MAX_THRESHOLD) -> float:
+    """Area under the cumulative curve of per-pixel ab error over thresholds 0..max, in [0, 1]."""
+    return _auc(ab_errors(truth, pred), max_threshold)
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Mean Hasler-Suesstrunk colourfulness of images (N, H, W, 3) in [0, 1], on the 0-255 scale."""
+    rgb = np.clip(rgb, 0.0, 1.0).astype(np.float64) * 255.0
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    axes = (1, 2)
+    sigma = np.sqrt(rg.var(axis=axes) + yb.var(axis=axes))
+    mu = np.sqrt(rg.mean(axis=axes) ** 2 + yb.mean(axis=axes) ** 2)
+    return float(np.mean(sigma + 0.3 * mu))
+
+
+def colour_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """ab RMSE, ab AuC and the colourfulness of the prediction and of the truth, on clipped RGB."""
+    errors = ab_errors(truth, pred)
+    return {
+        "ab_rmse": float(np.sqrt(np.mean(errors**2))),
+        "ab_auc": _auc(errors),
+        "colorfulness": colorfulness(pred),
+        "colorfulness_truth": colorfulness(truth),
+    }

@@ -13,6 +13,7 @@ results store, shared with `sweep.grid`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from sweep.cli import (
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_positive(args, "trials", "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period")
 
-    from sweep.data import load_dataset
+    from sweep.data import dataset_for
     from sweep.schedule import plan_workers
     from sweep.space import load_space
     from sweep.store import check_writable, export, load_results
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     objectives = parse_objectives(args.objectives)
     results = check_writable(args.results)
     datasets = space.factors["dataset"].grid() if "dataset" in space.factors else [space.protocol.dataset]
-    data_ids = [load_dataset(name, args.data_dir).data_id for name in datasets]
+    data_ids = [dataset_for(dataclasses.replace(space.protocol, dataset=name), args.data_dir).data_id for name in datasets]
     config = StudyConfig(
         storage_url=args.storage or default_storage_url(results),
         study_name=args.study or study_name_for("optuna", space, data_ids, objectives),

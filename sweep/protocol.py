@@ -18,7 +18,7 @@ from sweep.errors import SpecError
 
 __all__ = ["Protocol", "TrialSpec", "protocol_from_dict"]
 
-DATASETS = ("cifar10", "cifar100", "synthetic")
+DATASETS = ("cifar10", "cifar100", "folder", "synthetic")
 TASKS = ("reconstruct", "colorize")
 ENCODINGS = ("rgb", "ycbcr", "lab", "rgb_diff", "ratio")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
@@ -68,6 +68,8 @@ class Protocol:
             raise SpecError(f"encoding {self.encoding!r} needs task 'colorize'; reconstruction predicts rgb")
         if self.loss == "ab_classification" and not (self.task == "colorize" and self.encoding == "lab"):
             raise SpecError("loss 'ab_classification' needs task 'colorize' with encoding 'lab'")
+        if self.dataset == "folder" and self.image_size is None:
+            raise SpecError("dataset 'folder' needs image_size, the square size its images are resized to (seed 003: 160)")
         for field in ("epochs", "batch_size", "seed"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if field == "seed" else 1):

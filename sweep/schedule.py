@@ -82,7 +82,7 @@ class TrialJob:
         return self.spec.key
 
     def __call__(self) -> dict[str, Any] | None:
-        from sweep.data import load_dataset
+        from sweep.data import dataset_for
         from sweep.trial import base_row, run_trial, trial_dir
 
         attempts = _count_attempt(trial_dir(self.results_dir, self.spec.key), self.run_id)
@@ -94,7 +94,7 @@ class TrialJob:
                 "error": f"the worker running this trial died {attempts - 1} times (killed, or out of memory)",
             }
         else:
-            dataset = load_dataset(self.dataset, self.data_dir)
+            dataset = dataset_for(self.spec.protocol, self.data_dir)
             row = {**run_trial(self.spec, dataset, self.results_dir, checkpoint_every_s=self.checkpoint_every_s), **self.row_extra}
         write_row(self.results_dir, row)
         _clear_attempts(trial_dir(self.results_dir, self.spec.key))

@@ -120,6 +120,16 @@ class SearchSpace:
         overrides = {k: v for k, v in self.overrides.items() if k != "seed"}
         return dataclasses.replace(self, factors={**self.factors, "seed": Categorical(seeds)}, overrides=overrides)
 
+    def with_arch(self, name: str) -> "SearchSpace":
+        """The same space on another base preset (command-line `--arch`): an `arch` factor is
+        dropped, and every other factor must be a field of the new preset or the protocol."""
+        if name not in PRESETS:
+            raise SpecError(f"--arch: {_unknown('architecture preset', name, PRESETS)}")
+        factors = {k: v for k, v in self.factors.items() if k != "arch"}
+        space = dataclasses.replace(self, arch=name, factors=factors)
+        _check_factors(space)
+        return space
+
     def spec(self, point: dict[str, Any], data_id: str) -> TrialSpec:
         """The trial for one point of the space."""
         arch_name = point.get("arch", self.arch)

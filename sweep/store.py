@@ -32,9 +32,11 @@ STATUSES = ("complete", "failed", "pruned")
 # The columns every DataFrame from `load_results` has, in this order, whatever rows exist.
 COLUMNS = [
     "trial_key", "status", "error",
-    "family", "fewer_layers", "channel_factor", "kernel_size", "compression_factor",
+    "family", "preset", "fewer_layers", "channel_factor", "kernel_size", "compression_factor",
     "latent_size", "params",
     "val_mse", "test_mse", "test_mae", "test_psnr", "test_ssim",
+    "test_ab_rmse", "test_ab_auc", "test_colorfulness", "test_colorfulness_truth",
+    "test_gray_psnr", "test_gray_ssim", "test_gray_ab_rmse", "test_gray_ab_auc",
     "epochs_run", "best_epoch", "stop_reason", "train_seconds", "wall_seconds",
     "dataset", "task", "encoding", "epochs", "train_fraction", "batch_size", "optimizer",
     "learning_rate", "loss", "seed",
@@ -150,6 +152,8 @@ def load_results(results_dir: str | Path):
     numeric = [
         "channel_factor", "kernel_size", "compression_factor", "latent_size", "params",
         "val_mse", "test_mse", "test_mae", "test_psnr", "test_ssim", "epochs_run", "best_epoch",
+        "test_ab_rmse", "test_ab_auc", "test_colorfulness", "test_colorfulness_truth",
+        "test_gray_psnr", "test_gray_ssim", "test_gray_ab_rmse", "test_gray_ab_auc",
         "train_seconds", "wall_seconds", "epochs", "train_fraction", "batch_size", "learning_rate",
         "seed", "n_train", "n_val", "n_test", "optuna_trial",
     ]  # fmt: skip

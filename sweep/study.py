@@ -258,13 +258,13 @@ class OptunaTrialJob:
     def _objective(self, trial, result: dict[str, Any]):
         import optuna
 
-        from sweep.data import load_dataset
+        from sweep.data import dataset_for
         from sweep.store import read_row, write_row
         from sweep.trial import run_trial
 
         point = self.space.suggest(trial)
         draft = self.space.spec(point, data_id="")
-        dataset = load_dataset(draft.protocol.dataset, self.data_dir)
+        dataset = dataset_for(draft.protocol, self.data_dir)
         spec = self.space.spec(point, dataset.data_id)
         trial.set_user_attr("trial_key", spec.key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

@@ -24,16 +24,17 @@ from typing import Any, Callable
 import numpy as np
 
 from sweep import backend
-from sweep.arch import build_autoencoder, latent_size
-from sweep.data import Dataset, Splits, make_splits
-from sweep.encodings import task_for
+from sweep.arch import build_autoencoder, latent_size, preset_name
+from sweep.data import Dataset, Splits, augment, make_splits
+from sweep.encodings import Task, gray_baseline, task_for
 from sweep.faults import failpoint
-from sweep.metrics import image_metrics
+from sweep.metrics import colour_metrics, image_metrics
 from sweep.protocol import Protocol, TrialSpec
 
 __all__ = ["run_trial", "trial_dir"]
 
 PrunePolicy = Callable[[int, float], bool]  # (epoch, val_loss) -> stop now as pruned?
+PREDICT_VALUES = 2**25  # model outputs decoded per step (128 MB): a classification head has 261 a pixel
 
 
 def trial_dir(results_dir: str | Path, key: str) -> Path:
@@ -60,8 +61,60 @@ def _optimizer(protocol: Protocol):
     return keras.optimizers.SGD(protocol.learning_rate, momentum=0.9)
 
 
-def _loss(protocol: Protocol):
+def _loss(protocol: Protocol, y_train: np.ndarray):
+    """The compiled loss; ab classification takes its rebalancing weights from the training targets."""
+    if protocol.loss == "ab_classification":
+        from sweep.encodings import ab_bins, rebalancing_weights
+        from sweep.losses import ABClassificationLoss
+
+        return ABClassificationLoss(ab_bins(), rebalancing_weights(y_train))
     return {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}[protocol.loss]
+
+
+def _augmented_batches(rgb: np.ndarray, task: Task, protocol: Protocol, first_epoch: int):
+    """Training batches augmented afresh every epoch (flips, rotations). Inputs and targets are
+    both derived from the same augmented RGB images, so they always move together. Each epoch's
+    order and each batch's draws are seeded by (seed, epoch, batch): reruns and resumes repeat them."""
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = first_epoch
+            self.order = self._shuffle()
+
+        def _shuffle(self) -> np.ndarray:
+            return np.random.default_rng([protocol.seed, self.epoch]).permutation(len(rgb))
+
+        def __len__(self) -> int:
+            return math.ceil(len(rgb) / protocol.batch_size)
+
+        def __getitem__(self, index: int):
+            chosen = self.order[index * protocol.batch_size : (index + 1) * protocol.batch_size]
+            rng = np.random.default_rng([protocol.seed, self.epoch, index])
+            images = augment(rgb[chosen], rng, protocol.augment_flip, protocol.augment_rotation)
+            return task.inputs(images), task.targets(images)
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._shuffle()
+
+    return AugmentedBatches()
+
+
+_GRAY_SCORES: dict[int, tuple[np.ndarray, dict[str, float]]] = {}  # id(split) -> (split, scores), the last 8
+
+
+def gray_scores(truth: np.ndarray) -> dict[str, float]:
+    """The grayscale baseline's scores (luma copied to RGB), once per evaluated split."""
+    cached = _GRAY_SCORES.get(id(truth))
+    if cached is None or cached[0] is not truth:
+        gray = gray_baseline(truth)
+        cached = (truth, {**image_metrics(truth, gray), **colour_metrics(truth, gray)})
+        _GRAY_SCORES[id(truth)] = cached
+        while len(_GRAY_SCORES) > 8:
+            del _GRAY_SCORES[next(iter(_GRAY_SCORES))]
+    return cached[1]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -158,6 +211,8 @@ def _resume(ckpt_dir: Path, tracker: _Tracker, callback) -> tuple[Any, int]:
         return None, 0
     import keras
 
+    import sweep.losses  # noqa: F401  (registers the custom losses a checkpoint may be compiled with)
+
     try:
         state = json.loads(state_file.read_text())
         model = keras.models.load_model(ckpt_dir / "model.keras")
@@ -206,6 +261,7 @@ def base_row(spec: TrialSpec) -> dict[str, Any]:
     return {
         "trial_key": spec.key,
         "data_id": spec.data_id,
+        "preset": preset_name(spec.arch),
         **spec.arch.to_dict(),
         **spec.protocol.to_dict(),
         "spec": json.dumps(spec.to_dict(), sort_keys=True),
@@ -227,7 +283,7 @@ def run_trial(
     out = trial_dir(results_dir, spec.key)
     out.mkdir(parents=True, exist_ok=True)
     protocol = spec.protocol
-    task = task_for(protocol.task, protocol.encoding)
+    task = task_for(protocol.task, protocol.encoding, protocol.loss)
     row = base_row(spec)
     row.update(status="failed", error=None, started_at=started.isoformat(), host=socket.gethostname())
     try:
@@ -255,8 +311,9 @@ def run_trial(
         row["resumed_from_epoch"] = initial_epoch if model is not None else None
         if model is None:
             keras.utils.set_random_seed(protocol.seed)
-            model = build_autoencoder(spec.arch, input_shape, task.output_channels)
-            model.compile(optimizer=_optimizer(protocol), loss=_loss(protocol))
+            head = "linear" if protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
+            model = build_autoencoder(spec.arch, input_shape, task.output_channels, output_activation=head)
+            model.compile(optimizer=_optimizer(protocol), loss=_loss(protocol, y_train))
         else:
             keras.utils.set_random_seed(protocol.seed + initial_epoch)
         row["params"] = int(model.count_params())
@@ -270,16 +327,18 @@ def run_trial(
                     min_lr=protocol.reduce_lr_min,
                 ),
             )
+        if protocol.augment_flip or protocol.augment_rotation:
+            train = {"x": _augmented_batches(splits.train, task, protocol, initial_epoch)}
+        else:
+            train = {"x": x_train, "y": y_train, "batch_size": protocol.batch_size, "shuffle": True}
         t_fit = time.perf_counter()
         if initial_epoch < protocol.epochs and tracker.stop_reason is None:
             model.fit(
-                x_train,
-                y_train,
+                **train,
                 validation_data=(x_val, y_val),
+                validation_batch_size=protocol.batch_size,
                 epochs=protocol.epochs,
                 initial_epoch=initial_epoch,
-                batch_size=protocol.batch_size,
-                shuffle=True,
                 verbose=0,
                 callbacks=callbacks,
             )
@@ -297,8 +356,11 @@ def run_trial(
         if callback.best_weights is not None:
             model.set_weights(callback.best_weights)
 
+        chunk = int(np.clip(PREDICT_VALUES // (math.prod(input_shape[:2]) * task.output_channels), 1, 256))
+
         def predict(x):
-            return task.to_rgb(model.predict(x, batch_size=256, verbose=0), x)
+            parts = [x[i : i + chunk] for i in range(0, len(x), chunk)]
+            return np.concatenate([task.to_rgb(model.predict(p, batch_size=chunk, verbose=0), p) for p in parts])
 
         val_rgb = predict(x_val)
         test_rgb = predict(x_test)
@@ -306,6 +368,11 @@ def run_trial(
             row[f"val_{name}"] = value
         for name, value in image_metrics(splits.test, test_rgb).items():
             row[f"test_{name}"] = value
+        if protocol.task == "colorize":  # colour error, and what zero chroma would have scored
+            for name, value in colour_metrics(splits.test, test_rgb).items():
+                row[f"test_{name}"] = value
+            for name, value in gray_scores(splits.test).items():
+                row[f"test_gray_{name}"] = value
         if save_model:
             model.save(out / "model.keras")
         _save_gallery(out / "reconstructions.png", x_test, splits.test, test_rgb)

@@ -1,0 +1,137 @@
+"""Colorization trials end to end on tiny synthetic data, and the training recipes: losses
+(ab classification against a numpy reference), optimizers, augmentation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sweep.arch import PRESETS, ArchSpec
+from sweep.encodings import ab_bin_index, ab_bins, gray_baseline, luminance, rebalancing_weights, task_for
+from sweep.metrics import colour_metrics, image_metrics
+from sweep.protocol import Protocol, TrialSpec
+from sweep.trial import _augmented_batches, _loss, _optimizer, run_trial, splits_for, trial_dir
+
+COLORIZE = dict(dataset="synthetic", task="colorize", epochs=2, train_fraction=1.0, train_limit=64, batch_size=16)
+
+
+@pytest.mark.slow
+def test_a_colorize_trial_scores_colour_against_the_gray_baseline(synthetic, tmp_path):
+    protocol = Protocol(
+        **COLORIZE, encoding="ycbcr", augment_flip=True, augment_rotation=15.0, reduce_lr_patience=1, optimizer="rmsprop"
+    )
+    spec = TrialSpec(ArchSpec(), protocol, synthetic.data_id)
+    row = run_trial(spec, synthetic, tmp_path)
+    assert row["status"] == "complete", row["error"]
+    assert row["preset"] == "acml" and row["encoding"] == "ycbcr" and row["epochs_run"] == 2
+    for name in ("test_psnr", "test_ab_rmse", "test_ab_auc", "test_colorfulness", "test_colorfulness_truth", "test_gray_psnr", "test_gray_ab_rmse"):
+        assert np.isfinite(row[name]), name
+    test = splits_for(synthetic, protocol).test
+    gray = gray_baseline(test)
+    assert row["test_gray_psnr"] == pytest.approx(image_metrics(test, gray)["psnr"])
+    assert row["test_gray_ab_rmse"] == pytest.approx(colour_metrics(test, gray)["ab_rmse"])
+    assert row["test_gray_colorfulness"] == 0.0 and row["test_colorfulness_truth"] > 0
+    assert 0 < row["test_ab_auc"] <= 1
+    history = json.loads(row["history"])
+    assert all("lr" in h for h in history)
+    assert (trial_dir(tmp_path, spec.key) / "reconstructions.png").exists()
+
+
+@pytest.mark.slow
+def test_an_ab_classification_trial_completes_and_its_model_reloads(synthetic, tmp_path):
+    protocol = Protocol(**{**COLORIZE, "epochs": 1}, encoding="lab", loss="ab_classification")
+    spec = TrialSpec(ArchSpec(channel_factor=1), protocol, synthetic.data_id)
+    row = run_trial(spec, synthetic, tmp_path)
+    assert row["status"] == "complete", row["error"]
+    assert np.isfinite(row["test_psnr"]) and np.isfinite(row["test_ab_rmse"]) and np.isfinite(row["val_mse"])
+    import keras
+
+    import sweep.losses  # noqa: F401
+
+    model = keras.models.load_model(trial_dir(tmp_path, spec.key) / "model.keras")
+    assert model.output.shape[-1] == len(ab_bins()) and model.get_layer("output").activation.__name__ == "linear"
+    assert model.loss.name == "ab_classification"
+
+
+def reference_ab_loss(targets: np.ndarray, logits: np.ndarray, weights: np.ndarray) -> float:
+    """Zhang et al.'s loss written out per pixel with numpy: soft-encode on the 5 nearest bins
+    (Gaussian, sigma 5), cross-entropy against the softmax, weighted by the nearest bin."""
+    centres = ab_bins()
+    total = []
+    for ab_target, z in zip(((targets - 0.5) * 256).reshape(-1, 2), logits.reshape(-1, len(centres))):
+        d2 = ((centres - ab_target) ** 2).sum(1)
+        nearest = np.argsort(d2)[:5]
+        soft = np.exp(-d2[nearest] / 50.0)
+        soft /= soft.sum()
+        log_p = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        total.append(weights[nearest[0]] * -(soft * log_p[nearest]).sum())
+    return float(np.mean(total))
+
+
+def test_ab_classification_loss_matches_the_paper_written_out():
+    import keras
+
+    rng = np.random.default_rng(0)
+    rgb = rng.random((2, 4, 4, 3)).astype(np.float32)
+    targets = task_for("colorize", "lab").targets(rgb)
+    weights = rebalancing_weights(targets)
+    logits = rng.normal(size=(2, 4, 4, len(ab_bins()))).astype(np.float32)
+    loss = _loss(Protocol(task="colorize", encoding="lab", loss="ab_classification"), targets)
+    ours = float(keras.ops.convert_to_numpy(loss(targets, logits)))
+    assert ours == pytest.approx(reference_ab_loss(targets, logits, weights), rel=1e-4)
+    # Predicting the soft-encoded target itself leaves only its entropy: far below random logits.
+    d2 = ((((targets - 0.5) * 256)[..., None, :] - ab_bins()) ** 2).sum(-1)
+    nearest = np.argsort(d2, axis=-1)[..., :5]
+    gauss = np.exp(-np.take_along_axis(d2, nearest, axis=-1) / 50.0)
+    soft = np.zeros_like(d2)
+    np.put_along_axis(soft, nearest, gauss / gauss.sum(-1, keepdims=True), axis=-1)
+    ideal = np.log(soft + 1e-12).astype(np.float32)
+    assert float(keras.ops.convert_to_numpy(loss(targets, ideal))) < 0.5 * ours
+    config = loss.get_config()
+    assert type(loss).from_config(config).weights == loss.weights
+
+
+@pytest.mark.parametrize("loss, optimizer", [("mse", "adam"), ("mae", "rmsprop"), ("huber", "sgd")])
+def test_regression_losses_and_optimizers_train(loss, optimizer):
+    import keras
+
+    protocol = Protocol(task="colorize", encoding="rgb_diff", loss=loss, optimizer=optimizer, learning_rate=0.01)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(3, 1, activation="sigmoid")])
+    model.compile(optimizer=_optimizer(protocol), loss=_loss(protocol, None))
+    rgb = np.random.default_rng(0).random((8, 4, 4, 3)).astype(np.float32)
+    task = task_for("colorize", "rgb_diff")
+    before = model.evaluate(task.inputs(rgb), task.targets(rgb), verbose=0)
+    model.fit(task.inputs(rgb), task.targets(rgb), epochs=5, verbose=0)
+    assert model.evaluate(task.inputs(rgb), task.targets(rgb), verbose=0) < before
+    assert type(model.optimizer).__name__.lower() == {"adam": "adam", "rmsprop": "rmsprop", "sgd": "sgd"}[optimizer]
+
+
+def test_augmented_batches_move_inputs_and_targets_together():
+    rgb = np.random.default_rng(1).random((40, 8, 8, 3)).astype(np.float32)
+    task = task_for("colorize", "rgb")
+    protocol = Protocol(task="colorize", batch_size=16, augment_flip=True, augment_rotation=15.0)
+    batches = _augmented_batches(rgb, task, protocol, first_epoch=0)
+    assert len(batches) == 3
+    x, y = batches[0]
+    assert x.shape == (16, 8, 8, 1) and y.shape == (16, 8, 8, 3)
+    np.testing.assert_allclose(x, luminance(y), atol=1e-6)  # the same geometry on both sides
+    again = _augmented_batches(rgb, task, protocol, first_epoch=0)[0]
+    assert np.array_equal(again[0], x)
+    batches.on_epoch_end()
+    assert not np.array_equal(batches[0][1], y)
+    resumed = _augmented_batches(rgb, task, protocol, first_epoch=1)[0]
+    assert np.array_equal(resumed[1], batches[0][1])  # a resumed trial sees the same epoch
+
+
+def test_every_regression_preset_fits_a_colorize_task():
+    """The 32x32 presets build for every encoding's channel count (no training)."""
+    from sweep.arch import build_autoencoder
+    from sweep.encodings import ENCODINGS
+
+    for name in ("dense_latent", "conv_latent"):
+        for encoding in ENCODINGS:
+            task = task_for("colorize", encoding)
+            model = build_autoencoder(PRESETS[name], (32, 32, task.input_channels), task.output_channels)
+            assert model.output.shape[1:] == (32, 32, task.output_channels)

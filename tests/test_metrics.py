@@ -1,0 +1,67 @@
+"""Metrics: one convention each, checked on images whose answer is known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sweep.encodings import gray_baseline
+from sweep.metrics import ab_auc, ab_rmse, colorfulness, colour_metrics, image_metrics, psnr
+
+
+def lab_image(a: float, b: float, lightness: float = 60.0) -> np.ndarray:
+    from skimage.color import lab2rgb
+
+    lab = np.empty((1, 4, 4, 3))
+    lab[..., 0], lab[..., 1], lab[..., 2] = lightness, a, b
+    return lab2rgb(lab).astype(np.float64)
+
+
+def test_psnr_is_from_the_dataset_level_mse():
+    truth = np.zeros((2, 4, 4, 3))
+    pred = truth.copy()
+    pred[0] = 0.1  # one image off by 0.1, one exact: MSE 0.005 over the set
+    assert psnr(truth, pred) == pytest.approx(10 * math.log10(1 / 0.005))
+    assert psnr(truth, truth) == math.inf
+
+
+def test_ab_error_of_a_known_chroma_shift():
+    gray, red = lab_image(0.0, 0.0), lab_image(30.5, 0.0)
+    assert ab_rmse(gray, gray) == pytest.approx(0.0, abs=1e-6)
+    assert ab_rmse(gray, red) == pytest.approx(30.5, abs=1e-3)
+    assert ab_auc(gray, gray) == pytest.approx(1.0)
+    # Within threshold t exactly for t >= 31: area 119 plus the half step from 30 to 31.
+    assert ab_auc(gray, red) == pytest.approx(119.5 / 150)
+
+
+def test_colorfulness_by_hand():
+    gray = np.full((1, 4, 4, 3), 0.5)
+    assert colorfulness(gray) == 0.0
+    red_green = np.zeros((1, 2, 2, 3))
+    red_green[0, 0, :, 0] = 1.0  # half red, half green: sigma_rg = 255, mu_yb = 127.5
+    red_green[0, 1, :, 1] = 1.0
+    assert colorfulness(red_green) == pytest.approx(255 + 0.3 * 127.5)
+
+
+def test_colour_metrics_clip_the_prediction():
+    truth = lab_image(20.0, -30.0)
+    wild = truth * 3 - 1  # far outside [0, 1]
+    metrics = colour_metrics(truth, wild)
+    assert metrics["ab_rmse"] == pytest.approx(ab_rmse(truth, np.clip(wild, 0, 1)))
+    assert metrics["colorfulness_truth"] == pytest.approx(colorfulness(truth)) and metrics["colorfulness_truth"] > 0
+
+
+@pytest.mark.shared_data
+def test_grayscale_baseline_on_the_shared_cifar10_test_set(shared_data):
+    """Copying the BT.601 luma into R, G, B scores about 21.8 dB on the shared test subset."""
+    from sweep.data import load_dataset
+
+    test = load_dataset("cifar10", str(shared_data)).x_test.astype(np.float32) / 255.0
+    gray = gray_baseline(test)
+    scores = {**image_metrics(test, gray), **colour_metrics(test, gray)}
+    assert len(test) == 1017
+    assert scores["psnr"] == pytest.approx(21.8, abs=0.05)
+    assert scores["colorfulness"] == pytest.approx(0.0, abs=1e-9) and scores["colorfulness_truth"] > 10
+    assert 5 < scores["ab_rmse"] < 30 and 0.8 < scores["ab_auc"] < 1.0
