@@ -58,7 +58,9 @@ __all__ = [
     "arch_from_dict",
     "build_autoencoder",
     "conv_output_size",
+    "forward_flops",
     "latent_size",
+    "model_flops",
     "preset_name",
 ]
 
@@ -168,6 +170,27 @@ class ArchSpec:
                 width = conv_output_size(width, self.kernel_size, self.padding, 1)
                 channels = value
         return (height, width, channels)
+
+    def flops(self, input_shape: tuple[int, int, int], output_channels: int) -> int:
+        """Forward-pass FLOPs per image of the convolutions (2 per multiply-add), from the
+        layer shapes alone; pooling, up-sampling, biases and activations are left out."""
+        self.check_input(input_shape)
+        height, width, channels = input_shape
+        k, f = self.kernel_size, self.compression_factor
+        c1, c2, c3 = self.channels
+        steps = [("conv", c1), ("pool", f)] + ([("conv", c2)] if not self.fewer_layers else [])
+        steps += [("pool", f), ("conv", c3), ("up", f)] + ([("conv", c2)] if not self.fewer_layers else [])
+        steps += [("up", f), ("conv", output_channels)]
+        total = 0
+        for step, value in steps:
+            if step == "pool":
+                height, width = height // value, width // value
+            elif step == "up":
+                height, width = height * value, width * value
+            else:  # matched padding: the convolution keeps the size
+                total += 2 * height * width * k * k * channels * value
+                channels = value
+        return total
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -585,6 +608,35 @@ def build_autoencoder(
     is a sigmoid (every target is in [0, 1]); classification heads ask for "linear" logits."""
     _check_shape(input_shape)
     return spec.build(tuple(input_shape), output_channels or input_shape[-1], name, output_activation)
+
+
+def model_flops(model) -> int:
+    """Forward-pass FLOPs per sample of a built Keras model's convolutions and dense layers
+    (2 per multiply-add), counted from the layer shapes; nested models are counted through."""
+    total = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            total += model_flops(layer)
+            continue
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "Conv2DTranspose"):
+            out = layer.output.shape if kind == "Conv2D" else layer.input.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            total += 2 * out[1] * out[2] * kh * kw * c_in * layer.filters
+        elif kind == "Dense":
+            positions = math.prod(layer.input.shape[1:-1]) if len(layer.input.shape) > 2 else 1
+            total += 2 * positions * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def forward_flops(spec: Any, input_shape: tuple[int, int, int], output_channels: int | None = None) -> int:
+    """Forward FLOPs per image of `spec`'s model: from the formula where the family has one,
+    else counted on the built model (which imports Keras)."""
+    output_channels = output_channels or input_shape[-1]
+    if hasattr(spec, "flops"):
+        return spec.flops(tuple(input_shape), output_channels)
+    return model_flops(build_autoencoder(spec, input_shape, output_channels))
 
 
 # --- python -m sweep.arch ---

@@ -8,7 +8,6 @@ before the backend is first imported lives here, so the rest of sweep uses `kera
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import platform
 import shutil
@@ -115,10 +114,9 @@ def clear() -> None:
     Call it only when no model of this process is still in use."""
     import keras
 
-    keras.backend.clear_session(free_memory=True)
     if keras.backend.backend() == "tensorflow":
         _forget_custom_gradients()
-    gc.collect()
+    keras.backend.clear_session(free_memory=True)  # one full garbage collection (0.3 s with TensorFlow loaded)
     _return_freed_memory()
 
 

@@ -134,13 +134,16 @@ def run_with_progress(jobs: list, plan, lock_dir: Path, desc: str, total: int | 
     from sweep.schedule import run_jobs
 
     rows = []
-    with tqdm(total=total or len(jobs), initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
+    total = total or sum(getattr(job, "size", 1) for job in jobs)
+    with tqdm(total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
         restart = lambda n: bar.write(f"a worker died; {n} job(s) handed out again", file=sys.stderr)  # noqa: E731
-        for row in run_jobs(jobs, plan, lock_dir, on_restart=restart):
-            bar.update(1)
-            if row is not None:
-                rows.append(row)
-                bar.write(one_line(row), file=sys.stderr)
+        for result in run_jobs(jobs, plan, lock_dir, on_restart=restart):
+            finished = result if isinstance(result, list) else [result]  # a pack returns its members' rows
+            bar.update(len(finished))
+            for row in finished:
+                if row is not None:
+                    rows.append(row)
+                    bar.write(one_line(row), file=sys.stderr)
     return rows
 
 

@@ -4,6 +4,7 @@
     python -m sweep.grid --data-dir ../data --epochs 1     # on local CIFAR-10 files
     python -m sweep.grid --quick --dataset synthetic       # a one-minute offline smoke run
     python -m sweep.grid --storage postgresql://host/db    # one grid shared by many machines
+    python -m sweep.grid --pack 6                          # train 6 small models per step (GPU)
 
 Trials already complete in the results directory are skipped, so running the same
 command again resumes a sweep that crashed or was interrupted. With `--storage`, the grid
@@ -42,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(parser)
     parser.add_argument("--arch", metavar="PRESET", help="run the space on this architecture preset instead of the file's (and of its arch factor)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
+    parser.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K trials of one protocol together in one compiled step (packs balanced by FLOPs; "
+        "each member's results are its own). Pays on a GPU, where one small model leaves it idle; "
+        "a pack is not checkpointed mid-training (default: %(default)s)",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -131,7 +141,6 @@ def colorization_table(done) -> str:
 
 
 def run_local(args, space, trials, plan, results: Path) -> None:
-    from sweep.schedule import TrialJob
     from sweep.store import completed_keys
 
     keys = [spec.key for _, spec in trials]
@@ -145,10 +154,29 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     )
     if not todo:
         return
-    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats})
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": args.pack})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
-    jobs = [TrialJob(spec, spec.protocol.dataset, args.data_dir, str(results), extra, args.checkpoint_every) for spec in todo]
-    run_with_progress(jobs, plan, results / ".workers", "grid")
+    run_with_progress(make_jobs(todo, args.pack, args.data_dir, results, extra, args.checkpoint_every), plan, results / ".workers", "grid")
+
+
+def make_jobs(specs, pack: int, data_dir: str | None, results: Path, extra: dict, checkpoint_every: float) -> list:
+    """One job per trial, or with `pack` > 1 one job per pack of trials balanced by FLOPs."""
+    from sweep.schedule import TrialJob
+
+    if pack <= 1:
+        return [TrialJob(spec, spec.protocol.dataset, data_dir, str(results), extra, checkpoint_every) for spec in specs]
+    from sweep.data import dataset_for
+    from sweep.pack import PackJob, make_packs, spec_flops
+
+    def cost(spec) -> int:
+        size = spec.protocol.image_size
+        shape = (size, size, 3) if size else dataset_for(spec.protocol, data_dir).image_shape
+        return spec_flops(spec, shape)
+
+    return [
+        PackJob(tuple(members), members[0].protocol.dataset, data_dir, str(results), extra, checkpoint_every)
+        for members in make_packs(list(specs), pack, cost)
+    ]
 
 
 def run_shared(args, space, trials, plan, results: Path) -> None:
@@ -202,7 +230,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period", "pack")
 
     from sweep.schedule import plan_workers
     from sweep.space import load_space
@@ -213,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         space = space.with_arch(args.arch)
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges, which have no grid; run python -m sweep.optuna on it")
+    if args.storage and args.pack > 1:
+        raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
     results = check_writable(args.results)
     trials = resolve_trials(space, args.data_dir)
     plan = plan_workers(args.workers, args.workers_per_gpu)

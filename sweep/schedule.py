@@ -58,11 +58,11 @@ def plan_workers(workers: int | None = None, workers_per_gpu: int = 1) -> Worker
 
 
 class Job(TypingProtocol):
-    """A unit of work a worker runs: returns the row it wrote (or None)."""
+    """A unit of work a worker runs: returns the row it wrote (or None), or a pack's rows."""
 
     label: str
 
-    def __call__(self) -> dict[str, Any] | None: ...
+    def __call__(self) -> dict[str, Any] | list[dict[str, Any] | None] | None: ...
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from sweep.faults import failpoint
 from sweep.metrics import colour_metrics, image_metrics
 from sweep.protocol import Protocol, TrialSpec
 
-__all__ = ["run_trial", "trial_dir"]
+__all__ = ["epoch_order", "packable", "predict_rgb", "run_pack", "run_trial", "task_arrays", "trial_dir"]
 
 PrunePolicy = Callable[[int, float], bool]  # (epoch, val_loss) -> stop now as pruned?
 PREDICT_VALUES = 2**25  # model outputs decoded per step (128 MB): a classification head has 261 a pixel
@@ -68,38 +68,102 @@ def _loss(protocol: Protocol, y_train: np.ndarray):
         from sweep.losses import ABClassificationLoss
 
         return ABClassificationLoss(ab_bins(), rebalancing_weights(y_train))
-    return {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}[protocol.loss]
-
-
-def _augmented_batches(rgb: np.ndarray, task: Task, protocol: Protocol, first_epoch: int):
-    """Training batches augmented afresh every epoch (flips, rotations). Inputs and targets are
-    both derived from the same augmented RGB images, so they always move together. Each epoch's
-    order and each batch's draws are seeded by (seed, epoch, batch): reruns and resumes repeat them."""
     import keras
 
-    class AugmentedBatches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.epoch = first_epoch
-            self.order = self._shuffle()
+    return {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.MeanAbsoluteError, "huber": keras.losses.Huber}[protocol.loss]()
 
-        def _shuffle(self) -> np.ndarray:
-            return np.random.default_rng([protocol.seed, self.epoch]).permutation(len(rgb))
 
-        def __len__(self) -> int:
-            return math.ceil(len(rgb) / protocol.batch_size)
+def validation_loss(model, x: np.ndarray, y: np.ndarray, loss) -> float:
+    """`loss` over the whole validation split, the mean over images (each image weighs the
+    same whatever the batching), from eager forward passes: the same number for a model
+    trained alone or in a pack, and no evaluation function to trace."""
+    import keras
 
-        def __getitem__(self, index: int):
-            chosen = self.order[index * protocol.batch_size : (index + 1) * protocol.batch_size]
-            rng = np.random.default_rng([protocol.seed, self.epoch, index])
-            images = augment(rgb[chosen], rng, protocol.augment_flip, protocol.augment_rotation)
-            return task.inputs(images), task.targets(images)
+    chunk = _chunk(x, max(y.shape[-1], model.output_shape[-1]))
+    total = 0.0
+    for i in range(0, len(x), chunk):
+        value = loss(y[i : i + chunk], model(x[i : i + chunk], training=False))
+        total += float(keras.ops.convert_to_numpy(value)) * len(x[i : i + chunk])
+    return total / len(x)
 
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self.order = self._shuffle()
 
-    return AugmentedBatches()
+def _chunk(x: np.ndarray, output_channels: int) -> int:
+    """Images per eager forward pass: sized by the output (a classification head has 261
+    values a pixel), at most 256."""
+    return int(np.clip(PREDICT_VALUES // (math.prod(x.shape[1:3]) * output_channels), 1, 256))
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training images in `epoch`: the same for a trial alone, in a pack,
+    and after a resume, so all three see exactly the same batches."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _epoch_arrays(rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: Protocol, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training inputs and targets of `epoch`, in `epoch_order`. With augmentation, flips
+    and rotations are drawn afresh every epoch, seeded by (seed, epoch, batch), and inputs
+    and targets are both derived from the same augmented RGB images."""
+    order = epoch_order(protocol.seed, epoch, len(rgb))
+    if not (protocol.augment_flip or protocol.augment_rotation):
+        return x[order], y[order]
+    inputs, targets = [], []
+    for index, start in enumerate(range(0, len(order), protocol.batch_size)):
+        rng = np.random.default_rng([protocol.seed, epoch, index])
+        images = augment(rgb[order[start : start + protocol.batch_size]], rng, protocol.augment_flip, protocol.augment_rotation)
+        inputs.append(task.inputs(images))
+        targets.append(task.targets(images))
+    return np.concatenate(inputs), np.concatenate(targets)
+
+
+def _fit(
+    model,
+    splits: Splits,
+    arrays: dict[str, np.ndarray],
+    task: Task,
+    protocol: Protocol,
+    first_epoch: int,
+    callbacks: list,
+    done: Callable[[], bool],
+    outputs: list[str] | None = None,
+) -> None:
+    """Train epoch by epoch on explicitly ordered in-memory arrays (one `fit` call per
+    epoch; the compiled step is reused), until the protocol's epochs are over or `done()`.
+    The callbacks compute the validation loss themselves (`validation_loss`).
+    `outputs` names the heads of a pack: every head gets the same targets."""
+
+    def per_head(targets: np.ndarray):
+        return targets if outputs is None else {name: targets for name in outputs}
+
+    for epoch in range(first_epoch, protocol.epochs):
+        x, y = _epoch_arrays(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch)
+        model.fit(
+            x,
+            per_head(y),
+            batch_size=protocol.batch_size,
+            shuffle=False,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        if done() or model.stop_training:
+            break
+
+
+def _plateau_callback(protocol: Protocol):
+    """Keras' ReduceLROnPlateau, kept across the per-epoch `fit` calls (it resets itself at
+    the start of every call otherwise)."""
+    import keras
+
+    class Plateau(keras.callbacks.ReduceLROnPlateau):
+        started = False
+
+        def on_train_begin(self, logs=None):
+            if not self.started:
+                self.started = True
+                super().on_train_begin(logs)
+
+    return Plateau(factor=protocol.reduce_lr_factor, patience=protocol.reduce_lr_patience, min_lr=protocol.reduce_lr_min)
 
 
 _GRAY_SCORES: dict[int, tuple[np.ndarray, dict[str, float]]] = {}  # id(split) -> (split, scores), the last 8
@@ -141,6 +205,27 @@ class _Tracker:
         for key, value in state.items():
             setattr(self, key, value)
 
+    def end_epoch(self, epoch: int, logs: dict[str, float], should_prune: PrunePolicy | None = None) -> bool:
+        """Record `epoch`; return True if it is the best so far (its weights are to be kept).
+        Sets `stop_reason` when training should stop after it."""
+        self.history.append(logs)
+        val = logs.get("val_loss", math.nan)
+        if not (math.isfinite(logs.get("loss", math.nan)) and math.isfinite(val)):
+            self.stop_reason = "nan"
+            return False
+        improved = val < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = val, epoch
+        elif self.patience is not None and epoch - self.best_epoch >= self.patience:
+            self.stop_reason = "early_stopping"
+        if should_prune is not None and should_prune(epoch, val):
+            self.stop_reason = "pruned"
+        return improved
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None or len(self.history) >= self.epochs
+
 
 def _make_callback(
     key: str,
@@ -148,6 +233,7 @@ def _make_callback(
     ckpt_dir: Path,
     checkpoint_every_s: float,
     should_prune: PrunePolicy | None,
+    validate: Callable[[Any], float],
 ):
     import keras
 
@@ -160,26 +246,17 @@ def _make_callback(
             self.last_save = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:  # callbacks after this one (ReduceLROnPlateau) read it too
+                logs["val_loss"] = validate(self.model)
             logs = {k: float(v) for k, v in (logs or {}).items()}
             lr = self.model.optimizer.learning_rate
             logs["lr"] = float(keras.ops.convert_to_numpy(lr))
-            tracker.history.append(logs)
-            val = logs.get("val_loss", math.nan)
-            if not (math.isfinite(logs.get("loss", math.nan)) and math.isfinite(val)):
-                tracker.stop_reason = "nan"
-                self.model.stop_training = True
-                return
-            if val < tracker.best_val:
-                tracker.best_val, tracker.best_epoch = val, epoch
+            if tracker.end_epoch(epoch, logs, should_prune):
                 self.best_weights = self.model.get_weights()
-            elif tracker.patience is not None and epoch - tracker.best_epoch >= tracker.patience:
-                tracker.stop_reason = "early_stopping"
-                self.model.stop_training = True
-            if should_prune is not None and should_prune(epoch, val):
-                tracker.stop_reason = "pruned"
-                self.model.stop_training = True
-            done = self.model.stop_training or epoch + 1 >= tracker.epochs
-            if not done and time.monotonic() - self.last_save >= checkpoint_every_s:
+            self.model.stop_training = tracker.stop_reason is not None
+            if tracker.stop_reason == "nan":
+                return
+            if not (self.model.stop_training or epoch + 1 >= tracker.epochs) and time.monotonic() - self.last_save >= checkpoint_every_s:
                 self.save(epoch)
             failpoint("trial.epoch_end", key)
 
@@ -225,27 +302,22 @@ def _resume(ckpt_dir: Path, tracker: _Tracker, callback) -> tuple[Any, int]:
 
 
 def _save_gallery(path: Path, inputs: np.ndarray, truth: np.ndarray, pred: np.ndarray, n: int = 8) -> None:
-    """Originals above predictions (and grayscale inputs on top when colorizing)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A PNG of `n` test images: originals above predictions (grayscale inputs on top when
+    colorizing), each scaled up 3x. Written with Pillow: a figure per trial in matplotlib
+    costs more than training a small model for an epoch."""
+    from PIL import Image
 
     n = min(n, len(truth))
-    rows = [("input", inputs)] if inputs.shape[-1] == 1 else []
-    rows += [("original", truth), ("prediction", pred)]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for i in range(n):
-            ax = axes[r][i]
-            image = np.clip(images[i], 0, 1)
-            ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r][0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    rows = ([inputs] if inputs.shape[-1] == 1 else []) + [truth, pred]
+    tiles = []
+    for images in rows:
+        images = np.clip(images[:n], 0, 1)
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        tiles.append(np.concatenate(list(images), axis=1))  # one strip of n images
+    grid = (np.concatenate(tiles, axis=0) * 255 + 0.5).astype(np.uint8)
+    image = Image.fromarray(grid)
+    image.resize((image.width * 3, image.height * 3), Image.Resampling.NEAREST).save(path)
 
 
 def _classify_failure(err: BaseException) -> str:
@@ -268,6 +340,143 @@ def base_row(spec: TrialSpec) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4)
+def _task_arrays(dataset: Dataset, task_key: tuple, split_key: tuple) -> tuple[Task, Splits, dict[str, np.ndarray]]:
+    task = task_for(*task_key)
+    splits = _splits(dataset, *split_key)
+    arrays = {
+        "x_train": task.inputs(splits.train),
+        "y_train": task.targets(splits.train),
+        "x_val": task.inputs(splits.val),
+        "y_val": task.targets(splits.val),
+        "x_test": task.inputs(splits.test),
+    }
+    return task, splits, arrays
+
+
+def task_arrays(dataset: Dataset, protocol: Protocol) -> tuple[Task, Splits, dict[str, np.ndarray]]:
+    """The protocol's splits and the task's inputs and targets, computed once per process
+    (trials that differ only in architecture, seed or optimiser share them)."""
+    return _task_arrays(
+        dataset,
+        (protocol.task, protocol.encoding, protocol.loss),
+        (protocol.train_fraction, protocol.val_fraction, protocol.train_limit, protocol.image_size),
+    )
+
+
+def _start_row(spec: TrialSpec, started: datetime) -> dict[str, Any]:
+    row = base_row(spec)
+    row.update(status="failed", error=None, started_at=started.isoformat(), host=socket.gethostname())
+    return row
+
+
+def _data_columns(spec: TrialSpec, arrays: dict[str, np.ndarray], backend_name: str) -> dict[str, Any]:
+    return {
+        "latent_size": latent_size(spec.arch, arrays["x_train"].shape[1:]),
+        "n_train": len(arrays["x_train"]),
+        "n_val": len(arrays["x_val"]),
+        "n_test": len(arrays["x_test"]),
+        "backend": backend_name,
+        "device": backend.device_description(),
+        "versions": json.dumps(backend.versions(), sort_keys=True),
+    }
+
+
+def _build(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, name: str = "autoencoder"):
+    """The trial's model, initialised from the protocol's seed (the same weights whether it is
+    trained alone or in a pack)."""
+    import keras
+
+    keras.utils.set_random_seed(spec.protocol.seed)
+    head = "linear" if spec.protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
+    if not spec.protocol.mixed_precision:
+        return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
+    # Half-precision compute, float32 weights: float16 (with loss scaling) where a GPU has
+    # the tensor cores for it, bfloat16 elsewhere.
+    keras.config.set_dtype_policy("mixed_float16" if backend.visible_gpus() else "mixed_bfloat16")
+    try:
+        return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def predict_rgb(model, x: np.ndarray, task: Task) -> np.ndarray:
+    """The model's RGB images for inputs `x`, decoded in chunks sized by the output. Called
+    eagerly: one forward pass per chunk costs less than tracing a predict function."""
+    import keras
+
+    chunk = _chunk(x, task.output_channels)
+    parts = []
+    for i in range(0, len(x), chunk):
+        part = x[i : i + chunk]
+        output = keras.ops.convert_to_numpy(model(part, training=False)).astype(np.float32)
+        parts.append(task.to_rgb(output, part))
+    return np.concatenate(parts)
+
+
+def _evaluate(
+    spec: TrialSpec,
+    model,
+    task: Task,
+    splits: Splits,
+    arrays: dict[str, np.ndarray],
+    tracker: _Tracker,
+    row: dict[str, Any],
+    out: Path,
+    save_model: bool,
+) -> None:
+    """Fill `row` with the trained model's scores and write its artefacts (the model holds its
+    best weights already). Raises if training diverged."""
+    history = tracker.history
+    row.update(
+        epochs_run=len(history),
+        best_epoch=tracker.best_epoch + 1 if tracker.best_epoch >= 0 else None,
+        stop_reason=tracker.stop_reason,
+        history=json.dumps(history),
+    )
+    if tracker.stop_reason == "nan" or not history:
+        bad = next((i + 1 for i, h in enumerate(history) if not math.isfinite(h.get("loss", math.nan))), len(history))
+        raise FloatingPointError(f"loss became NaN or infinite in epoch {max(bad, 1)}")
+    val_rgb = predict_rgb(model, arrays["x_val"], task)
+    test_rgb = predict_rgb(model, arrays["x_test"], task)
+    for name, value in image_metrics(splits.val, val_rgb).items():
+        row[f"val_{name}"] = value
+    for name, value in image_metrics(splits.test, test_rgb).items():
+        row[f"test_{name}"] = value
+    if spec.protocol.task == "colorize":  # colour error, and what zero chroma would have scored
+        for name, value in colour_metrics(splits.test, test_rgb).items():
+            row[f"test_{name}"] = value
+        for name, value in gray_scores(splits.test).items():
+            row[f"test_gray_{name}"] = value
+    if save_model:
+        model.save(out / "model.keras")
+    _save_gallery(out / "reconstructions.png", arrays["x_test"], splits.test, test_rgb)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    failpoint("trial.artifacts_saved", spec.key)
+    row["status"] = "pruned" if tracker.stop_reason == "pruned" else "complete"
+
+
+def _fail(row: dict[str, Any], out: Path, err: BaseException) -> None:
+    row["error"] = _classify_failure(err)
+    (out / "error.txt").write_text("".join(traceback.format_exception(err)))
+
+
+def _close(spec: TrialSpec, row: dict[str, Any], out: Path, t0: float) -> None:
+    """Stamp the end of a trial. A finished trial (whatever its status) never resumes: a retry
+    starts afresh."""
+    row["wall_seconds"] = time.perf_counter() - t0
+    row["finished_at"] = datetime.now(timezone.utc).isoformat()
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1, sort_keys=True))
+
+
+def _clear_backend() -> None:
+    try:
+        backend.clear()
+    except Exception:
+        pass
+
+
 def run_trial(
     spec: TrialSpec,
     dataset: Dataset,
@@ -278,118 +487,138 @@ def run_trial(
     save_model: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate `spec` on `dataset`; return its row (status complete/failed/pruned)."""
-    started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     out = trial_dir(results_dir, spec.key)
     out.mkdir(parents=True, exist_ok=True)
     protocol = spec.protocol
-    task = task_for(protocol.task, protocol.encoding, protocol.loss)
-    row = base_row(spec)
-    row.update(status="failed", error=None, started_at=started.isoformat(), host=socket.gethostname())
+    row = _start_row(spec, datetime.now(timezone.utc))
     try:
         backend_name = backend.keras_ready()
         import keras
 
-        splits = splits_for(dataset, protocol)
-        x_train, y_train = task.inputs(splits.train), task.targets(splits.train)
-        x_val, y_val = task.inputs(splits.val), task.targets(splits.val)
-        x_test = task.inputs(splits.test)
-        input_shape = x_train.shape[1:]
-        row.update(
-            latent_size=latent_size(spec.arch, input_shape),
-            n_train=len(x_train),
-            n_val=len(x_val),
-            n_test=len(x_test),
-            backend=backend_name,
-            device=backend.device_description(),
-            versions=json.dumps(backend.versions(), sort_keys=True),
-        )
+        task, splits, arrays = task_arrays(dataset, protocol)
+        input_shape = arrays["x_train"].shape[1:]
+        row.update(_data_columns(spec, arrays, backend_name), pack_size=1)
         tracker = _Tracker(protocol.epochs, protocol.early_stopping_patience)
         ckpt_dir = out / "checkpoint"
-        callback = _make_callback(spec.key, tracker, ckpt_dir, checkpoint_every_s, should_prune)
+        loss = _loss(protocol, arrays["y_train"])
+        validate = functools.partial(validation_loss, x=arrays["x_val"], y=arrays["y_val"], loss=loss)
+        callback = _make_callback(spec.key, tracker, ckpt_dir, checkpoint_every_s, should_prune, lambda model: validate(model))
         model, initial_epoch = _resume(ckpt_dir, tracker, callback)
         row["resumed_from_epoch"] = initial_epoch if model is not None else None
         if model is None:
-            keras.utils.set_random_seed(protocol.seed)
-            head = "linear" if protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
-            model = build_autoencoder(spec.arch, input_shape, task.output_channels, output_activation=head)
-            model.compile(optimizer=_optimizer(protocol), loss=_loss(protocol, y_train))
+            model = _build(spec, input_shape, task)
+            model.compile(optimizer=_optimizer(protocol), loss=loss)
         else:
             keras.utils.set_random_seed(protocol.seed + initial_epoch)
         row["params"] = int(model.count_params())
-        callbacks = [keras.callbacks.TerminateOnNaN(), callback]
+        callbacks = [keras.callbacks.TerminateOnNaN(), callback]  # the tracker adds val_loss to the logs ...
         if protocol.reduce_lr_patience is not None:
-            callbacks.insert(
-                0,
-                keras.callbacks.ReduceLROnPlateau(
-                    factor=protocol.reduce_lr_factor,
-                    patience=protocol.reduce_lr_patience,
-                    min_lr=protocol.reduce_lr_min,
-                ),
-            )
-        if protocol.augment_flip or protocol.augment_rotation:
-            train = {"x": _augmented_batches(splits.train, task, protocol, initial_epoch)}
-        else:
-            train = {"x": x_train, "y": y_train, "batch_size": protocol.batch_size, "shuffle": True}
+            callbacks.append(_plateau_callback(protocol))  # ... which the plateau then reads
         t_fit = time.perf_counter()
-        if initial_epoch < protocol.epochs and tracker.stop_reason is None:
-            model.fit(
-                **train,
-                validation_data=(x_val, y_val),
-                validation_batch_size=protocol.batch_size,
-                epochs=protocol.epochs,
-                initial_epoch=initial_epoch,
-                verbose=0,
-                callbacks=callbacks,
-            )
+        if tracker.stop_reason is None:
+            _fit(model, splits, arrays, task, protocol, initial_epoch, callbacks, lambda: tracker.done)
         row["train_seconds"] = time.perf_counter() - t_fit
-        history = tracker.history
-        row.update(
-            epochs_run=len(history),
-            best_epoch=tracker.best_epoch + 1 if tracker.best_epoch >= 0 else None,
-            stop_reason=tracker.stop_reason,
-            history=json.dumps(history),
-        )
-        if tracker.stop_reason == "nan" or not history:
-            bad = next((i + 1 for i, h in enumerate(history) if not math.isfinite(h.get("loss", math.nan))), len(history))
-            raise FloatingPointError(f"loss became NaN or infinite in epoch {max(bad, 1)}")
-        if callback.best_weights is not None:
+        if callback.best_weights is not None and tracker.stop_reason != "nan":
             model.set_weights(callback.best_weights)
-
-        chunk = int(np.clip(PREDICT_VALUES // (math.prod(input_shape[:2]) * task.output_channels), 1, 256))
-
-        def predict(x):
-            parts = [x[i : i + chunk] for i in range(0, len(x), chunk)]
-            return np.concatenate([task.to_rgb(model.predict(p, batch_size=chunk, verbose=0), p) for p in parts])
-
-        val_rgb = predict(x_val)
-        test_rgb = predict(x_test)
-        for name, value in image_metrics(splits.val, val_rgb).items():
-            row[f"val_{name}"] = value
-        for name, value in image_metrics(splits.test, test_rgb).items():
-            row[f"test_{name}"] = value
-        if protocol.task == "colorize":  # colour error, and what zero chroma would have scored
-            for name, value in colour_metrics(splits.test, test_rgb).items():
-                row[f"test_{name}"] = value
-            for name, value in gray_scores(splits.test).items():
-                row[f"test_gray_{name}"] = value
-        if save_model:
-            model.save(out / "model.keras")
-        _save_gallery(out / "reconstructions.png", x_test, splits.test, test_rgb)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        failpoint("trial.artifacts_saved", spec.key)
-        row["status"] = "pruned" if tracker.stop_reason == "pruned" else "complete"
+        _evaluate(spec, model, task, splits, arrays, tracker, row, out, save_model)
     except Exception as err:  # the sweep goes on; the row says why this trial did not
-        row["error"] = _classify_failure(err)
-        (out / "error.txt").write_text("".join(traceback.format_exception(err)))
+        _fail(row, out, err)
     finally:
-        row["wall_seconds"] = time.perf_counter() - t0
-        row["finished_at"] = datetime.now(timezone.utc).isoformat()
-        try:
-            backend.clear()
-        except Exception:
-            pass
-    # A finished trial (whatever its status) never resumes: a retry starts afresh.
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1, sort_keys=True))
+        _clear_backend()
+    _close(spec, row, out, t0)
     return row
+
+
+def packable(spec: TrialSpec) -> bool:
+    """Whether `spec` can share a training step with others: its protocol must not adapt the
+    learning rate, which a pack's one optimizer would apply to every member."""
+    return spec.protocol.reduce_lr_patience is None
+
+
+def run_pack(
+    specs: list[TrialSpec],
+    dataset: Dataset,
+    results_dir: str | Path,
+    *,
+    save_model: bool = True,
+) -> list[dict[str, Any]]:
+    """Train several trials of one protocol in one compiled step on the same batches; return
+    their rows, each the same in meaning as `run_trial`'s.
+
+    The pack is one Keras model with one head per member and disjoint parameters; its loss is
+    the sum of the members' losses, so each member's gradients, and its Adam moments and
+    updates, are exactly its own. Each member keeps its own history, best weights and early
+    stopping; a member that has stopped keeps training in the pack (the step is shared) but
+    nothing it does afterwards is used. The pack ends when every member has. A pack does
+    not checkpoint: after a crash, its unfinished members run again from the start.
+    """
+    protocol = specs[0].protocol
+    if any(s.protocol != protocol or s.data_id != specs[0].data_id for s in specs):
+        raise ValueError("a pack's trials must share one protocol and one dataset")
+    if not packable(specs[0]):
+        raise ValueError("trials with reduce_lr_patience adapt their own learning rate and cannot be packed")
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    outs = [trial_dir(results_dir, spec.key) for spec in specs]
+    rows = [_start_row(spec, started) for spec in specs]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+    names = [f"m{i}" for i in range(len(specs))]
+    trackers = [_Tracker(protocol.epochs, protocol.early_stopping_patience) for _ in specs]
+    best: list[Any] = [None] * len(specs)
+    members: list[Any] = []
+    try:
+        backend_name = backend.keras_ready()
+        import keras
+
+        task, splits, arrays = task_arrays(dataset, protocol)
+        input_shape = arrays["x_train"].shape[1:]
+        members = [_build(spec, input_shape, task, name=f"autoencoder_{i}") for i, spec in enumerate(specs)]
+        inputs = keras.Input(shape=input_shape, name="image")
+        pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
+        loss = _loss(protocol, arrays["y_train"])
+        pack.compile(optimizer=_optimizer(protocol), loss={name: loss for name in names})
+        for spec, row, member in zip(specs, rows, members):
+            row.update(_data_columns(spec, arrays, backend_name), pack_size=len(specs), resumed_from_epoch=None, params=int(member.count_params()))
+
+        class PackTracker(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                for i, (spec, name, tracker) in enumerate(zip(specs, names, trackers)):
+                    if tracker.done:
+                        continue
+                    prefix = f"{name}_" if len(names) > 1 else ""  # Keras names a lone head's loss plainly
+                    own = {
+                        "loss": float(logs.get(f"{prefix}loss", math.nan)),
+                        "val_loss": validation_loss(members[i], arrays["x_val"], arrays["y_val"], loss),
+                        "lr": lr,
+                    }
+                    if tracker.end_epoch(epoch, own):
+                        best[i] = members[i].get_weights()
+                    failpoint("trial.epoch_end", spec.key)
+                self.model.stop_training = all(t.done for t in trackers)
+
+        t_fit = time.perf_counter()
+        _fit(pack, splits, arrays, task, protocol, 0, [PackTracker()], lambda: all(t.done for t in trackers), outputs=names)
+        train_seconds = time.perf_counter() - t_fit
+    except Exception as err:  # the whole pack failed (data, build, memory): every member says why
+        for row, out in zip(rows, outs):
+            _fail(row, out, err)
+        members = []
+    for i, (spec, row, out) in enumerate(zip(specs, rows, outs)):
+        if not members:
+            break
+        try:
+            row["train_seconds"] = train_seconds
+            if best[i] is not None and trackers[i].stop_reason != "nan":
+                members[i].set_weights(best[i])
+            _evaluate(spec, members[i], task, splits, arrays, trackers[i], row, out, save_model)
+        except Exception as err:
+            _fail(row, out, err)
+    members = best = []
+    _clear_backend()
+    for spec, row, out in zip(specs, rows, outs):
+        _close(spec, row, out, t0)
+    return rows

@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SWEEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def fresh_task_arrays():
+    """Trials cache their inputs and targets per process; a test that patches a task must not
+    see another test's arrays."""
+    yield
+    import sys as _sys
+
+    trial = _sys.modules.get("sweep.trial")
+    if trial is not None:
+        trial._task_arrays.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").exists():

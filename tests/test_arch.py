@@ -145,3 +145,18 @@ print(heavy)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_flops_formula_matches_the_built_models_and_the_first_model_by_hand():
+    from sweep.arch import PRESETS, forward_flops, model_flops, preset
+
+    for point in GRID:
+        spec = ArchSpec(*point)
+        assert spec.flops((32, 32, 3), 3) == model_flops(build_autoencoder(spec)), point
+    # First model: 3->8 at 32x32, 8->12 at 16x16, 12->16 at 8x8, 16->12 at 16x16, 12->3 at 32x32; 3x3 kernels.
+    by_hand = 2 * 9 * (32 * 32 * 3 * 8 + 16 * 16 * 8 * 12 + 8 * 8 * 12 * 16 + 16 * 16 * 16 * 12 + 32 * 32 * 12 * 3)
+    assert ArchSpec().flops((32, 32, 3), 3) == by_hand == 2_654_208
+    # Presets without a formula are counted on the built model, dense layers included.
+    dense = preset("dense_latent")
+    assert forward_flops(dense, (32, 32, 1), 3) == model_flops(build_autoencoder(dense, (32, 32, 1), 3)) > 2 * 1_418_496
+    assert set(PRESETS) >= {"dense_latent"}

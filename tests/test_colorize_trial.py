@@ -12,7 +12,7 @@ from sweep.arch import PRESETS, ArchSpec
 from sweep.encodings import ab_bin_index, ab_bins, gray_baseline, luminance, rebalancing_weights, task_for
 from sweep.metrics import colour_metrics, image_metrics
 from sweep.protocol import Protocol, TrialSpec
-from sweep.trial import _augmented_batches, _loss, _optimizer, run_trial, splits_for, trial_dir
+from sweep.trial import _epoch_arrays, _loss, _optimizer, run_trial, splits_for, trial_dir
 
 COLORIZE = dict(dataset="synthetic", task="colorize", epochs=2, train_fraction=1.0, train_limit=64, batch_size=16)
 
@@ -108,21 +108,22 @@ def test_regression_losses_and_optimizers_train(loss, optimizer):
     assert type(model.optimizer).__name__.lower() == {"adam": "adam", "rmsprop": "rmsprop", "sgd": "sgd"}[optimizer]
 
 
-def test_augmented_batches_move_inputs_and_targets_together():
+def test_augmented_epochs_move_inputs_and_targets_together():
     rgb = np.random.default_rng(1).random((40, 8, 8, 3)).astype(np.float32)
     task = task_for("colorize", "rgb")
     protocol = Protocol(task="colorize", batch_size=16, augment_flip=True, augment_rotation=15.0)
-    batches = _augmented_batches(rgb, task, protocol, first_epoch=0)
-    assert len(batches) == 3
-    x, y = batches[0]
-    assert x.shape == (16, 8, 8, 1) and y.shape == (16, 8, 8, 3)
+    plain_x, plain_y = task.inputs(rgb), task.targets(rgb)
+    x, y = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
+    assert x.shape == (40, 8, 8, 1) and y.shape == (40, 8, 8, 3)
     np.testing.assert_allclose(x, luminance(y), atol=1e-6)  # the same geometry on both sides
-    again = _augmented_batches(rgb, task, protocol, first_epoch=0)[0]
-    assert np.array_equal(again[0], x)
-    batches.on_epoch_end()
-    assert not np.array_equal(batches[0][1], y)
-    resumed = _augmented_batches(rgb, task, protocol, first_epoch=1)[0]
-    assert np.array_equal(resumed[1], batches[0][1])  # a resumed trial sees the same epoch
+    assert not any(np.allclose(y[0], image) for image in plain_y)  # really augmented (rotated)
+    again = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
+    assert np.array_equal(again[0], x)  # a rerun or a resumed trial sees the same epoch
+    assert not np.array_equal(_epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=1)[1], y)
+    unaugmented = Protocol(task="colorize", batch_size=16)
+    x0, y0 = _epoch_arrays(rgb, plain_x, plain_y, task, unaugmented, epoch=0)
+    assert sorted(map(bytes, y0)) == sorted(map(bytes, plain_y))  # a permutation of the images
+    assert not np.array_equal(y0, plain_y)
 
 
 def test_every_regression_preset_fits_a_colorize_task():

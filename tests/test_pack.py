@@ -1,0 +1,94 @@
+"""Packed training: grouping, and a packed pair equal to the same two trials trained apart."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sweep.arch import ArchSpec
+from sweep.pack import make_packs
+from sweep.protocol import Protocol, TrialSpec
+
+PROTOCOL = Protocol(dataset="synthetic", epochs=3, train_fraction=1.0, train_limit=64, batch_size=16, early_stopping_patience=1)
+
+
+def spec(protocol: Protocol = PROTOCOL, **arch) -> TrialSpec:
+    return TrialSpec(ArchSpec(**arch), protocol, "synthetic")
+
+
+def test_packs_are_full_balanced_and_never_mix_protocols():
+    specs = [spec(channel_factor=c, kernel_size=k, compression_factor=f) for c in (1, 2, 4) for k in (3, 5) for f in (1, 2, 4)]
+    other = [spec(Protocol(**{**PROTOCOL.to_dict(), "learning_rate": 0.01}), channel_factor=c) for c in (1, 2)]
+    adaptive = spec(Protocol(**{**PROTOCOL.to_dict(), "reduce_lr_patience": 2}))
+    cost = lambda s: s.arch.flops((32, 32, 3), 3)  # noqa: E731
+    packs = make_packs(specs + other + [adaptive], 4, cost)
+
+    assert sorted(s.key for p in packs for s in p) == sorted(s.key for s in specs + other + [adaptive])
+    assert all(len({(s.protocol, s.data_id) for s in p}) == 1 for p in packs)
+    sizes = [len(p) for p in packs if p[0].protocol == PROTOCOL]
+    assert len(sizes) == 5 and sum(sizes) == 18 and max(sizes) <= 4  # 18 trials in the fewest packs
+    assert [p for p in packs if adaptive in p] == [[adaptive]]  # its own learning rate: never packed
+    totals = [sum(map(cost, p)) for p in packs if p[0].protocol == PROTOCOL and len(p) == 4]
+    assert max(totals) / min(totals) < 1.5, totals  # the one-by-one order would give > 10x
+    assert [sum(map(cost, p)) for p in packs] == sorted((sum(map(cost, p)) for p in packs), reverse=True)
+    assert make_packs(specs, 1, cost) == [[s] for s in sorted(specs, key=cost, reverse=True)]
+
+
+@pytest.mark.slow
+def test_a_packed_pair_equals_the_same_two_trained_separately(synthetic, tmp_path):
+    import keras
+
+    from sweep.trial import run_pack, run_trial, trial_dir
+
+    a, b = spec(), spec(fewer_layers=True, channel_factor=4, kernel_size=5)
+    packed = run_pack([a, b], synthetic, tmp_path / "packed")
+    alone = [run_trial(s, synthetic, tmp_path / "alone") for s in (a, b)]
+    for s, p, q in zip((a, b), packed, alone):
+        assert p["status"] == q["status"] == "complete", (p["error"], q["error"])
+        assert p["trial_key"] == q["trial_key"] == s.key and p["pack_size"] == 2 and q["pack_size"] == 1
+        assert p["params"] == q["params"] and p["latent_size"] == q["latent_size"]
+        assert (p["epochs_run"], p["best_epoch"], p["stop_reason"]) == (q["epochs_run"], q["best_epoch"], q["stop_reason"])
+        for h, g in zip(json.loads(p["history"]), json.loads(q["history"])):
+            assert h["val_loss"] == pytest.approx(g["val_loss"], rel=1e-5)
+            # Keras averages a pack head's training loss over images, a lone model's over
+            # batches: they differ only through the last, partial batch (58 = 3 x 16 + 10).
+            assert h["loss"] == pytest.approx(g["loss"], rel=2e-2)
+        for name in ("val_mse", "test_mse", "test_psnr", "test_ssim"):
+            assert p[name] == pytest.approx(q[name], rel=1e-5), name
+        saved = [keras.models.load_model(trial_dir(tmp_path / d, s.key) / "model.keras").get_weights() for d in ("packed", "alone")]
+        for w, v in zip(*saved):
+            np.testing.assert_allclose(w, v, rtol=1e-5, atol=1e-6)
+    assert packed[0]["params"] != packed[1]["params"]  # two different models really were packed
+
+
+@pytest.mark.slow
+def test_each_member_stops_early_on_its_own(synthetic, tmp_path):
+    """A learning rate high enough that one model stops early and the other trains on: each
+    member stops exactly where it stops when trained alone."""
+    from sweep.trial import run_pack, run_trial
+
+    protocol = Protocol(**{**PROTOCOL.to_dict(), "epochs": 8, "learning_rate": 0.01, "early_stopping_patience": 1})
+    specs = [spec(protocol, channel_factor=c, compression_factor=f) for c, f in ((1, 1), (4, 4))]
+    packed = run_pack(specs, synthetic, tmp_path / "packed")
+    alone = [run_trial(s, synthetic, tmp_path / "alone") for s in specs]
+    assert [r["epochs_run"] for r in packed] == [r["epochs_run"] for r in alone]
+    assert [r["best_epoch"] for r in packed] == [r["best_epoch"] for r in alone]
+    assert [r["stop_reason"] for r in packed] == [None, "early_stopping"], [r["epochs_run"] for r in packed]
+
+
+@pytest.mark.slow
+def test_grid_pack_option_stores_every_member(tmp_path):
+    from conftest import run_cli, small_space
+
+    from sweep.store import load_results
+
+    path = small_space(tmp_path, {"kernel_size": [3, 5], "channel_factor": [1, 2, 4]})
+    result = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "4")
+    assert result.returncode == 0, result.stderr
+    frame = load_results(tmp_path / "r")
+    assert len(frame) == 6 and set(frame["status"]) == {"complete"}
+    assert frame["pack_size"].between(2, 4).all() and frame["pack_size"].value_counts().to_dict() in ({3: 6}, {4: 4, 2: 2})
+    again = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "4")
+    assert "6 already stored, 0 to run" in again.stderr
