@@ -36,6 +36,7 @@ __all__ = [
     "SafeUnpickler",
     "augment",
     "dataset_for",
+    "repeated",
     "load_dataset",
     "load_folder",
     "make_splits",
@@ -269,10 +270,25 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
     return Dataset(name, x_train, x_test, str(folder))
 
 
+TRAIN_IMAGES_ENV = "SWEEP_TRAIN_IMAGES"  # benchmarks: repeat the training images up to this many
+
+
 def dataset_for(protocol, data_dir: str | None = None) -> Dataset:
-    """The dataset a protocol trains on, loaded once per process."""
+    """The dataset a protocol trains on, loaded once per process. With $SWEEP_TRAIN_IMAGES
+    set (by `python -m sweep.bench --train-images`), its training images are repeated
+    cyclically up to that count, so a small local subset can stand in for a full-size run."""
     size = protocol.image_size if protocol.dataset == "folder" else None
-    return load_dataset(protocol.dataset, data_dir, size)
+    dataset = load_dataset(protocol.dataset, data_dir, size)
+    wanted = os.environ.get(TRAIN_IMAGES_ENV)
+    return repeated(dataset, int(wanted)) if wanted else dataset
+
+
+@functools.lru_cache(maxsize=4)
+def repeated(dataset: Dataset, n_train: int) -> Dataset:
+    """`dataset` with its training images repeated cyclically (or cut) to `n_train`; its
+    `data_id` says so, since the content differs."""
+    index = np.arange(n_train) % len(dataset.x_train)
+    return Dataset(f"{dataset.name}-repeated", dataset.x_train[index], dataset.x_test, dataset.source)
 
 
 def make_splits(

@@ -99,20 +99,36 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _epoch_arrays(rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: Protocol, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The training inputs and targets of `epoch`, in `epoch_order`. With augmentation, flips
-    and rotations are drawn afresh every epoch, seeded by (seed, epoch, batch), and inputs
-    and targets are both derived from the same augmented RGB images."""
+def _epoch_arrays(
+    rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: Protocol, epoch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The training inputs, targets and sample weights of `epoch`, in `epoch_order`.
+
+    A partial last batch is padded to full size with weight-0 images and its real images
+    weighted batch / real, so its loss is still exactly their mean: every step has one
+    shape and the training step is traced once, not twice. With augmentation, flips and
+    rotations are drawn afresh every epoch, seeded by (seed, epoch, batch), and inputs and
+    targets are both derived from the same augmented RGB images."""
+    batch = protocol.batch_size
     order = epoch_order(protocol.seed, epoch, len(rgb))
+    real = len(order) % batch
+    weights = None
+    if real:
+        order = np.concatenate([order, order[: batch - real]])
+        weights = np.ones(len(order), np.float32)
+        weights[-batch:-batch + real] = batch / real
+        weights[-batch + real :] = 0.0
+    if weights is not None:  # one weight per image, broadcast over the per-pixel losses
+        weights = weights.reshape(-1, *[1] * (y.ndim - 2))
     if not (protocol.augment_flip or protocol.augment_rotation):
-        return x[order], y[order]
+        return x[order], y[order], weights
     inputs, targets = [], []
-    for index, start in enumerate(range(0, len(order), protocol.batch_size)):
+    for index, start in enumerate(range(0, len(order), batch)):
         rng = np.random.default_rng([protocol.seed, epoch, index])
-        images = augment(rgb[order[start : start + protocol.batch_size]], rng, protocol.augment_flip, protocol.augment_rotation)
+        images = augment(rgb[order[start : start + batch]], rng, protocol.augment_flip, protocol.augment_rotation)
         inputs.append(task.inputs(images))
         targets.append(task.targets(images))
-    return np.concatenate(inputs), np.concatenate(targets)
+    return np.concatenate(inputs), np.concatenate(targets), weights
 
 
 def _fit(
@@ -131,14 +147,15 @@ def _fit(
     The callbacks compute the validation loss themselves (`validation_loss`).
     `outputs` names the heads of a pack: every head gets the same targets."""
 
-    def per_head(targets: np.ndarray):
-        return targets if outputs is None else {name: targets for name in outputs}
+    def per_head(values: np.ndarray):
+        return values if outputs is None else {name: values for name in outputs}
 
     for epoch in range(first_epoch, protocol.epochs):
-        x, y = _epoch_arrays(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch)
+        x, y, weights = _epoch_arrays(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch)
         model.fit(
             x,
             per_head(y),
+            sample_weight=None if weights is None else per_head(weights),
             batch_size=protocol.batch_size,
             shuffle=False,
             epochs=epoch + 1,
@@ -509,6 +526,7 @@ def run_trial(
         if model is None:
             model = _build(spec, input_shape, task)
             model.compile(optimizer=_optimizer(protocol), loss=loss)
+            model.optimizer.build(model.trainable_variables)  # eagerly: else built while tracing the first step, traced twice
         else:
             keras.utils.set_random_seed(protocol.seed + initial_epoch)
         row["params"] = int(model.count_params())
@@ -579,6 +597,7 @@ def run_pack(
         pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
         loss = _loss(protocol, arrays["y_train"])
         pack.compile(optimizer=_optimizer(protocol), loss={name: loss for name in names})
+        pack.optimizer.build(pack.trainable_variables)
         for spec, row, member in zip(specs, rows, members):
             row.update(_data_columns(spec, arrays, backend_name), pack_size=len(specs), resumed_from_epoch=None, params=int(member.count_params()))
 

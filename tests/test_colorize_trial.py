@@ -113,17 +113,20 @@ def test_augmented_epochs_move_inputs_and_targets_together():
     task = task_for("colorize", "rgb")
     protocol = Protocol(task="colorize", batch_size=16, augment_flip=True, augment_rotation=15.0)
     plain_x, plain_y = task.inputs(rgb), task.targets(rgb)
-    x, y = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
-    assert x.shape == (40, 8, 8, 1) and y.shape == (40, 8, 8, 3)
+    x, y, weights = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
+    # 40 images in batches of 16: the last batch is padded with 8 weight-0 images, and its 8
+    # real ones weigh 2, so its loss is still their mean.
+    assert x.shape == (48, 8, 8, 1) and y.shape == (48, 8, 8, 3) and weights.shape == (48, 1, 1)
+    assert weights.ravel().tolist() == [1.0] * 32 + [2.0] * 8 + [0.0] * 8
     np.testing.assert_allclose(x, luminance(y), atol=1e-6)  # the same geometry on both sides
     assert not any(np.allclose(y[0], image) for image in plain_y)  # really augmented (rotated)
     again = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
     assert np.array_equal(again[0], x)  # a rerun or a resumed trial sees the same epoch
     assert not np.array_equal(_epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=1)[1], y)
     unaugmented = Protocol(task="colorize", batch_size=16)
-    x0, y0 = _epoch_arrays(rgb, plain_x, plain_y, task, unaugmented, epoch=0)
-    assert sorted(map(bytes, y0)) == sorted(map(bytes, plain_y))  # a permutation of the images
-    assert not np.array_equal(y0, plain_y)
+    x0, y0, _ = _epoch_arrays(rgb, plain_x, plain_y, task, unaugmented, epoch=0)
+    assert sorted(map(bytes, y0[:40])) == sorted(map(bytes, plain_y))  # a permutation of the images
+    assert not np.array_equal(y0[:40], plain_y)
 
 
 def test_every_regression_preset_fits_a_colorize_task():
