@@ -226,18 +226,29 @@ def main(argv: list[str] | None = None) -> int:
             done = [r for r in rows if r.get("status") == "complete"]
             if len(done) != len(trials):
                 raise SpecError(f"harness: only {len(done)} of {len(trials)} trials completed; see {tmp}")
-            train = sum(r["train_seconds"] / r.get("pack_size", 1) for r in done)
-            busy = sum(r["wall_seconds"] / r.get("pack_size", 1) for r in done)
             mse = sum(r["test_mse"] for r in done) / len(done)
-            workers = args.workers or 1
-            note = (
-                f"mean test MSE {mse:.5f}; of {workers} worker(s) x {seconds:.1f} s: training {train / workers / seconds:.0%}, "
-                f"evaluation and artefacts {(busy - train) / workers / seconds:.0%}, start-up and scheduling {1 - busy / workers / seconds:.0%}"
-            )
+            note = f"mean test MSE {mse:.5f}; {time_shares(done, args.workers or 1, seconds)}"
             _report("harness", seconds, work, note)
     if len(times) == 2:
         print(f"speedup: {times['naive'] / times['harness']:.2f}")
     return 0
+
+
+def time_shares(rows: list[dict], workers: int, seconds: float) -> str:
+    """Where the workers' time went, from the rows: training steps, evaluation and
+    artefacts, the rest of each trial (framework start-up, building, compiling, cleaning
+    up), and what no trial accounts for (process start-up, scheduling, idle workers)."""
+    capacity = workers * seconds
+    train = sum(r["train_seconds"] / r.get("pack_size", 1) for r in rows)  # a pack trains its members together
+    evaluate = sum(r.get("eval_seconds", 0.0) for r in rows)
+    trial = sum(r["wall_seconds"] / r.get("pack_size", 1) for r in rows)
+    shares = {
+        "training": train,
+        "evaluation and artefacts": evaluate,
+        "start-up, building and clean-up in trials": trial - train - evaluate,
+        "outside trials": capacity - trial,
+    }
+    return f"of {workers} worker(s) x {seconds:.1f} s: " + ", ".join(f"{k} {v / capacity:.0%}" for k, v in shares.items())
 
 
 def _report(mode: str, seconds: float, work: Work, note: str) -> None:

@@ -451,6 +451,7 @@ def _evaluate(
         stop_reason=tracker.stop_reason,
         history=json.dumps(history),
     )
+    t0 = time.perf_counter()
     if tracker.stop_reason == "nan" or not history:
         bad = next((i + 1 for i, h in enumerate(history) if not math.isfinite(h.get("loss", math.nan))), len(history))
         raise FloatingPointError(f"loss became NaN or infinite in epoch {max(bad, 1)}")
@@ -470,6 +471,7 @@ def _evaluate(
     _save_gallery(out / "reconstructions.png", arrays["x_test"], splits.test, test_rgb)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     failpoint("trial.artifacts_saved", spec.key)
+    row["eval_seconds"] = time.perf_counter() - t0
     row["status"] = "pruned" if tracker.stop_reason == "pruned" else "complete"
 
 

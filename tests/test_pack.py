@@ -90,3 +90,22 @@ def test_grid_pack_option_stores_every_member(tmp_path):
     assert frame["pack_size"].between(2, 4).all() and frame["pack_size"].value_counts().to_dict() in ({3: 6}, {4: 4, 2: 2})
     again = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "4")
     assert "6 already stored, 0 to run" in again.stderr
+
+
+@pytest.mark.slow
+def test_packed_grid_runs_under_jax(tmp_path):
+    """The same code under another Keras backend (skipped where JAX is not installed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed")
+    from conftest import run_cli, small_space
+
+    from sweep.store import load_results
+
+    path = small_space(tmp_path, {"kernel_size": [3, 5]})
+    result = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "2", env={"KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr
+    frame = load_results(tmp_path / "r")
+    assert list(frame["status"]) == ["complete", "complete"] and set(frame["backend"]) == {"jax"}
+    assert set(frame["pack_size"]) == {2}

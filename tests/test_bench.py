@@ -1,0 +1,47 @@
+"""python -m sweep.bench: both modes on the same work, and a speedup line."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+from conftest import run_cli, small_space
+
+
+@pytest.mark.slow
+def test_bench_prints_both_modes_and_a_speedup(tmp_path):
+    space = small_space(tmp_path, {"kernel_size": [3, 5], "compression_factor": [2, 4]})
+    result = run_cli("sweep.bench", "--space", space, "--workers", "1", "--pack", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("sweep.bench: 4 configurations") and "1 epoch(s) x 43 training images" in lines[0]
+    naive = next(line for line in lines if line.startswith("naive"))
+    harness = next(line for line in lines if line.startswith("harness"))
+    flops = re.compile(r"([\d.]+) s +(\d+) images/s +[\d.]+ [MGT]?FLOPs +[\d.]+ [MGT]?FLOP/s")
+    (naive_s, naive_rate), (harness_s, harness_rate) = (flops.search(line).groups() for line in (naive, harness))
+    # 4 configurations x 1 epoch x 43 images, at the printed rate, take the printed time.
+    assert float(naive_rate) == pytest.approx(4 * 43 / float(naive_s), rel=0.05, abs=1)
+    assert "training" in harness and "evaluation and artefacts" in harness
+    speedup = float(re.fullmatch(r"speedup: ([\d.]+)", lines[-1]).group(1))
+    assert speedup == pytest.approx(float(naive_s) / float(harness_s), abs=0.02)
+
+
+def test_bench_help_is_fast_and_bad_modes_are_one_line():
+    start = time.perf_counter()
+    result = run_cli("sweep.bench", "--help")
+    assert result.returncode == 0 and "--train-images" in result.stdout and "--pack" in result.stdout
+    assert time.perf_counter() - start < 10  # argparse only: no framework import
+    bad = run_cli("sweep.bench", "--dataset", "synthetic", "--modes", "naive,fast")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "--modes: unknown mode 'fast' (allowed: naive, harness)" in bad.stderr
+
+
+def test_repeated_training_images_cycle_and_change_the_data_id(synthetic):
+    from sweep.data import repeated
+
+    big = repeated(synthetic, 1300)
+    assert len(big.x_train) == 1300 and np.array_equal(big.x_train[512], synthetic.x_train[0])
+    assert np.array_equal(big.x_test, synthetic.x_test)
+    assert big.data_id != synthetic.data_id and big.data_id.startswith("synthetic-repeated-1300-")
