@@ -9,6 +9,7 @@ resumes from the last finished epoch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -399,6 +400,23 @@ def _data_columns(spec: TrialSpec, arrays: dict[str, np.ndarray], backend_name: 
     }
 
 
+@contextlib.contextmanager
+def _precision(protocol: Protocol):
+    """Models built inside use the protocol's precision: with `mixed_precision`, half-precision
+    compute and float32 weights (float16, with loss scaling, where a GPU has the tensor cores
+    for it; bfloat16 elsewhere)."""
+    if not protocol.mixed_precision:
+        yield
+        return
+    import keras
+
+    keras.config.set_dtype_policy("mixed_float16" if backend.visible_gpus() else "mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
 def _build(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, name: str = "autoencoder"):
     """The trial's model, initialised from the protocol's seed (the same weights whether it is
     trained alone or in a pack)."""
@@ -406,15 +424,8 @@ def _build(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, name: str 
 
     keras.utils.set_random_seed(spec.protocol.seed)
     head = "linear" if spec.protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
-    if not spec.protocol.mixed_precision:
+    with _precision(spec.protocol):
         return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
-    # Half-precision compute, float32 weights: float16 (with loss scaling) where a GPU has
-    # the tensor cores for it, bfloat16 elsewhere.
-    keras.config.set_dtype_policy("mixed_float16" if backend.visible_gpus() else "mixed_bfloat16")
-    try:
-        return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
-    finally:
-        keras.config.set_dtype_policy("float32")
 
 
 def predict_rgb(model, x: np.ndarray, task: Task) -> np.ndarray:
@@ -595,8 +606,9 @@ def run_pack(
         task, splits, arrays = task_arrays(dataset, protocol)
         input_shape = arrays["x_train"].shape[1:]
         members = [_build(spec, input_shape, task, name=f"autoencoder_{i}") for i, spec in enumerate(specs)]
-        inputs = keras.Input(shape=input_shape, name="image")
-        pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
+        with _precision(protocol):  # the pack's policy decides on loss scaling
+            inputs = keras.Input(shape=input_shape, name="image")
+            pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
         loss = _loss(protocol, arrays["y_train"])
         pack.compile(optimizer=_optimizer(protocol), loss={name: loss for name in names})
         pack.optimizer.build(pack.trainable_variables)

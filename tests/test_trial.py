@@ -122,3 +122,15 @@ def test_an_interrupted_trial_resumes_from_its_last_epoch(synthetic, tmp_path):
     history = json.loads(row["history"])
     assert len(history) == 3 and history[0] == state["history"][0]
     assert row["epochs_run"] == 3 and not (trial_dir(tmp_path, spec.key) / "checkpoint").exists()
+
+
+def test_mixed_precision_trains_in_half_precision_with_float32_weights(synthetic, tmp_path):
+    import keras
+
+    spec = spec_for(synthetic, epochs=1, mixed_precision=True)
+    row = run_trial(spec, synthetic, tmp_path)
+    assert row["status"] == "complete", row["error"]
+    model = keras.models.load_model(trial_dir(tmp_path, spec.key) / "model.keras")
+    assert model.get_layer("latent").dtype_policy.name == "mixed_bfloat16"  # CPU: bfloat16 compute
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+    assert keras.config.dtype_policy().name == "float32"  # the next trial builds in full precision again
