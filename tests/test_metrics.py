@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sweep.encodings import gray_baseline
-from sweep.metrics import ab_auc, ab_rmse, colorfulness, colour_metrics, image_metrics, psnr, ssim
+from sweep.metrics import ab_auc, ab_rmse, colorfulness, colour_metrics, image_metrics, psnr
 
 
 def lab_image(a: float, b: float, lightness: float = 60.0) -> np.ndarray:
@@ -65,18 +65,3 @@ def test_grayscale_baseline_on_the_shared_cifar10_test_set(shared_data):
     assert scores["psnr"] == pytest.approx(21.8, abs=0.05)
     assert scores["colorfulness"] == pytest.approx(0.0, abs=1e-9) and scores["colorfulness_truth"] > 10
     assert 5 < scores["ab_rmse"] < 30 and 0.8 < scores["ab_auc"] < 1.0
-
-
-@pytest.mark.parametrize("shape", [(5, 32, 32, 3), (3, 20, 24, 1), (2, 16, 16)])
-def test_batched_ssim_equals_scikit_image(shape):
-    from skimage.metrics import structural_similarity
-
-    rng = np.random.default_rng(0)
-    truth = rng.random(shape).astype(np.float32)
-    pred = np.clip(truth + rng.normal(0, 0.1, shape), 0, 1).astype(np.float32)
-    axis = -1 if len(shape) == 4 and shape[-1] > 1 else None
-    expected = np.mean([
-        structural_similarity(t.squeeze(), p.squeeze(), data_range=1.0, channel_axis=axis)
-        for t, p in zip(truth.astype(np.float64), pred.astype(np.float64))
-    ])
-    assert ssim(truth, pred) == pytest.approx(expected, abs=1e-9)
