@@ -36,10 +36,10 @@ __all__ = [
     "SafeUnpickler",
     "augment",
     "dataset_for",
-    "repeated",
     "load_dataset",
     "load_folder",
     "make_splits",
+    "repeated",
     "read_cifar_file",
 ]
 
