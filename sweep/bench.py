@@ -141,8 +141,8 @@ def _progress(label: str, done: int, total: int, t0: float) -> None:
     print(f"\r{label}: {done}/{total} trials, {elapsed:.0f} s, ETA {eta:.0f} s ", end="", file=sys.stderr, flush=True)
 
 
-def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict]]:
-    """The grid's own execution; returns (wall seconds, rows)."""
+def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict], int]:
+    """The grid's own execution; returns (wall seconds, rows, workers)."""
     from sweep.cli import run_with_progress
     from sweep.grid import make_jobs
     from sweep.schedule import plan_workers
@@ -152,7 +152,7 @@ def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict]]:
     t0 = time.perf_counter()
     jobs = make_jobs(work.trials, args.pack, args.data_dir, results, {"driver": "bench"}, checkpoint_every=math.inf)
     rows = run_with_progress(jobs, plan, results / ".workers", "harness")
-    return time.perf_counter() - t0, rows
+    return time.perf_counter() - t0, rows, plan.workers
 
 
 def default_workers() -> int | None:
@@ -205,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges; the benchmark runs a grid")
     trials = [spec for _, spec in resolve_trials(space, args.data_dir)][: args.limit]
-    if len({(s.protocol.task, s.protocol.loss) for s in trials}) != 1 or trials[0].protocol.loss != "mse":
-        raise SpecError(f"{space.path}: the benchmark's naive loop trains with MSE on one task; this space asks for more")
+    naive_recipe = {"loss": "mse", "optimizer": "adam", "early_stopping_patience": None, "reduce_lr_patience": None,
+                    "augment_flip": False, "augment_rotation": 0.0, "mixed_precision": False}  # fmt: skip
+    differing = sorted({k for s in trials for k, v in naive_recipe.items() if getattr(s.protocol, k) != v})
+    if differing or len({s.protocol.task for s in trials}) != 1:
+        raise SpecError(
+            f"{space.path}: protocol: the naive loop trains with Adam on MSE, without early stopping, learning-rate "
+            f"plateaus, augmentation or mixed precision, on one task; this space sets {', '.join(differing) or 'several tasks'}"
+        )
     dataset = dataset_for(trials[0].protocol, args.data_dir)
     work = plan_work(trials, dataset, trials[0].protocol.epochs)
     print(
@@ -221,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             times["naive"] = seconds
             _report("naive", seconds, work, f"mean test MSE {mse:.5f}")
         if "harness" in modes:
-            seconds, rows = run_harness(work, args, Path(tmp))
+            seconds, rows, workers = run_harness(work, args, Path(tmp))
             times["harness"] = seconds
             done = [r for r in rows if r.get("status") == "complete"]
             if len(done) != len(trials):
                 raise SpecError(f"harness: only {len(done)} of {len(trials)} trials completed; see {tmp}")
             mse = sum(r["test_mse"] for r in done) / len(done)
-            note = f"mean test MSE {mse:.5f}; {time_shares(done, args.workers or 1, seconds)}"
+            note = f"mean test MSE {mse:.5f}; {time_shares(done, workers, seconds)}"
             _report("harness", seconds, work, note)
     if len(times) == 2:
         print(f"speedup: {times['naive'] / times['harness']:.2f}")

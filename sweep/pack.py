@@ -76,9 +76,9 @@ def make_packs(specs: list[Any], size: int, cost: Callable[[Any], float]) -> lis
 class PackJob:
     """Train a pack of trials together and store every member's row.
 
-    A pack whose worker died is not packed again: its members then run one by one as
-    ordinary trials, each with its own attempt count, so only the one that kills its worker
-    is recorded as failed."""
+    A pack that ran out of memory, or whose worker died, is not packed again: its members
+    then run one by one as ordinary trials, each with its own attempt count, so only one
+    that kills its worker alone is recorded as failed."""
 
     specs: tuple  # TrialSpec, ...
     dataset: str
@@ -113,8 +113,14 @@ class PackJob:
         if split:
             return [self._alone(spec) for spec in self.specs]
         dataset = dataset_for(self.specs[0].protocol, self.data_dir)
+        packed = run_pack(list(self.specs), dataset, self.results_dir)
+        if all(str(row.get("error") or "").startswith("out of memory") for row in packed):
+            for d in dirs:  # together they do not fit: each may alone
+                _clear_attempts(d)
+                (d / SPLIT_FILE).write_text(self.run_id)
+            return [self._alone(spec) for spec in self.specs]
         rows = []
-        for row, d in zip(run_pack(list(self.specs), dataset, self.results_dir), dirs):
+        for row, d in zip(packed, dirs):
             row = {**row, **self.row_extra}
             write_row(self.results_dir, row)
             _clear_attempts(d)

@@ -101,21 +101,22 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def _epoch_arrays(
-    rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: Protocol, epoch: int
+    rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: Protocol, epoch: int, pad: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The training inputs, targets and sample weights of `epoch`, in `epoch_order`.
 
-    A partial last batch is padded to full size with weight-0 images and its real images
-    weighted batch / real, so its loss is still exactly their mean: every step has one
-    shape and the training step is traced once, not twice. With augmentation, flips and
+    With `pad`, a partial last batch is padded to full size with weight-0 images and its
+    real images weighted batch / real, so its loss is still exactly their mean: every step
+    has one shape and the training step is traced once, not twice. (Models with batch
+    normalisation are not padded: the padding would enter their batch statistics.) With augmentation, flips and
     rotations are drawn afresh every epoch, seeded by (seed, epoch, batch), and inputs and
     targets are both derived from the same augmented RGB images."""
     batch = protocol.batch_size
     order = epoch_order(protocol.seed, epoch, len(rgb))
     real = len(order) % batch
     weights = None
-    if real:
-        order = np.concatenate([order, order[: batch - real]])
+    if real and pad:
+        order = np.concatenate([order, order[np.arange(batch - real) % len(order)]])
         weights = np.ones(len(order), np.float32)
         weights[-batch:-batch + real] = batch / real
         weights[-batch + real :] = 0.0
@@ -151,8 +152,10 @@ def _fit(
     def per_head(values: np.ndarray):
         return values if outputs is None else {name: values for name in outputs}
 
+    pad = not _has_batch_norm(model)
+
     for epoch in range(first_epoch, protocol.epochs):
-        x, y, weights = _epoch_arrays(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch)
+        x, y, weights = _epoch_arrays(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch, pad)
         model.fit(
             x,
             per_head(y),
@@ -166,6 +169,10 @@ def _fit(
         )
         if done() or model.stop_training:
             break
+
+
+def _has_batch_norm(model) -> bool:
+    return any(_has_batch_norm(layer) if hasattr(layer, "layers") else type(layer).__name__ == "BatchNormalization" for layer in model.layers)
 
 
 def _plateau_callback(protocol: Protocol):
@@ -245,13 +252,25 @@ class _Tracker:
         return self.stop_reason is not None or len(self.history) >= self.epochs
 
 
+def _validation_callback(validate: Callable[[Any], float]):
+    """Adds the validation loss to an epoch's logs, for the callbacks after it (the
+    learning-rate plateau, then the tracker)."""
+    import keras
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["val_loss"] = validate(self.model)
+
+    return Validation()
+
+
 def _make_callback(
     key: str,
     tracker: _Tracker,
     ckpt_dir: Path,
     checkpoint_every_s: float,
     should_prune: PrunePolicy | None,
-    validate: Callable[[Any], float],
 ):
     import keras
 
@@ -264,9 +283,7 @@ def _make_callback(
             self.last_save = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:  # callbacks after this one (ReduceLROnPlateau) read it too
-                logs["val_loss"] = validate(self.model)
-            logs = {k: float(v) for k, v in (logs or {}).items()}
+            logs = {k: float(v) for k, v in (logs or {}).items()}  # val_loss: added by _validation_callback
             lr = self.model.optimizer.learning_rate
             logs["lr"] = float(keras.ops.convert_to_numpy(lr))
             if tracker.end_epoch(epoch, logs, should_prune):
@@ -533,7 +550,7 @@ def run_trial(
         ckpt_dir = out / "checkpoint"
         loss = _loss(protocol, arrays["y_train"])
         validate = functools.partial(validation_loss, x=arrays["x_val"], y=arrays["y_val"], loss=loss)
-        callback = _make_callback(spec.key, tracker, ckpt_dir, checkpoint_every_s, should_prune, lambda model: validate(model))
+        callback = _make_callback(spec.key, tracker, ckpt_dir, checkpoint_every_s, should_prune)
         model, initial_epoch = _resume(ckpt_dir, tracker, callback)
         row["resumed_from_epoch"] = initial_epoch if model is not None else None
         if model is None:
@@ -543,9 +560,10 @@ def run_trial(
         else:
             keras.utils.set_random_seed(protocol.seed + initial_epoch)
         row["params"] = int(model.count_params())
-        callbacks = [keras.callbacks.TerminateOnNaN(), callback]  # the tracker adds val_loss to the logs ...
-        if protocol.reduce_lr_patience is not None:
-            callbacks.append(_plateau_callback(protocol))  # ... which the plateau then reads
+        # In this order: the validation loss, the learning-rate plateau reading it, then the
+        # tracker, which records the epoch and checkpoints it with the rate the plateau set.
+        plateau = [_plateau_callback(protocol)] if protocol.reduce_lr_patience is not None else []
+        callbacks = [keras.callbacks.TerminateOnNaN(), _validation_callback(lambda model: validate(model)), *plateau, callback]
         t_fit = time.perf_counter()
         if tracker.stop_reason is None:
             _fit(model, splits, arrays, task, protocol, initial_epoch, callbacks, lambda: tracker.done)
@@ -562,9 +580,10 @@ def run_trial(
 
 
 def packable(spec: TrialSpec) -> bool:
-    """Whether `spec` can share a training step with others: its protocol must not adapt the
-    learning rate, which a pack's one optimizer would apply to every member."""
-    return spec.protocol.reduce_lr_patience is None
+    """Whether `spec` can share a training step with others. Not if its protocol adapts the
+    learning rate (a pack's one optimizer would apply it to every member), nor with mixed
+    precision (one loss scale for the pack: a member's overflow would skip every member's step)."""
+    return spec.protocol.reduce_lr_patience is None and not spec.protocol.mixed_precision
 
 
 def run_pack(
@@ -588,7 +607,7 @@ def run_pack(
     if any(s.protocol != protocol or s.data_id != specs[0].data_id for s in specs):
         raise ValueError("a pack's trials must share one protocol and one dataset")
     if not packable(specs[0]):
-        raise ValueError("trials with reduce_lr_patience adapt their own learning rate and cannot be packed")
+        raise ValueError("trials with reduce_lr_patience or mixed_precision cannot be packed (see packable)")
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     outs = [trial_dir(results_dir, spec.key) for spec in specs]
@@ -606,9 +625,8 @@ def run_pack(
         task, splits, arrays = task_arrays(dataset, protocol)
         input_shape = arrays["x_train"].shape[1:]
         members = [_build(spec, input_shape, task, name=f"autoencoder_{i}") for i, spec in enumerate(specs)]
-        with _precision(protocol):  # the pack's policy decides on loss scaling
-            inputs = keras.Input(shape=input_shape, name="image")
-            pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
+        inputs = keras.Input(shape=input_shape, name="image")
+        pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
         loss = _loss(protocol, arrays["y_train"])
         pack.compile(optimizer=_optimizer(protocol), loss={name: loss for name in names})
         pack.optimizer.build(pack.trainable_variables)
@@ -647,6 +665,7 @@ def run_pack(
             row["train_seconds"] = train_seconds
             if best[i] is not None and trackers[i].stop_reason != "nan":
                 members[i].set_weights(best[i])
+            members[i].compile(optimizer=_optimizer(protocol), loss=loss)  # saved ready to evaluate, like a lone trial's
             _evaluate(spec, members[i], task, splits, arrays, trackers[i], row, out, save_model)
         except Exception as err:
             _fail(row, out, err)

@@ -38,6 +38,13 @@ def test_bench_help_is_fast_and_bad_modes_are_one_line():
     assert "--modes: unknown mode 'fast' (allowed: naive, harness)" in bad.stderr
 
 
+def test_bench_refuses_a_protocol_the_naive_loop_would_not_follow(tmp_path):
+    space = small_space(tmp_path, early_stopping_patience=2)
+    bad = run_cli("sweep.bench", "--space", space)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "this space sets early_stopping_patience" in bad.stderr
+
+
 def test_repeated_training_images_cycle_and_change_the_data_id(synthetic):
     from sweep.data import repeated
 
