@@ -108,9 +108,11 @@ def _epoch_arrays(
     With `pad`, a partial last batch is padded to full size with weight-0 images and its
     real images weighted batch / real, so its loss is still exactly their mean: every step
     has one shape and the training step is traced once, not twice. (Models with batch
-    normalisation are not padded: the padding would enter their batch statistics.) With augmentation, flips and
-    rotations are drawn afresh every epoch, seeded by (seed, epoch, batch), and inputs and
-    targets are both derived from the same augmented RGB images."""
+    normalisation are not padded: the padding would enter their batch statistics.)
+
+    With augmentation, flips and rotations are drawn afresh every epoch, seeded by (seed,
+    epoch, batch), and inputs and targets are both derived from the same augmented RGB
+    images."""
     batch = protocol.batch_size
     order = epoch_order(protocol.seed, epoch, len(rgb))
     real = len(order) % batch
@@ -172,7 +174,11 @@ def _fit(
 
 
 def _has_batch_norm(model) -> bool:
-    return any(_has_batch_norm(layer) if hasattr(layer, "layers") else type(layer).__name__ == "BatchNormalization" for layer in model.layers)
+    """Whether `model` (or a model nested in it) normalises by batch statistics."""
+    return any(
+        _has_batch_norm(layer) if hasattr(layer, "layers") else type(layer).__name__ == "BatchNormalization"
+        for layer in model.layers
+    )
 
 
 def _plateau_callback(protocol: Protocol):
