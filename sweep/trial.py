@@ -672,6 +672,7 @@ def run_pack(
             if best[i] is not None and trackers[i].stop_reason != "nan":
                 members[i].set_weights(best[i])
             members[i].compile(optimizer=_optimizer(protocol), loss=loss)  # saved ready to evaluate, like a lone trial's
+            members[i].optimizer.build(members[i].trainable_variables)  # (a fresh optimizer: the pack's moments are shared)
             _evaluate(spec, members[i], task, splits, arrays, trackers[i], row, out, save_model)
         except Exception as err:
             _fail(row, out, err)
