@@ -168,10 +168,14 @@ def make_jobs(specs, pack: int, data_dir: str | None, results: Path, extra: dict
     from sweep.data import dataset_for
     from sweep.pack import PackJob, make_packs, spec_flops
 
-    def cost(spec) -> int:
-        size = spec.protocol.image_size
-        shape = (size, size, 3) if size else dataset_for(spec.protocol, data_dir).image_shape
-        return spec_flops(spec, shape)
+    costs: dict[str, int] = {}
+
+    def cost(spec) -> int:  # once per trial: for a preset it builds the model
+        if spec.key not in costs:
+            size = spec.protocol.image_size
+            shape = (size, size, 3) if size else dataset_for(spec.protocol, data_dir).image_shape
+            costs[spec.key] = spec_flops(spec, shape)
+        return costs[spec.key]
 
     return [
         PackJob(tuple(members), members[0].protocol.dataset, data_dir, str(results), extra, checkpoint_every)
