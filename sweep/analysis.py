@@ -51,6 +51,7 @@ __all__ = [
     "factor_importance",
     "first",
     "higher_is_better",
+    "importance_evaluator",
     "interactions",
     "latent_correlation",
     "learning_curves",
@@ -523,11 +524,10 @@ def strongest_interaction(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, fac
     return Interaction((a, b), float(share), table)
 
 
-def optuna_importance(storage: str, study_name: str, evaluator: str = "auto") -> pd.DataFrame:
-    """Optuna's parameter importances for a stored study: fANOVA (`evaluator="fanova"`, needs
-    scikit-learn) or PED-ANOVA (`"ped_anova"`, Optuna's default, no extra dependency);
-    `"auto"` takes fANOVA when scikit-learn is installed. Columns: param, importance, evaluator."""
-    import optuna
+def importance_evaluator(evaluator: str = "auto"):
+    """(name, Optuna importance evaluator): fANOVA (`"fanova"`, needs scikit-learn) or
+    PED-ANOVA (`"ped_anova"`, Optuna's default, no extra dependency); `"auto"` takes fANOVA
+    when scikit-learn is installed. Seeded, so importances repeat."""
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
     if evaluator == "auto":
@@ -540,10 +540,19 @@ def optuna_importance(storage: str, study_name: str, evaluator: str = "auto") ->
     choices = {"fanova": FanovaImportanceEvaluator, "ped_anova": PedAnovaImportanceEvaluator}
     if evaluator not in choices:
         raise SpecError(f"The 'evaluator' parameter of optuna_importance must be one of auto, fanova, ped_anova. Got {evaluator!r} instead.")
+    return evaluator, choices[evaluator](seed=0)
+
+
+def optuna_importance(storage: str, study_name: str, evaluator: str = "auto") -> pd.DataFrame:
+    """Optuna's parameter importances for a stored study (see `importance_evaluator`).
+    Columns: param, importance, evaluator."""
+    import optuna
+
+    evaluator, instance = importance_evaluator(evaluator)
     study = _load_study(storage, study_name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        values = optuna.importance.get_param_importances(study, evaluator=choices[evaluator](seed=0), target=_first_objective(study))
+        values = optuna.importance.get_param_importances(study, evaluator=instance, target=_first_objective(study))
     return pd.DataFrame({"param": list(values), "importance": list(values.values()), "evaluator": evaluator})
 
 

@@ -42,7 +42,6 @@ import difflib
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -106,12 +105,9 @@ class ArchSpec:
         name = type(self).__name__
         if not isinstance(self.fewer_layers, bool):
             raise _invalid("fewer_layers", name, "a bool", self.fewer_layers)
-        if not _is_int(self.channel_factor) or self.channel_factor < 1:
-            raise _invalid("channel_factor", name, "an int >= 1", self.channel_factor)
-        if not _is_int(self.kernel_size) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise _invalid("kernel_size", name, "an odd int >= 1", self.kernel_size)
-        if not _is_int(self.compression_factor) or self.compression_factor < 1:
-            raise _invalid("compression_factor", name, "an int >= 1", self.compression_factor)
+        _check_int(self, "channel_factor")
+        _check_odd(self, "kernel_size")
+        _check_int(self, "compression_factor")
         base = tuple(self.base_channels) if isinstance(self.base_channels, (list, tuple)) else None
         if base is None or len(base) != 3 or not all(_is_int(c) and c >= 2 and c % 2 == 0 for c in base):
             raise _invalid("base_channels", name, "three even ints >= 2", self.base_channels)
@@ -177,10 +173,8 @@ class ArchSpec:
         self.check_input(input_shape)
         height, width, channels = input_shape
         k, f = self.kernel_size, self.compression_factor
-        c1, c2, c3 = self.channels
-        steps = [("conv", c1), ("pool", f)] + ([("conv", c2)] if not self.fewer_layers else [])
-        steps += [("pool", f), ("conv", c3), ("up", f)] + ([("conv", c2)] if not self.fewer_layers else [])
-        steps += [("up", f), ("conv", output_channels)]
+        medium = [] if self.fewer_layers else [("conv", self.channels[1])]
+        steps = [*self.encoder_plan(), ("up", f), *medium, ("up", f), ("conv", output_channels)]
         total = 0
         for step, value in steps:
             if step == "pool":
@@ -686,8 +680,6 @@ def spec_from_cli(arch: str, fields: list[str]) -> tuple[str, Any]:
 def describe(spec: Any, input_shape: tuple[int, int, int], output_channels: int, label: str, summary: bool = True) -> str:
     """Build `spec` and say its shapes, latent size and parameter counts (prints the Keras
     summary first when `summary`)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # a summary needs no accelerator
     from sweep import backend
 
     backend.keras_ready()
@@ -745,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_channels < 1:
         raise SpecError(f"--output-channels must be >= 1. Got {args.output_channels} instead.")
     latent_size(spec, input_shape)  # a spec that does not fit the input fails here, before Keras loads
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # a summary needs no accelerator
     print(describe(spec, input_shape, args.output_channels, label, summary=not args.no_summary))
     return 0
 

@@ -79,18 +79,14 @@ class Work:
 
 
 def plan_work(trials, dataset, epochs: int) -> Work:
-    from sweep.arch import forward_flops
-    from sweep.encodings import task_for
+    from sweep.pack import trial_forward_flops
     from sweep.trial import splits_for
 
-    protocol = trials[0].protocol
-    splits = splits_for(dataset, protocol)
-    task = task_for(protocol.task, protocol.encoding, protocol.loss)
-    shape = (*splits.train.shape[1:3], task.input_channels)
+    splits = splits_for(dataset, trials[0].protocol)
     n_train, n_val, n_test = len(splits.train), len(splits.val), len(splits.test)
     flops = 0.0
     for spec in trials:
-        forward = forward_flops(spec.arch, shape, task.output_channels)
+        forward = trial_forward_flops(spec, splits.train.shape[1:])
         flops += forward * (3 * n_train * epochs + n_val * epochs + n_test)
     return Work(list(trials), n_train, n_val, n_test, epochs, flops)
 
@@ -102,20 +98,17 @@ def run_naive(work: Work, dataset) -> tuple[float, float]:
     backend.keras_ready()
     import keras
     import numpy as np
+    from tqdm import tqdm
 
     from sweep.arch import build_autoencoder
-    from sweep.encodings import task_for
-    from sweep.trial import splits_for
+    from sweep.trial import task_arrays
 
-    protocol = work.trials[0].protocol
-    task = task_for(protocol.task, protocol.encoding, protocol.loss)
-    splits = splits_for(dataset, protocol)
-    x_train, y_train = task.inputs(splits.train), task.targets(splits.train)
-    x_val, y_val = task.inputs(splits.val), task.targets(splits.val)
-    x_test, y_test = task.inputs(splits.test), task.targets(splits.test)
+    task, splits, arrays = task_arrays(dataset, work.trials[0].protocol)
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    x_test, y_test = arrays["x_test"], task.targets(splits.test)
     losses = []
     t0 = time.perf_counter()
-    for i, spec in enumerate(work.trials):
+    for spec in tqdm(work.trials, desc="naive", unit="trial", file=sys.stderr, dynamic_ncols=True):
         keras.utils.set_random_seed(spec.protocol.seed)
         model = build_autoencoder(spec.arch, x_train.shape[1:], task.output_channels)
         model.compile(optimizer=keras.optimizers.Adam(spec.protocol.learning_rate), loss="mean_squared_error")
@@ -125,20 +118,12 @@ def run_naive(work: Work, dataset) -> tuple[float, float]:
             batch_size=spec.protocol.batch_size,
             epochs=spec.protocol.epochs,
             shuffle=True,
-            validation_data=(x_val, y_val),
+            validation_data=(arrays["x_val"], arrays["y_val"]),
             verbose=0,
         )
         losses.append(model.evaluate(x_test, y_test, batch_size=spec.protocol.batch_size, verbose=0))
         keras.backend.clear_session()
-        _progress("naive", i + 1, len(work.trials), t0)
-    print(file=sys.stderr)
     return time.perf_counter() - t0, float(np.mean(losses))
-
-
-def _progress(label: str, done: int, total: int, t0: float) -> None:
-    elapsed = time.perf_counter() - t0
-    eta = elapsed / done * (total - done)
-    print(f"\r{label}: {done}/{total} trials, {elapsed:.0f} s, ETA {eta:.0f} s ", end="", file=sys.stderr, flush=True)
 
 
 def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict], int]:
@@ -195,13 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.grid import resolve_trials
     from sweep.space import load_space
 
-    overrides = protocol_overrides(args)
+    space = load_space(args.space).with_protocol(**protocol_overrides(args))
     if args.train_images:
-        space = load_space(args.space)
         val = space.protocol.val_fraction
         os.environ[TRAIN_IMAGES_ENV] = str(math.ceil(args.train_images / (1 - val)))  # workers inherit it
-        overrides["train_fraction"] = 1.0
-    space = load_space(args.space).with_protocol(**overrides)
+        space = space.with_protocol(train_fraction=1.0)
     if not space.is_grid:
         raise SpecError(f"{space.path}: space: has continuous ranges; the benchmark runs a grid")
     trials = [spec for _, spec in resolve_trials(space, args.data_dir)][: args.limit]

@@ -64,9 +64,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
 
 
 def protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {"dataset": args.dataset, "epochs": args.epochs, "train_fraction": args.train_fraction, "seed": args.seed}
-    if getattr(args, "image_size", None) is not None:
-        overrides["image_size"] = args.image_size
+    overrides = {"dataset": args.dataset, "epochs": args.epochs, "train_fraction": args.train_fraction, "seed": args.seed, "image_size": args.image_size}
     if args.quick:
         for key, value in QUICK.items():
             overrides[key] = overrides.get(key) or value

@@ -164,7 +164,7 @@ def make_jobs(specs, pack: int, data_dir: str | None, results: Path, extra: dict
     from sweep.schedule import TrialJob
 
     if pack <= 1:
-        return [TrialJob(spec, spec.protocol.dataset, data_dir, str(results), extra, checkpoint_every) for spec in specs]
+        return [TrialJob(spec, data_dir, str(results), extra, checkpoint_every) for spec in specs]
     from sweep.data import dataset_for
     from sweep.pack import PackJob, make_packs, spec_flops
 
@@ -178,7 +178,7 @@ def make_jobs(specs, pack: int, data_dir: str | None, results: Path, extra: dict
         return costs[spec.key]
 
     return [
-        PackJob(tuple(members), members[0].protocol.dataset, data_dir, str(results), extra, checkpoint_every)
+        PackJob(tuple(members), data_dir, str(results), extra, checkpoint_every)
         for members in make_packs(list(specs), pack, cost)
     ]
 

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from sweep.encodings import AB_NEIGHBOURS, AB_SCALE, AB_SIGMA
+
 __all__ = ["ABClassificationLoss"]
 
 
@@ -30,9 +32,9 @@ class ABClassificationLoss(keras.losses.Loss):
         self,
         centres: Any,
         weights: Any,
-        sigma: float = 5.0,
-        neighbours: int = 5,
-        ab_scale: float = 256.0,
+        sigma: float = AB_SIGMA,
+        neighbours: int = AB_NEIGHBOURS,
+        ab_scale: float = AB_SCALE,
         name: str = "ab_classification",
         reduction: str = "sum_over_batch_size",
         dtype: Any = None,

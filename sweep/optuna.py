@@ -56,6 +56,7 @@ def summarize(study, config, results, frame) -> str:
 
     import optuna
 
+    from sweep.analysis import importance_evaluator
     from sweep.study import mask_url
 
     State = optuna.trial.TrialState
@@ -87,12 +88,13 @@ def summarize(study, config, results, frame) -> str:
             warnings.simplefilter("ignore")
             for index, name in enumerate(names):
                 try:
-                    importances = optuna.importance.get_param_importances(study, target=lambda t, i=index: t.values[i])
+                    method, evaluator = importance_evaluator()
+                    importances = optuna.importance.get_param_importances(study, evaluator=evaluator, target=lambda t, i=index: t.values[i])
                 except Exception as err:  # too few or too uniform trials: say so, don't fail the run
                     lines.append(f"parameter importances for {name}: not available ({err})")
                     continue
                 text = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
-                lines.append(f"parameter importances for {name} (fANOVA): {text}")
+                lines.append(f"parameter importances for {name} ({'fANOVA' if method == 'fanova' else 'PED-ANOVA'}): {text}")
     url = mask_url(config.storage_url)
     lines.append(f"study: {study.study_name!r} in {url} (view it: optuna-dashboard {url})")
     lines.append(f"results: {results}/ ({len(frame)} rows of this study; pandas: sweep.store.load_results({str(results)!r}))")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from sweep.schedule import MAX_ATTEMPTS, RUN_ID, TrialJob, _clear_attempts, _count_attempt
 
-__all__ = ["PackJob", "make_packs", "spec_flops"]
+__all__ = ["PackJob", "make_packs", "spec_flops", "trial_forward_flops"]
 
 SPLIT_FILE = "pack-split"  # in a trial's directory: its pack killed a worker in this run
 
@@ -31,15 +31,20 @@ def _split_in_run(directory: Any, run_id: str) -> bool:
         return False
 
 
-def spec_flops(spec: Any, input_shape: tuple[int, int, int]) -> int:
-    """Training FLOPs per image of a trial's model: about 3x the forward pass (forward, and
-    a backward pass twice as costly)."""
+def trial_forward_flops(spec: Any, image_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs per image of a trial's model on images of `image_shape` (H, W, ...),
+    with its task's input and output channels."""
     from sweep.arch import forward_flops
     from sweep.encodings import task_for
 
     task = task_for(spec.protocol.task, spec.protocol.encoding, spec.protocol.loss)
-    shape = (*input_shape[:2], task.input_channels)
-    return 3 * forward_flops(spec.arch, shape, task.output_channels)
+    return forward_flops(spec.arch, (*image_shape[:2], task.input_channels), task.output_channels)
+
+
+def spec_flops(spec: Any, image_shape: tuple[int, ...]) -> int:
+    """Training FLOPs per image of a trial's model: about 3x the forward pass (forward, and
+    a backward pass twice as costly)."""
+    return 3 * trial_forward_flops(spec, image_shape)
 
 
 def make_packs(specs: list[Any], size: int, cost: Callable[[Any], float]) -> list[list[Any]]:
@@ -81,16 +86,11 @@ class PackJob:
     that kills its worker alone is recorded as failed."""
 
     specs: tuple  # TrialSpec, ...
-    dataset: str
     data_dir: str | None
     results_dir: str
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     run_id: str = RUN_ID
-
-    @property
-    def label(self) -> str:
-        return f"pack of {len(self.specs)} ({', '.join(s.key for s in self.specs)})"
 
     @property
     def size(self) -> int:
@@ -128,7 +128,7 @@ class PackJob:
         return rows
 
     def _alone(self, spec: Any) -> dict[str, Any] | None:
-        job = TrialJob(spec, self.dataset, self.data_dir, self.results_dir, self.row_extra, self.checkpoint_every_s, self.run_id)
+        job = TrialJob(spec, self.data_dir, self.results_dir, self.row_extra, self.checkpoint_every_s, self.run_id)
         return job()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sys
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -60,8 +59,6 @@ def plan_workers(workers: int | None = None, workers_per_gpu: int = 1) -> Worker
 class Job(TypingProtocol):
     """A unit of work a worker runs: returns the row it wrote (or None), or a pack's rows."""
 
-    label: str
-
     def __call__(self) -> dict[str, Any] | list[dict[str, Any] | None] | None: ...
 
 
@@ -70,16 +67,11 @@ class TrialJob:
     """Run one grid trial and store its row."""
 
     spec: Any  # TrialSpec
-    dataset: str
     data_dir: str | None
     results_dir: str
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     run_id: str = RUN_ID  # set in the driver, so every worker counts attempts of the same run
-
-    @property
-    def label(self) -> str:
-        return self.spec.key
 
     def __call__(self) -> dict[str, Any] | None:
         from sweep.data import dataset_for
@@ -164,7 +156,7 @@ def run_jobs(
     jobs: list[Job],
     plan: WorkerPlan,
     lock_dir: str | Path,
-    on_restart: Callable[[int], None] | None = None,
+    on_restart: Callable[[int], None],
 ) -> Iterator[dict[str, Any] | None]:
     """Run `jobs` on `plan`'s workers; yield each job's row as it finishes (any order).
 
@@ -211,7 +203,4 @@ def run_jobs(
                 pending.appendleft(in_flight[0])  # the culprit is known: its attempt counter decides
             else:
                 suspects.extend(in_flight)
-            if on_restart is not None:
-                on_restart(len(pending) + len(suspects))
-            else:
-                print(f"a worker died; {len(pending) + len(suspects)} unfinished job(s) handed out again", file=sys.stderr)
+            on_restart(len(pending) + len(suspects))  # how many jobs are handed out again

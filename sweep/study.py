@@ -197,8 +197,6 @@ def open_study(config: StudyConfig, create: bool = True, worker: int = 0):
             )  # fmt: skip
         else:
             study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner)
-    except StoreError:
-        raise
     except Exception as err:
         raise StoreError(f"--storage {mask_url(config.storage_url)}: cannot open study {config.study_name!r} ({type(err).__name__}: {err})") from None
     wanted = [optuna.study.StudyDirection.MINIMIZE if d == "minimize" else optuna.study.StudyDirection.MAXIMIZE for d in config.directions]
@@ -238,8 +236,6 @@ class OptunaTrialJob:
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     enqueued_only: bool = False  # grid studies: run only enqueued grid points, never sample
-
-    label = "optuna"
 
     def __call__(self) -> dict[str, Any] | None:
         import optuna

@@ -143,11 +143,11 @@ def _fit(
     protocol: Protocol,
     first_epoch: int,
     callbacks: list,
-    done: Callable[[], bool],
     outputs: list[str] | None = None,
 ) -> None:
     """Train epoch by epoch on explicitly ordered in-memory arrays (one `fit` call per
-    epoch; the compiled step is reused), until the protocol's epochs are over or `done()`.
+    epoch; the compiled step is reused), until the protocol's epochs are over or a callback
+    stops training (`model.stop_training` outlives the `fit` call that set it).
     The callbacks compute the validation loss themselves (`validation_loss`).
     `outputs` names the heads of a pack: every head gets the same targets."""
 
@@ -169,7 +169,7 @@ def _fit(
             verbose=0,
             callbacks=callbacks,
         )
-        if done() or model.stop_training:
+        if model.stop_training:
             break
 
 
@@ -555,7 +555,7 @@ def run_trial(
         tracker = _Tracker(protocol.epochs, protocol.early_stopping_patience)
         ckpt_dir = out / "checkpoint"
         loss = _loss(protocol, arrays["y_train"])
-        validate = functools.partial(validation_loss, x=arrays["x_val"], y=arrays["y_val"], loss=loss)
+        validate = functools.partial(validation_loss, x=arrays["x_val"], y=arrays["y_val"], loss=loss)  # (model) -> float
         callback = _make_callback(spec.key, tracker, ckpt_dir, checkpoint_every_s, should_prune)
         model, initial_epoch = _resume(ckpt_dir, tracker, callback)
         row["resumed_from_epoch"] = initial_epoch if model is not None else None
@@ -569,10 +569,10 @@ def run_trial(
         # In this order: the validation loss, the learning-rate plateau reading it, then the
         # tracker, which records the epoch and checkpoints it with the rate the plateau set.
         plateau = [_plateau_callback(protocol)] if protocol.reduce_lr_patience is not None else []
-        callbacks = [keras.callbacks.TerminateOnNaN(), _validation_callback(lambda model: validate(model)), *plateau, callback]
+        callbacks = [keras.callbacks.TerminateOnNaN(), _validation_callback(validate), *plateau, callback]
         t_fit = time.perf_counter()
         if tracker.stop_reason is None:
-            _fit(model, splits, arrays, task, protocol, initial_epoch, callbacks, lambda: tracker.done)
+            _fit(model, splits, arrays, task, protocol, initial_epoch, callbacks)
         row["train_seconds"] = time.perf_counter() - t_fit
         if callback.best_weights is not None and tracker.stop_reason != "nan":
             model.set_weights(callback.best_weights)
@@ -658,7 +658,7 @@ def run_pack(
                 self.model.stop_training = all(t.done for t in trackers)
 
         t_fit = time.perf_counter()
-        _fit(pack, splits, arrays, task, protocol, 0, [PackTracker()], lambda: all(t.done for t in trackers), outputs=names)
+        _fit(pack, splits, arrays, task, protocol, 0, [PackTracker()], outputs=names)
         train_seconds = time.perf_counter() - t_fit
     except Exception as err:  # the whole pack failed (data, build, memory): every member says why
         for row, out in zip(rows, outs):

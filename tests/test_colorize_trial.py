@@ -145,7 +145,6 @@ def test_a_training_set_smaller_than_half_a_batch_is_padded_with_real_weight():
     rgb = np.random.default_rng(2).random((10, 8, 8, 3)).astype(np.float32)
     task = task_for("reconstruct")
     x, y, weights = _epoch_arrays(rgb, rgb, rgb, task, Protocol(batch_size=32), epoch=0)
-    assert len(x) == 32 and weights.ravel() == pytest.approx([3.2] * 10 + [0.0] * 22)
-    assert float((weights.ravel() * 1.0).sum()) == pytest.approx(32)  # the loss stays the mean of the 10
+    assert len(x) == 32 and weights.ravel() == pytest.approx([3.2] * 10 + [0.0] * 22)  # the loss stays the mean of the 10
     _, _, none = _epoch_arrays(rgb, rgb, rgb, task, Protocol(batch_size=32), epoch=0, pad=False)
     assert none is None

@@ -27,7 +27,9 @@ def expected_keys(space_path: str) -> set[str]:
 
     space = load_space(space_path)
     data_id = load_dataset("synthetic").data_id
-    return {space.spec(point, data_id).key for point in space.grid_points()}
+    keys = {space.spec(point, data_id).key for point in space.grid_points()}
+    assert len(keys) == len(space.grid_points()) > 1  # no two points share a key
+    return keys
 
 
 def assert_exactly_complete(results, keys: set[str]) -> None:
