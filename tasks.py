@@ -2,7 +2,7 @@
 """Set up the project on first use and run its main jobs. Needs only Python >= 3.11.
 
     python3 tasks.py grid [ARGS...]   # the 36-model grid: python -m sweep.grid ARGS
-    python3 tasks.py test [ARGS...]   # the test suite:    python -m pytest ARGS
+    python3 tasks.py test [ARGS...]   # the test suite:    lint-imports, then python -m pytest ARGS
     python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench
 
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
@@ -27,6 +27,10 @@ INSTALL_INPUTS = ("pyproject.toml", "constraints.txt")
 
 def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def venv_script(name: str) -> Path:
+    return VENV / ("Scripts" if os.name == "nt" else "bin") / name
 
 
 def install_fingerprint() -> str:
@@ -67,6 +71,13 @@ def main(argv: list[str]) -> int:
         print(f"tasks: installation failed ({err}); see the pip output above", file=sys.stderr)
         return 2
     if job == "test":
+        os.chdir(ROOT)
+        # The package's layering (pyproject.toml, [tool.importlinter]) before the tests: a
+        # back-edge or a cycle fails the suite.
+        status = subprocess.call([str(venv_script("lint-imports")), "--no-cache"])
+        if status != 0:
+            print("tasks: lint-imports found imports that break the package's layers (see above)", file=sys.stderr)
+            return status
         command = [str(python), "-m", "pytest", *rest]
     elif job == "setup":
         return 0

@@ -40,9 +40,9 @@ def main() -> None:
 
     backend.configure_process(None, threads=None)
     from sweep.data import load_dataset
-    from sweep.protocol import Protocol, TrialSpec
+    from sweep.spec import TrainingProtocol, TrialSpec
     from sweep.space import load_space
-    from sweep.trial import run_trial
+    from sweep.train import run_trial
 
     space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "seed002_grid.yaml")
     points = space.grid_points()
@@ -51,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as results:
         for i in range(args.trials):
             point = points[i % len(points)]
-            protocol = Protocol(dataset=args.dataset, epochs=1, train_fraction=1.0, train_limit=64, batch_size=32, seed=i // len(points))
+            protocol = TrainingProtocol(dataset=args.dataset, epochs=1, train_fraction=1.0, train_limit=64, batch_size=32, seed=i // len(points))
             spec = TrialSpec(space.spec(point, dataset.data_id).arch, protocol, dataset.data_id)
             start = time.perf_counter()
             row = run_trial(spec, dataset, results)

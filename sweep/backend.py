@@ -144,17 +144,28 @@ def _return_freed_memory() -> None:
         pass
 
 
-@cache
-def versions() -> dict[str, str]:
-    import keras
-    import numpy
+# The libraries whose version can change a number in a row: the framework and its backend
+# (training), NumPy, scikit-image (SSIM, colour spaces), SciPy (rotations, rebalancing),
+# Pillow (resizing, decoding) and Optuna (what is sampled and pruned).
+NUMERIC_LIBRARIES = ("keras", "numpy", "scikit-image", "scipy", "pillow", "optuna")
+BACKEND_LIBRARIES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
-    found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
+
+@cache
+def versions() -> dict[str, str | None]:
+    """Python's version and every installed version of the libraries that change numbers
+    (None for one that is not installed), with the Keras backend in use."""
+    from importlib import metadata
+
+    import keras
+
     backend = keras.backend.backend()
-    found["backend"] = backend
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
-    if module:
-        found[module] = __import__(module).__version__
+    found: dict[str, str | None] = {"python": platform.python_version(), "backend": backend}
+    for name in (*NUMERIC_LIBRARIES, *BACKEND_LIBRARIES.get(backend, ())):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
     return found
 
 

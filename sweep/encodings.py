@@ -34,10 +34,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from sweep.errors import SpecError
+from sweep.errors import SpecError, did_you_mean
 
 __all__ = [
     "ENCODINGS",
+    "TASKS",
     "ABClassificationTask",
     "Encoding",
     "Task",
@@ -174,6 +175,7 @@ class RatioEncoding(Encoding):
 ENCODINGS: dict[str, Encoding] = {
     e.name: e for e in (RGBEncoding(), YCbCrEncoding(), LabEncoding(), RGBDiffEncoding(), RatioEncoding())
 }
+TASKS = ("reconstruct", "colorize")
 
 
 def _luma_of_lab(lightness: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -342,9 +344,9 @@ def task_for(task: str, encoding: str = "rgb", loss: str | None = None) -> Task:
             raise SpecError(f"encoding {encoding!r} needs task 'colorize'; reconstruction predicts rgb")
         return Task("reconstruct", "rgb", 3, 3)
     if task != "colorize":
-        raise SpecError(f"unknown task {task!r} (allowed: colorize, reconstruct)")
+        raise SpecError(did_you_mean("task", task, TASKS))
     if encoding not in ENCODINGS:
-        raise SpecError(f"unknown encoding {encoding!r} (allowed: {', '.join(sorted(ENCODINGS))})")
+        raise SpecError(did_you_mean("encoding", encoding, ENCODINGS))
     if loss == "ab_classification":
         if encoding != "lab":
             raise SpecError("loss 'ab_classification' needs task 'colorize' with encoding 'lab'")

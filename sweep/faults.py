@@ -10,9 +10,11 @@ lookup when no failpoint is set, which is always, outside those tests.
     SWEEP_FAILPOINT_DIR=/tmp/fired     # each failpoint fires once across all processes
 
 `kill` sends SIGKILL to the current process (no cleanup, no `finally`, like the OOM killer or
-a preempted machine); `raise` raises `InjectedFault`; `@N` fires on the Nth time the point
-is reached in a process (default: the first). A fired failpoint leaves a marker file in
-SWEEP_FAILPOINT_DIR, so a restarted worker or a rerun of the command does not fire it again.
+a preempted machine); `raise` raises `InjectedFault`; `interrupt` raises KeyboardInterrupt
+(a user's Ctrl-C); `@N` fires on the Nth time the point is reached in a process (default:
+the first). A fired failpoint leaves a marker file in SWEEP_FAILPOINT_DIR, so a restarted
+worker or a rerun of the command does not fire it again. Tests that run trials in their own
+process set failpoints with `configure` instead of the variable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["InjectedFault", "failpoint"]
+__all__ = ["InjectedFault", "armed", "configure", "failpoint"]
 
 
 class InjectedFault(RuntimeError):
@@ -40,6 +42,18 @@ def _parse(text: str) -> dict[str, tuple[str, int]]:
 
 _POINTS = _parse(os.environ.get("SWEEP_FAILPOINTS", ""))
 _HITS: Counter[str] = Counter()
+
+
+def configure(text: str) -> None:
+    """Set this process's failpoints as SWEEP_FAILPOINTS would ("" clears them), with fresh counts."""
+    global _POINTS
+    _POINTS = _parse(text)
+    _HITS.clear()
+
+
+def armed(name: str) -> bool:
+    """Whether the failpoint `name` is set, for any trial or for one."""
+    return any(point == name or point.startswith(f"{name}:") for point in _POINTS)
 
 
 def failpoint(name: str, qualifier: str | None = None) -> None:
@@ -63,4 +77,6 @@ def failpoint(name: str, qualifier: str | None = None) -> None:
             return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "interrupt":
+        raise KeyboardInterrupt(f"failpoint {name}")
     raise InjectedFault(f"failpoint {name}")

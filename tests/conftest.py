@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests run offline on tiny synthetic data; the ones marked `shared_data`
-read the CIFAR-10 subset in ../shared/data (or $SWEEP_SHARED_DATA) and skip without it."""
+"""Shared fixtures. Tests run offline on tiny synthetic data; the ones that need real images
+read the CIFAR-10 subset in ../shared/data (or the folder $SWEEP_SHARED_DATA names) and skip
+without it, unless SWEEP_REQUIRE_SHARED_DATA=1 (as in CI), where a missing subset fails them."""
 
 from __future__ import annotations
 
@@ -24,17 +25,17 @@ def fresh_task_arrays():
     """Trials cache their inputs and targets per process; a test that patches a task must not
     see another test's arrays."""
     yield
-    import sys as _sys
-
-    trial = _sys.modules.get("sweep.trial")
-    if trial is not None:
-        trial._task_arrays.cache_clear()
+    if "sweep.train.arrays" in sys.modules:
+        sys.modules["sweep.train.arrays"].clear_caches()
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").exists():
-        pytest.skip(f"no CIFAR-10 subset at {SHARED_DATA}")
+        message = f"no CIFAR-10 subset at {SHARED_DATA} (set SWEEP_SHARED_DATA to the folder holding cifar-10-batches-py/)"
+        if os.environ.get("SWEEP_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"SWEEP_REQUIRE_SHARED_DATA=1: {message}")
+        pytest.skip(message)
     return SHARED_DATA
 
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from sweep.arch import ArchSpec, arch_from_dict, build_autoencoder, latent_size
+from sweep.arch import ArchSpec, arch_from_dict, build_autoencoder, conv_output_size, latent_size
+from sweep.errors import SpecError
 
 GRID = list(itertools.product([False, True], [1, 2, 4], [3, 5], [1, 2, 4]))
 
@@ -56,6 +57,21 @@ def expected_params(spec: ArchSpec, channels: int = 3) -> int:
     )
 
 
+@pytest.mark.parametrize(
+    "width, kernel, padding, stride, expected",
+    [(32, 3, 1, 1, 32), (32, 5, 2, 1, 32), (32, 3, 0, 1, 30), (32, 4, 1, 2, 16), (8, 3, 1, 1, 8), (5, 5, 0, 1, 1)],
+)
+def test_the_convolution_formula(width, kernel, padding, stride, expected):
+    """(W - K + 2P) / S + 1, and an error where it is not a whole number or negative."""
+    assert conv_output_size(width, kernel, padding, stride) == expected
+
+
+@pytest.mark.parametrize("width, kernel, padding, stride", [(32, 4, 0, 3), (3, 5, 0, 1)])
+def test_a_convolution_that_does_not_fit_is_refused(width, kernel, padding, stride):
+    with pytest.raises(SpecError, match="does not fit a width of"):
+        conv_output_size(width, kernel, padding, stride)
+
+
 def test_table_covers_the_36_models():
     assert sorted(LATENT_TABLE) == sorted(GRID)
     assert len(GRID) == 36
@@ -76,7 +92,7 @@ def test_first_model_is_the_seed_papers():
     first = ArchSpec()
     assert (first.fewer_layers, first.channel_factor, first.kernel_size, first.compression_factor) == (False, 2, 3, 2)
     # ((8 - 3 + 2 * 1) / 1 + 1)^2 * 16 = 1024, as seed 002 states.
-    assert latent_size(first, (32, 32, 3)) == ((8 - 3 + 2 * 1) // 1 + 1) ** 2 * 16 == 1024
+    assert latent_size(first, (32, 32, 3)) == 1024  # 8 x 8 x 16
     model = build_autoencoder(first, (32, 32, 3))
     assert model.count_params() == 4911
 

@@ -3,16 +3,19 @@ that names the thing and what is allowed, shows no traceback, and leaves the sto
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import pickle
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import run_cli, small_space
-from sweep.store import write_row
+from sweep.results import write_row
 
 
 def fake_cifar(root: Path, data=None, n: int = 8) -> Path:
@@ -68,7 +71,11 @@ CASES = [
         lambda t: ["--dataset", "cifar10", "--data-dir", str(malicious(t))],
         ["data_batch_1", "refusing to load posix.system"],
     ),
-    ("results directory that is not writable", lambda t: ["--results", str(not_writable(t))], ["--results", "not a writable directory"]),
+    (
+        "results path that is a stored row's file",
+        lambda t: ["--results", str(t / "results" / "rows" / f"{STORED_KEY}.json")],
+        ["--results", "not a writable directory"],
+    ),
     (
         "storage URL that cannot be reached",
         lambda t: ["--storage", "postgresql+psycopg2://nobody@127.0.0.1:9/none"],
@@ -91,10 +98,7 @@ def malicious(tmp_path: Path) -> Path:
     return root
 
 
-def not_writable(tmp_path: Path) -> Path:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    return blocker / "results"  # a directory cannot be made inside a file, even by root
+STORED_KEY = "0123456789abcdef"
 
 
 def store_fingerprint(results: Path) -> dict[str, str]:
@@ -104,7 +108,7 @@ def store_fingerprint(results: Path) -> dict[str, str]:
 @pytest.mark.parametrize("make_args, expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_the_store_unchanged(tmp_path, make_args, expected):
     results = tmp_path / "results"
-    write_row(results, {"trial_key": "0123456789abcdef", "status": "complete", "test_mse": 0.01})
+    write_row(results, {"trial_key": STORED_KEY, "status": "complete", "test_mse": 0.01})
     before = store_fingerprint(results)
     args = make_args(tmp_path)
     if "--space" not in args:
@@ -120,6 +124,35 @@ def test_bad_input_is_one_line_exit_2_and_the_store_unchanged(tmp_path, make_arg
         assert word in lines[0], (word, lines[0])
     assert store_fingerprint(results) == before
     assert not (tmp_path / "pwned").exists()
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """`directory` made unwritable for this process: by its mode, and for root, whom modes do
+    not stop, by the file system's immutable flag."""
+    mode = directory.stat().st_mode
+    directory.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+        directory.chmod(mode)
+        pytest.skip("cannot make a directory read-only for root here (no chattr)")
+    try:
+        yield directory
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(mode)
+
+
+def test_a_read_only_results_directory_is_one_line_and_keeps_its_rows(tmp_path):
+    results = tmp_path / "results"
+    write_row(results, {"trial_key": STORED_KEY, "status": "complete", "test_mse": 0.01})
+    before = store_fingerprint(results)
+    with read_only(results / "rows"):
+        out = run_cli("sweep.grid", "--space", small_space(tmp_path), "--results", str(results))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"--results {results}: not a writable directory" in out.stderr and "Traceback" not in out.stderr
+    assert store_fingerprint(results) == before
 
 
 def test_the_optuna_driver_follows_the_same_rule(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -28,11 +27,9 @@ def test_bench_prints_both_modes_and_a_speedup(tmp_path):
     assert speedup == pytest.approx(float(naive_s) / float(harness_s), abs=0.02)
 
 
-def test_bench_help_is_fast_and_bad_modes_are_one_line():
-    start = time.perf_counter()
-    result = run_cli("sweep.bench", "--help")
+def test_bench_help_and_bad_modes_are_one_line():
+    result = run_cli("sweep.bench", "--help")  # (that no --help loads a framework: test_layout)
     assert result.returncode == 0 and "--train-images" in result.stdout and "--pack" in result.stdout
-    assert time.perf_counter() - start < 10  # argparse only: no framework import
     bad = run_cli("sweep.bench", "--dataset", "synthetic", "--modes", "naive,fast")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "--modes: unknown mode 'fast' (allowed: naive, harness)" in bad.stderr

@@ -11,10 +11,10 @@ import pytest
 from sweep.arch import PRESETS
 from sweep.encodings import task_for
 from sweep.errors import SpecError
-from sweep.grid import summarize
-from sweep.protocol import ENCODINGS
+from sweep.cli.grid import summarize
+from sweep.encodings import ENCODINGS
 from sweep.space import load_space
-from sweep.store import load_results, write_row
+from sweep.results import load_results, write_row
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS_32 = ["acml", "dense_latent", "dense_latent_dropout", "fc_latent", "conv_latent"]

@@ -11,15 +11,16 @@ import pytest
 from sweep.arch import PRESETS, ArchSpec
 from sweep.encodings import ab_bin_index, ab_bins, gray_baseline, luminance, rebalancing_weights, task_for
 from sweep.metrics import colour_metrics, image_metrics
-from sweep.protocol import Protocol, TrialSpec
-from sweep.trial import _epoch_arrays, _loss, _optimizer, run_trial, splits_for, trial_dir
+from sweep.spec import TrainingProtocol, TrialSpec
+from sweep.train import run_trial, splits_for, trial_dir
+from sweep.train.step import epoch_batches, make_loss, make_optimizer
 
 COLORIZE = dict(dataset="synthetic", task="colorize", epochs=2, train_fraction=1.0, train_limit=64, batch_size=16)
 
 
 @pytest.mark.slow
 def test_a_colorize_trial_scores_colour_against_the_gray_baseline(synthetic, tmp_path):
-    protocol = Protocol(
+    protocol = TrainingProtocol(
         **COLORIZE, encoding="ycbcr", augment_flip=True, augment_rotation=15.0, reduce_lr_patience=1, optimizer="rmsprop"
     )
     spec = TrialSpec(ArchSpec(), protocol, synthetic.data_id)
@@ -41,7 +42,7 @@ def test_a_colorize_trial_scores_colour_against_the_gray_baseline(synthetic, tmp
 
 @pytest.mark.slow
 def test_an_ab_classification_trial_completes_and_its_model_reloads(synthetic, tmp_path):
-    protocol = Protocol(**{**COLORIZE, "epochs": 1}, encoding="lab", loss="ab_classification")
+    protocol = TrainingProtocol(**{**COLORIZE, "epochs": 1}, encoding="lab", loss="ab_classification")
     spec = TrialSpec(ArchSpec(channel_factor=1), protocol, synthetic.data_id)
     row = run_trial(spec, synthetic, tmp_path)
     assert row["status"] == "complete", row["error"]
@@ -78,7 +79,7 @@ def test_ab_classification_loss_matches_the_paper_written_out():
     targets = task_for("colorize", "lab").targets(rgb)
     weights = rebalancing_weights(targets)
     logits = rng.normal(size=(2, 4, 4, len(ab_bins()))).astype(np.float32)
-    loss = _loss(Protocol(task="colorize", encoding="lab", loss="ab_classification"), targets)
+    loss = make_loss(TrainingProtocol(task="colorize", encoding="lab", loss="ab_classification"), targets)
     ours = float(keras.ops.convert_to_numpy(loss(targets, logits)))
     assert ours == pytest.approx(reference_ab_loss(targets, logits, weights), rel=1e-4)
     # Predicting the soft-encoded target itself leaves only its entropy: far below random logits.
@@ -97,9 +98,9 @@ def test_ab_classification_loss_matches_the_paper_written_out():
 def test_regression_losses_and_optimizers_train(loss, optimizer):
     import keras
 
-    protocol = Protocol(task="colorize", encoding="rgb_diff", loss=loss, optimizer=optimizer, learning_rate=0.01)
+    protocol = TrainingProtocol(task="colorize", encoding="rgb_diff", loss=loss, optimizer=optimizer, learning_rate=0.01)
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(3, 1, activation="sigmoid")])
-    model.compile(optimizer=_optimizer(protocol), loss=_loss(protocol, None))
+    model.compile(optimizer=make_optimizer(protocol), loss=make_loss(protocol, None))
     rgb = np.random.default_rng(0).random((8, 4, 4, 3)).astype(np.float32)
     task = task_for("colorize", "rgb_diff")
     before = model.evaluate(task.inputs(rgb), task.targets(rgb), verbose=0)
@@ -111,40 +112,42 @@ def test_regression_losses_and_optimizers_train(loss, optimizer):
 def test_augmented_epochs_move_inputs_and_targets_together():
     rgb = np.random.default_rng(1).random((40, 8, 8, 3)).astype(np.float32)
     task = task_for("colorize", "rgb")
-    protocol = Protocol(task="colorize", batch_size=16, augment_flip=True, augment_rotation=15.0)
+    protocol = TrainingProtocol(task="colorize", batch_size=16, augment_flip=True, augment_rotation=15.0)
     plain_x, plain_y = task.inputs(rgb), task.targets(rgb)
-    x, y, weights = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
+    x, y, weights = epoch_batches(rgb, plain_x, plain_y, task, protocol, epoch=0)
     # 40 images in batches of 16: the last batch is padded with 8 weight-0 images, and its 8
     # real ones weigh 2, so its loss is still their mean.
     assert x.shape == (48, 8, 8, 1) and y.shape == (48, 8, 8, 3) and weights.shape == (48, 1, 1)
     assert weights.ravel().tolist() == [1.0] * 32 + [2.0] * 8 + [0.0] * 8
     np.testing.assert_allclose(x, luminance(y), atol=1e-6)  # the same geometry on both sides
     assert not any(np.allclose(y[0], image) for image in plain_y)  # really augmented (rotated)
-    again = _epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=0)
+    again = epoch_batches(rgb, plain_x, plain_y, task, protocol, epoch=0)
     assert np.array_equal(again[0], x)  # a rerun or a resumed trial sees the same epoch
-    assert not np.array_equal(_epoch_arrays(rgb, plain_x, plain_y, task, protocol, epoch=1)[1], y)
-    unaugmented = Protocol(task="colorize", batch_size=16)
-    x0, y0, _ = _epoch_arrays(rgb, plain_x, plain_y, task, unaugmented, epoch=0)
+    assert not np.array_equal(epoch_batches(rgb, plain_x, plain_y, task, protocol, epoch=1)[1], y)
+    unaugmented = TrainingProtocol(task="colorize", batch_size=16)
+    x0, y0, _ = epoch_batches(rgb, plain_x, plain_y, task, unaugmented, epoch=0)
     assert sorted(map(bytes, y0[:40])) == sorted(map(bytes, plain_y))  # a permutation of the images
     assert not np.array_equal(y0[:40], plain_y)
 
 
-def test_every_regression_preset_fits_a_colorize_task():
-    """The 32x32 presets build for every encoding's channel count (no training)."""
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_fits_a_colorize_task_of_every_encoding(name):
+    """Every preset builds on 32x32 luma for each output width an encoding needs (2 or 3
+    channels: the encodings differ in nothing else a model sees); no training."""
     from sweep.arch import build_autoencoder
     from sweep.encodings import ENCODINGS
 
-    for name in ("dense_latent", "conv_latent"):
-        for encoding in ENCODINGS:
-            task = task_for("colorize", encoding)
-            model = build_autoencoder(PRESETS[name], (32, 32, task.input_channels), task.output_channels)
-            assert model.output.shape[1:] == (32, 32, task.output_channels)
+    tasks = {task.output_channels: task for task in (task_for("colorize", encoding) for encoding in ENCODINGS)}
+    assert sorted(tasks) == [2, 3]
+    for channels, task in tasks.items():
+        model = build_autoencoder(PRESETS[name], (32, 32, task.input_channels), channels)
+        assert model.output.shape[1:] == (32, 32, channels)
 
 
 def test_a_training_set_smaller_than_half_a_batch_is_padded_with_real_weight():
     rgb = np.random.default_rng(2).random((10, 8, 8, 3)).astype(np.float32)
     task = task_for("reconstruct")
-    x, y, weights = _epoch_arrays(rgb, rgb, rgb, task, Protocol(batch_size=32), epoch=0)
+    x, y, weights = epoch_batches(rgb, rgb, rgb, task, TrainingProtocol(batch_size=32), epoch=0)
     assert len(x) == 32 and weights.ravel() == pytest.approx([3.2] * 10 + [0.0] * 22)  # the loss stays the mean of the 10
-    _, _, none = _epoch_arrays(rgb, rgb, rgb, task, Protocol(batch_size=32), epoch=0, pad=False)
+    _, _, none = epoch_batches(rgb, rgb, rgb, task, TrainingProtocol(batch_size=32), epoch=0, pad=False)
     assert none is None

@@ -18,7 +18,7 @@ from sweep.encodings import (
     task_for,
 )
 from sweep.errors import SpecError
-from sweep.protocol import ENCODINGS as PROTOCOL_ENCODINGS
+from sweep.spec import TrainingProtocol
 
 CORNERS = np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1]], np.float32)
 
@@ -30,8 +30,12 @@ def random_rgb(n: int = 6, size: int = 16, seed: int = 0) -> np.ndarray:
     return rgb
 
 
-def test_every_protocol_encoding_is_implemented():
-    assert set(ENCODINGS) == set(PROTOCOL_ENCODINGS) == {"rgb", "ycbcr", "lab", "rgb_diff", "ratio"}
+def test_the_protocol_accepts_exactly_the_implemented_encodings():
+    assert set(ENCODINGS) == {"rgb", "ycbcr", "lab", "rgb_diff", "ratio"}
+    for name in ENCODINGS:
+        assert TrainingProtocol(task="colorize", encoding=name).encoding == name
+    with pytest.raises(SpecError, match="unknown encoding 'hsv'"):
+        TrainingProtocol(task="colorize", encoding="hsv")
 
 
 @pytest.mark.parametrize("name", sorted(ENCODINGS))

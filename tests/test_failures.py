@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from conftest import small_space
-from sweep.grid import main as grid_main
-from sweep.store import read_rows
+from sweep.cli.grid import main as grid_main
+from sweep.results import read_rows
 
 pytestmark = pytest.mark.slow
 
 
 def test_failures_are_recorded_counted_and_retried(tmp_path, monkeypatch, capsys):
-    import sweep.trial
+    import sweep.train.step
 
-    real_build = sweep.trial.build_autoencoder
+    real_build = sweep.train.step.build_autoencoder
 
     def faulty_build(spec, *args, **kwargs):
         if spec.kernel_size == 5 and not spec.fewer_layers:
@@ -29,7 +29,7 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, monkeypatch, capsys
             kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
         return model
 
-    monkeypatch.setattr(sweep.trial, "build_autoencoder", faulty_build)
+    monkeypatch.setattr(sweep.train.step, "build_autoencoder", faulty_build)
     space = small_space(tmp_path, {"kernel_size": [3, 5], "fewer_layers": [False, True]}, epochs=2)
     results = tmp_path / "results"
     assert grid_main(["--space", space, "--results", str(results)]) == 0
@@ -48,7 +48,7 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, monkeypatch, capsys
     # A plain rerun leaves failed trials alone; --retry-failed runs exactly those.
     assert grid_main(["--space", space, "--results", str(results)]) == 0
     assert {r["finished_at"] for r in read_rows(results)} == {r["finished_at"] for r in rows.values()}
-    monkeypatch.setattr(sweep.trial, "build_autoencoder", real_build)
+    monkeypatch.setattr(sweep.train.step, "build_autoencoder", real_build)
     assert grid_main(["--space", space, "--results", str(results), "--retry-failed"]) == 0
     after = {(r["kernel_size"], r["fewer_layers"]): r for r in read_rows(results)}
     assert {r["status"] for r in after.values()} == {"complete"} and len(after) == 4

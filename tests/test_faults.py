@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, run_cli, small_space
 from sweep.space import load_space
-from sweep.store import load_results, read_rows
+from sweep.results import load_results, read_rows
 
 pytestmark = pytest.mark.slow
 

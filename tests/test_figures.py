@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep import analysis, figures
+from sweep import analysis
+from sweep.analysis import figures
 from test_analysis import grid_frame
 
 

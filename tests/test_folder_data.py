@@ -11,7 +11,7 @@ import pytest
 
 from sweep.data import augment, dataset_for, load_folder, make_splits
 from sweep.errors import DataError, SpecError
-from sweep.protocol import Protocol
+from sweep.spec import TrainingProtocol
 
 
 def write_images(folder: Path, n: int, start: int = 0, size: tuple[int, int] = (40, 30)) -> list[Path]:
@@ -78,9 +78,9 @@ def test_unusable_folders(tmp_path, setup, data_dir, size, message):
 
 def test_the_protocol_asks_for_a_size_and_dataset_for_passes_it(tmp_path):
     with pytest.raises(SpecError, match="dataset 'folder' needs image_size"):
-        Protocol(dataset="folder")
+        TrainingProtocol(dataset="folder")
     write_images(tmp_path, 5)
-    data = dataset_for(Protocol(dataset="folder", image_size=16), str(tmp_path))
+    data = dataset_for(TrainingProtocol(dataset="folder", image_size=16), str(tmp_path))
     assert data.image_shape == (16, 16, 3)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, run_cli, small_space
 from sweep.arch import ArchSpec, latent_size
-from sweep.store import load_results
+from sweep.results import load_results
 
 
 def test_help_does_not_load_a_framework():

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_cli, small_space
 from sweep import analysis
 from sweep.space import load_space
-from sweep.store import load_results
+from sweep.results import load_results
 
 
 def test_repeats_raise_the_seed_and_nothing_else(tmp_path):

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, run_cli, small_space
-from sweep.store import load_results
+from sweep.results import load_results
 
 pytestmark = pytest.mark.slow
 
@@ -96,18 +96,88 @@ def test_both_drivers_share_one_store_and_never_train_twice(tmp_path):
     assert trial.value == pytest.approx(row["val_mse"])
 
 
-def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
-    import sweep.trial
-    from sweep.optuna import main
+def test_pruning_reads_the_objective_in_its_own_direction(tmp_path):
+    """With --objectives val_psnr the pruner sees validation PSNR (dB, larger is better) after
+    every epoch, not a loss: it prunes the worst trials of a maximised objective."""
+    space = tiny_space(tmp_path, {"kernel_size": [3, 5], "channel_factor": [1, 2]}, epochs=3)
+    results = tmp_path / "o"
+    out = run_cli("sweep.optuna", "--trials", "3", "--space", space, "--results", str(results), "--objectives", "val_psnr")
+    assert out.returncode == 0, out.stderr
+    study = only_study(f"sqlite:///{results}/optuna.db")
+    assert study.direction.name == "MAXIMIZE"
+    rows = load_results(results).set_index("trial_key")
+    for trial in study.trials:
+        assert trial.state.name == "COMPLETE"
+        row = rows.loc[trial.user_attrs["trial_key"]]
+        values = [trial.intermediate_values[epoch] for epoch in sorted(trial.intermediate_values)]
+        assert len(values) == 3 and all(5 < value < 60 for value in values), values  # decibels, not a loss
+        assert values[int(row["best_epoch"]) - 1] == pytest.approx(row["val_psnr"], rel=1e-5)
+        assert trial.value == pytest.approx(row["val_psnr"])
 
-    real_build = sweep.trial.build_autoencoder
+
+@pytest.mark.parametrize("objective", ["latent_size", "train_seconds", "test_ab_rmse"])
+def test_an_objective_with_no_per_epoch_value_is_not_pruned_on(tmp_path, objective):
+    results = tmp_path / "o"
+    out = run_cli("sweep.optuna", "--trials", "1", "--space", tiny_space(tmp_path, {"kernel_size": [3]}),
+                  "--results", str(results), "--objectives", objective)  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"--pruner median: the objective '{objective}' has no value before a trial ends" in out.stderr
+    assert "pass --pruner none" in out.stderr and not results.exists()
+
+
+def test_what_each_objective_is_pruned_on():
+    from sweep.run.study import pruned_on
+
+    assert pruned_on(("val_mse",), "median") == "val_mse"
+    assert pruned_on(("test_psnr",), "hyperband") == "val_psnr"  # the test split is never looked at in training
+    assert pruned_on(("test_ssim",), "median") == "val_ssim"
+    assert pruned_on(("latent_size",), "median") is None
+    assert pruned_on(("val_mse",), "none") is None and pruned_on(("val_mse", "latent_size"), "median") is None
+
+
+def test_a_grid_worker_never_runs_a_point_it_did_not_take(tmp_path, monkeypatch):
+    """Another machine takes the last waiting grid point right after this worker saw it
+    waiting: the worker must then stop, not create and sample a configuration of its own."""
+    import optuna
+
+    from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, open_study
+    from sweep.space import load_space
+
+    space = load_space(tiny_space(tmp_path, {"kernel_size": [3]}))
+    url = f"sqlite:///{tmp_path}/study.db"
+    config = StudyConfig(storage_url=url, study_name="race", sampler="random", pruner="none")
+    assert enqueue_grid(open_study(config), space, config) == 1
+    waiting = optuna.trial.TrialState.WAITING
+    real_get_trials = optuna.study.Study.get_trials
+    taken = []
+
+    def racing(self, deepcopy=True, states=None):
+        found = real_get_trials(self, deepcopy=deepcopy, states=states)
+        if states == (waiting,) and found and not taken:  # another machine takes the point just now
+            taken.append(optuna.load_study(study_name="race", storage=url).ask().number)
+        return found
+
+    monkeypatch.setattr(optuna.study.Study, "get_trials", racing)
+    results = tmp_path / "r"
+    assert OptunaTrialJob(config, space, None, str(results), enqueued_only=True)() is None
+    monkeypatch.undo()
+    trials = optuna.load_study(study_name="race", storage=url).get_trials()
+    assert taken and [t.number for t in trials] == taken  # the one grid point; no trial of this worker's own
+    assert not list(results.glob("rows/*.json"))
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    import sweep.train.step
+    from sweep.cli.tune import main
+
+    real_build = sweep.train.step.build_autoencoder
 
     def build(spec, *args, **kwargs):
         if spec.kernel_size == 5:
             raise RuntimeError("simulated failure")
         return real_build(spec, *args, **kwargs)
 
-    monkeypatch.setattr(sweep.trial, "build_autoencoder", build)
+    monkeypatch.setattr(sweep.train.step, "build_autoencoder", build)
     space = tiny_space(tmp_path, {"kernel_size": [3, 5]})
     results = tmp_path / "o"
     assert main(["--trials", "2", "--space", space, "--results", str(results), "--sampler", "grid"]) == 0

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from sweep.arch import ArchSpec
-from sweep.pack import make_packs
-from sweep.protocol import Protocol, TrialSpec
+from sweep.train import make_packs
+from sweep.spec import TrainingProtocol, TrialSpec
 
-PROTOCOL = Protocol(dataset="synthetic", epochs=3, train_fraction=1.0, train_limit=64, batch_size=16, early_stopping_patience=1)
+PROTOCOL = TrainingProtocol(dataset="synthetic", epochs=3, train_fraction=1.0, train_limit=64, batch_size=16, early_stopping_patience=1)
 
 
 def spec(protocol: Protocol = PROTOCOL, **arch) -> TrialSpec:
@@ -20,8 +20,8 @@ def spec(protocol: Protocol = PROTOCOL, **arch) -> TrialSpec:
 
 def test_packs_are_full_balanced_and_never_mix_protocols():
     specs = [spec(channel_factor=c, kernel_size=k, compression_factor=f) for c in (1, 2, 4) for k in (3, 5) for f in (1, 2, 4)]
-    other = [spec(Protocol(**{**PROTOCOL.to_dict(), "learning_rate": 0.01}), channel_factor=c) for c in (1, 2)]
-    adaptive = spec(Protocol(**{**PROTOCOL.to_dict(), "reduce_lr_patience": 2}))
+    other = [spec(TrainingProtocol(**{**PROTOCOL.to_dict(), "learning_rate": 0.01}), channel_factor=c) for c in (1, 2)]
+    adaptive = spec(TrainingProtocol(**{**PROTOCOL.to_dict(), "reduce_lr_patience": 2}))
     cost = lambda s: s.arch.flops((32, 32, 3), 3)  # noqa: E731
     packs = make_packs(specs + other + [adaptive], 4, cost)
 
@@ -40,7 +40,7 @@ def test_packs_are_full_balanced_and_never_mix_protocols():
 def test_a_packed_pair_equals_the_same_two_trained_separately(synthetic, tmp_path):
     import keras
 
-    from sweep.trial import run_pack, run_trial, trial_dir
+    from sweep.train import run_pack, run_trial, trial_dir
 
     a, b = spec(), spec(fewer_layers=True, channel_factor=4, kernel_size=5)
     packed = run_pack([a, b], synthetic, tmp_path / "packed")
@@ -65,9 +65,9 @@ def test_a_packed_pair_equals_the_same_two_trained_separately(synthetic, tmp_pat
 def test_each_member_stops_early_on_its_own(synthetic, tmp_path):
     """A learning rate high enough that one model stops early and the other trains on: each
     member stops exactly where it stops when trained alone."""
-    from sweep.trial import run_pack, run_trial
+    from sweep.train import run_pack, run_trial
 
-    protocol = Protocol(**{**PROTOCOL.to_dict(), "epochs": 8, "learning_rate": 0.01, "early_stopping_patience": 1})
+    protocol = TrainingProtocol(**{**PROTOCOL.to_dict(), "epochs": 8, "learning_rate": 0.01, "early_stopping_patience": 1})
     specs = [spec(protocol, channel_factor=c, compression_factor=f) for c, f in ((1, 1), (4, 4))]
     packed = run_pack(specs, synthetic, tmp_path / "packed")
     alone = [run_trial(s, synthetic, tmp_path / "alone") for s in specs]
@@ -80,7 +80,7 @@ def test_each_member_stops_early_on_its_own(synthetic, tmp_path):
 def test_grid_pack_option_stores_every_member(tmp_path):
     from conftest import run_cli, small_space
 
-    from sweep.store import load_results
+    from sweep.results import load_results
 
     path = small_space(tmp_path, {"kernel_size": [3, 5], "channel_factor": [1, 2, 4]})
     result = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "4")
@@ -101,7 +101,7 @@ def test_packed_grid_runs_under_jax(tmp_path):
         pytest.skip("JAX is not installed")
     from conftest import run_cli, small_space
 
-    from sweep.store import load_results
+    from sweep.results import load_results
 
     path = small_space(tmp_path, {"kernel_size": [3, 5]})
     result = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "2", env={"KERAS_BACKEND": "jax"})

@@ -140,7 +140,7 @@ def test_arch_cli_prints_the_seed_counts():
 
 
 def test_arch_cli_describes_a_grid_point(capsys):
-    from sweep.arch import main
+    from sweep.cli.arch import main
 
     assert main(["acml", "kernel_size=5", "channel_factor=4", "--input-shape", "32x32x1", "--no-summary"]) == 0
     out = capsys.readouterr().out
@@ -160,7 +160,7 @@ def test_arch_cli_describes_a_grid_point(capsys):
 )
 def test_arch_cli_bad_input_is_one_line_without_loading_a_framework(args, message):
     code = (
-        "import sys; from sweep.arch import main; from sweep.cli import run_main\n"
+        "import sys; from sweep.cli.arch import main; from sweep.cli.common import run_main\n"
         "try:\n    run_main(main, sys.argv[1:])\n"
         "finally:\n    print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules))"
     )

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from sweep import analysis
-from sweep.report import write_report
-from sweep.store import load_results, write_row
+from sweep.analysis.report import write_report
+from sweep.results import load_results, write_row
 from test_analysis import grid_frame
 
 

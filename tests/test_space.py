@@ -9,7 +9,7 @@ import pytest
 
 from sweep.arch import ArchSpec
 from sweep.errors import SpecError
-from sweep.protocol import Protocol
+from sweep.spec import TrainingProtocol
 from sweep.space import Range, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,16 +72,81 @@ def test_ranges_and_grids(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "dimension, grid",
+    [
+        (Range(0, 1, 0.6), (0.0, 0.6)),  # a step that does not divide the range stops inside it
+        (Range(0, 1, 0.25), (0.0, 0.25, 0.5, 0.75, 1.0)),
+        (Range(0.1, 0.3, 0.1), (0.1, 0.2, 0.3)),  # float noise at `high` neither adds nor drops a value
+        (Range(0, 11, 4, is_int=True), (0, 4, 8)),
+        (Range(1, 3, is_int=True), (1, 2, 3)),
+    ],
+)
+def test_a_grid_never_leaves_its_range(dimension, grid):
+    assert dimension.grid() == pytest.approx(grid)
+    assert all(dimension.low <= value <= dimension.high for value in dimension.grid())
+    assert dimension.last == pytest.approx(grid[-1])
+
+
+@pytest.mark.parametrize("dimension", [Range(1, 64, log=True, is_int=True), Range(1e-4, 1e-2, log=True)])
+def test_a_log_range_is_sampled_never_enumerated(dimension):
+    """Optuna samples a log range log-uniformly; enumerating it evenly (every integer of
+    1..64, say) would be another search than the one the file asks for, so it has no grid."""
+    assert not dimension.has_grid
+    with pytest.raises(SpecError, match="log range .* has no grid; list the values"):
+        dimension.grid()
+
+
+def test_samplers_are_given_the_range_a_grid_spans(tmp_path):
+    """Optuna gets `high` lowered to the last step inside the range, as the grid has it."""
+    path = write(tmp_path, """
+        arch: dense_latent
+        space:
+          dropout: {low: 0.0, high: 0.5, step: 0.2}
+          latent_dim: {low: 16, high: 100, step: 32}
+          learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
+          batch_size: {low: 8, high: 64, log: true}
+    """)
+    space = load_space(path)
+    asked = {}
+
+    class Trial:
+        def suggest_float(self, name, low, high, step=None, log=False):
+            asked[name] = (low, high, step, log)
+            return low
+
+        def suggest_int(self, name, low, high, step=1, log=False):
+            asked[name] = (low, high, step, log)
+            return low
+
+    space.suggest(Trial())
+    assert asked["dropout"] == (0.0, pytest.approx(0.4), 0.2, False)
+    assert asked["latent_dim"] == (16, 80, 32, False)
+    assert asked["learning_rate"] == (1e-4, 1e-2, None, True)
+    assert asked["batch_size"] == (8, 64, 1, True)
+    assert not space.is_grid  # the log ranges have no grid
+
+
+def test_the_grid_driver_names_the_factors_that_have_no_grid(tmp_path):
+    from conftest import run_cli
+
+    path = write(tmp_path, "space: {channel_factor: {low: 1, high: 8, log: true}, kernel_size: [3]}")
+    out = run_cli("sweep.grid", "--space", str(path), "--results", str(tmp_path / "r"))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "space: channel_factor is a range to sample" in out.stderr and "list its values" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
     "text, expected",
     [
         ("space: {kernal_size: [3, 5]}", "space.kernal_size: unknown factor 'kernal_size'; did you mean 'kernel_size'?"),
         ("space: {kernel_size: [3]}\nprotocol: {epoch: 3}", "protocol.epoch: unknown protocol key 'epoch'; did you mean 'epochs'?"),
         ("spaces: {kernel_size: [3]}", "spaces: unknown top-level key 'spaces'; did you mean 'space'?"),
         ("space: {kernel_size: [3, 4]}", "space.kernel_size: The 'kernel_size' parameter of ArchSpec must be an odd int >= 1. Got 4 instead."),
-        ("space: {kernel_size: three}", "space.kernel_size: must be a list of values or a range"),
+        ("space: {kernel_size: three}", "space.kernel_size must be a list of values or a range"),
         ("space: {kernel_size: []}", "space.kernel_size: an empty list"),
-        ("space: {kernel_size: [3]}\nprotocol: {epochs: ten}", "The 'epochs' parameter of Protocol must be an int >= 1. Got 'ten' instead."),
-        ("space: {kernel_size: [3]}\nprotocol: {train_fraction: 1.5}", "'train_fraction' parameter of Protocol must be a number in (0, 1]. Got 1.5 instead."),
+        ("space: {kernel_size: [3]}\nprotocol: {epochs: ten}", "The 'epochs' parameter of TrainingProtocol must be an int >= 1. Got 'ten' instead."),
+        ("space: {kernel_size: [3]}\nprotocol: {train_fraction: 1.5}", "'train_fraction' parameter of TrainingProtocol must be a number in (0, 1]. Got 1.5 instead."),
         ("space: {kernel_size: [3]}\nprotocol: {dataset: cifar11}", "unknown dataset 'cifar11'; did you mean 'cifar10'?"),
         ("space: {}", "space: no factors"),
         ("name: x", "space: no factors"),
@@ -92,6 +157,8 @@ def test_ranges_and_grids(tmp_path):
         ("space: {learning_rate: {low: 1, high: 0.1}}", "'low' must be below 'high'"),
         ("space: {learning_rate: {low: 0, high: 1, log: true}}", "a log range needs low > 0"),
         ("space: {learning_rate: {low: 0.1, hihg: 1}}", "unknown range key 'hihg'; did you mean 'high'?"),
+        ("space: {kernel_size: [3]}\nprotocol: {mixed_precision: true}", "protocol key 'mixed_precision' was replaced by precision"),
+        ("space: {kernel_size: [3]}\nprotocol: {precision: float16}", "unknown precision 'float16'; did you mean 'float32'? (allowed: float32, mixed_bfloat16, mixed_float16)"),
     ],
 )
 def test_every_mistake_is_one_line_naming_the_file(tmp_path, text, expected):
@@ -117,5 +184,5 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 
 
 def test_protocol_defaults_are_the_seed_study():
-    p = Protocol()
+    p = TrainingProtocol()
     assert (p.epochs, p.batch_size, p.train_fraction, p.optimizer, p.loss) == (10, 32, 0.1, "adam", "mse")

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from sweep.errors import StoreError
-from sweep.store import COLUMNS, check_writable, completed_keys, export, load_results, read_rows, write_row
+from sweep.results import COLUMNS, check_writable, completed_keys, export, load_results, read_rows, write_row
+
+CORE = [c.name for c in COLUMNS if c.core]  # the columns every DataFrame has
 
 
 def row(key: str, status: str = "complete", **values) -> dict:
@@ -24,7 +26,7 @@ def test_rows_round_trip_as_one_dataframe(tmp_path):
     write_row(tmp_path, row("a", channel_factor=2, fewer_layers=False, history=json.dumps([{"loss": 1.0}])))
     write_row(tmp_path, row("b", "failed", error="NaN", test_mse=math.nan))
     frame = load_results(tmp_path)
-    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    assert list(frame.columns) == CORE  # the rows hold core columns only
     assert list(frame["trial_key"]) == ["a", "b"]
     assert frame.set_index("trial_key").loc["a", "channel_factor"] == 2
     assert pd.isna(frame.set_index("trial_key").loc["b", "test_mse"])
@@ -40,7 +42,7 @@ def test_a_rewrite_replaces_the_row(tmp_path):
 
 def test_empty_store_has_the_columns(tmp_path):
     frame = load_results(tmp_path / "nothing")
-    assert frame.empty and list(frame.columns) == COLUMNS
+    assert frame.empty and list(frame.columns) == CORE
 
 
 def test_leftover_temporary_files_are_ignored(tmp_path):
@@ -57,6 +59,21 @@ def test_rows_are_strict_json(tmp_path):
 def test_invalid_rows_are_refused(tmp_path):
     with pytest.raises(ValueError):
         write_row(tmp_path, {"trial_key": "a", "status": "done"})
+
+
+def test_a_column_the_schema_does_not_declare_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not declared in sweep.results.schema: test_msee"):
+        write_row(tmp_path, row("a", test_msee=0.1))
+    assert read_rows(tmp_path) == []
+
+
+def test_optional_columns_appear_in_schema_order_with_schema_types(tmp_path):
+    write_row(tmp_path, row("a", filters=[8, 16], latent_dim=16, pack_size=2, test_mse="0.5"))
+    write_row(tmp_path, row("b"))
+    frame = load_results(tmp_path)
+    names = [c.name for c in COLUMNS]
+    assert list(frame.columns) == [n for n in names if n in set(CORE) | {"filters", "latent_dim", "pack_size"}]
+    assert frame["latent_dim"].dtype.kind == "f" and frame["test_mse"].tolist() == [0.5, 0.01]  # numbers, whatever the row had
 
 
 def _writer(args):
@@ -91,5 +108,5 @@ def test_unwritable_results_directory(tmp_path):
 
 def test_loading_results_does_not_import_keras(tmp_path):
     write_row(tmp_path, row("a"))
-    code = f"import sys; from sweep.store import load_results; load_results({str(tmp_path)!r}); print('keras' in sys.modules or 'tensorflow' in sys.modules)"
+    code = f"import sys; from sweep.results import load_results; load_results({str(tmp_path)!r}); print('keras' in sys.modules or 'tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -10,16 +10,16 @@ import pytest
 from sweep.arch import ArchSpec
 from sweep.encodings import Task
 from sweep.metrics import mse
-from sweep.protocol import Protocol, TrialSpec
-from sweep.trial import run_trial, splits_for, trial_dir
+from sweep.spec import TrainingProtocol, TrialSpec
+from sweep.train import Pruning, run_trial, splits_for, trial_dir
 
 pytestmark = pytest.mark.slow
 
-PROTOCOL = Protocol(dataset="synthetic", epochs=2, train_fraction=1.0, train_limit=64, batch_size=16)
+PROTOCOL = TrainingProtocol(dataset="synthetic", epochs=2, train_fraction=1.0, train_limit=64, batch_size=16)
 
 
 def spec_for(dataset, **protocol) -> TrialSpec:
-    return TrialSpec(ArchSpec(), Protocol(**{**PROTOCOL.to_dict(), **protocol}), dataset.data_id)
+    return TrialSpec(ArchSpec(), TrainingProtocol(**{**PROTOCOL.to_dict(), **protocol}), dataset.data_id)
 
 
 def test_a_trial_completes_with_metrics_and_artefacts(synthetic, tmp_path):
@@ -60,12 +60,12 @@ def test_nan_loss_is_a_failed_trial_with_the_reason(synthetic, tmp_path, monkeyp
 
 
 def test_an_exception_inside_a_trial_is_recorded(synthetic, tmp_path, monkeypatch):
-    import sweep.trial
+    import sweep.train.step
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sweep.trial, "build_autoencoder", broken)
+    monkeypatch.setattr(sweep.train.step, "build_autoencoder", broken)
     spec = spec_for(synthetic)
     row = run_trial(spec, synthetic, tmp_path)
     assert row["status"] == "failed" and row["error"] == "RuntimeError: boom"
@@ -73,7 +73,7 @@ def test_an_exception_inside_a_trial_is_recorded(synthetic, tmp_path, monkeypatc
 
 
 def test_out_of_memory_is_named(synthetic, tmp_path, monkeypatch):
-    import sweep.trial
+    import sweep.train.step
 
     class ResourceExhaustedError(Exception):
         pass
@@ -81,56 +81,55 @@ def test_out_of_memory_is_named(synthetic, tmp_path, monkeypatch):
     def oom(*args, **kwargs):
         raise ResourceExhaustedError("OOM when allocating tensor with shape [32,8,32,32]")
 
-    monkeypatch.setattr(sweep.trial, "build_autoencoder", oom)
+    monkeypatch.setattr(sweep.train.step, "build_autoencoder", oom)
     row = run_trial(spec_for(synthetic), synthetic, tmp_path)
     assert row["status"] == "failed" and row["error"].startswith("out of memory (ResourceExhaustedError: OOM")
 
 
-def test_pruned_trials_stop_early(synthetic, tmp_path):
-    row = run_trial(spec_for(synthetic, epochs=4), synthetic, tmp_path, should_prune=lambda epoch, val: epoch >= 1)
-    assert row["status"] == "pruned" and row["epochs_run"] == 2 and np.isfinite(row["test_mse"])
+def test_pruned_trials_stop_early_and_report_the_asked_value_each_epoch(synthetic, tmp_path):
+    reported = []
 
+    def should_prune(epoch: int, value: float) -> bool:
+        reported.append((epoch, value))
+        return epoch >= 1
 
-def test_early_stopping_restores_the_best_epoch(synthetic, tmp_path):
-    row = run_trial(spec_for(synthetic, epochs=6, early_stopping_patience=1, learning_rate=0.05), synthetic, tmp_path)
-    assert row["status"] == "complete"
+    row = run_trial(spec_for(synthetic, epochs=4), synthetic, tmp_path, pruning=Pruning("val_psnr", should_prune))
+    assert row["status"] == "pruned" and row["stop_reason"] == "pruned" and row["epochs_run"] == 2
+    assert [epoch for epoch, _ in reported] == [0, 1] and np.isfinite(row["test_mse"])
+    # the reported value is the validation PSNR in dB, as the row computes it, not a loss
     history = json.loads(row["history"])
-    best = int(np.argmin([h["val_loss"] for h in history])) + 1
-    assert row["best_epoch"] == best
-    if row["stop_reason"] == "early_stopping":
-        assert row["epochs_run"] == best + 1
+    assert 5 < reported[-1][1] < 40
+    assert reported[row["best_epoch"] - 1][1] == pytest.approx(row["val_psnr"], rel=1e-5)
+    assert reported[-1][1] == pytest.approx(10 * np.log10(1 / history[-1]["val_loss"]), rel=1e-3)  # MSE loss: PSNR of it
 
 
-class Crash(BaseException):
-    """Stands in for the process dying (it is not an Exception, so the trial cannot record it)."""
-
-
-def test_an_interrupted_trial_resumes_from_its_last_epoch(synthetic, tmp_path):
-    spec = spec_for(synthetic, epochs=3)
-
-    def crash_in_second_epoch(epoch, val):
-        if epoch == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_trial(spec, synthetic, tmp_path, checkpoint_every_s=0, should_prune=crash_in_second_epoch)
-    state = json.loads((trial_dir(tmp_path, spec.key) / "checkpoint" / "state.json").read_text())
-    assert state["epoch"] == 0 and len(state["history"]) == 1
-
-    row = run_trial(spec, synthetic, tmp_path, checkpoint_every_s=0)
-    assert row["status"] == "complete" and row["resumed_from_epoch"] == 1
-    history = json.loads(row["history"])
-    assert len(history) == 3 and history[0] == state["history"][0]
-    assert row["epochs_run"] == 3 and not (trial_dir(tmp_path, spec.key) / "checkpoint").exists()
-
-
-def test_mixed_precision_trains_in_half_precision_with_float32_weights(synthetic, tmp_path):
+def test_early_stopping_evaluates_and_saves_the_best_epochs_weights(synthetic, tmp_path):
     import keras
 
-    spec = spec_for(synthetic, epochs=1, mixed_precision=True)
+    spec = spec_for(synthetic, epochs=8, early_stopping_patience=2, learning_rate=0.05)
+    row = run_trial(spec, synthetic, tmp_path)
+    assert row["status"] == "complete", row["error"]
+    history = json.loads(row["history"])
+    best = int(np.argmin([h["val_loss"] for h in history])) + 1
+    assert row["stop_reason"] == "early_stopping" and row["best_epoch"] == best < row["epochs_run"] == best + 2
+    # The saved model is the best epoch's: its validation MSE is that epoch's validation loss
+    # (MSE loss), and the row's val_mse is the same number.
+    model = keras.models.load_model(trial_dir(tmp_path, spec.key) / "model.keras")
+    val = splits_for(synthetic, spec.protocol).val
+    assert mse(val, model.predict(val, verbose=0)) == pytest.approx(history[best - 1]["val_loss"], rel=1e-5)
+    assert row["val_mse"] == pytest.approx(history[best - 1]["val_loss"], rel=1e-5)
+
+
+def test_mixed_precision_trains_in_half_precision_with_float32_weights(synthetic, tmp_path, monkeypatch):
+    import keras
+
+    from sweep import backend
+
+    monkeypatch.setattr(backend, "visible_gpus", lambda: ["0"])  # the dtype is the protocol's, whatever the device
+    spec = spec_for(synthetic, epochs=1, precision="mixed_bfloat16")
     row = run_trial(spec, synthetic, tmp_path)
     assert row["status"] == "complete", row["error"]
     model = keras.models.load_model(trial_dir(tmp_path, spec.key) / "model.keras")
-    assert model.get_layer("latent").dtype_policy.name == "mixed_bfloat16"  # CPU: bfloat16 compute
+    assert model.get_layer("latent").dtype_policy.name == "mixed_bfloat16"
     assert all(w.dtype == np.float32 for w in model.get_weights())
     assert keras.config.dtype_policy().name == "float32"  # the next trial builds in full precision again

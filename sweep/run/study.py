@@ -18,6 +18,7 @@ stored values are reported to the study instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -26,30 +27,36 @@ import os
 import random
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import SpecError, StoreError
+from sweep.data import dataset_for
+from sweep.errors import SpecError, StoreError, did_you_mean
 from sweep.faults import failpoint
+from sweep.results import OBJECTIVES, read_row, write_row
+from sweep.results.schema import per_epoch_metric
+from sweep.run.schedule import worker_slot
+from sweep.train import Pruning, run_trial
 
-__all__ = ["OBJECTIVES", "OptunaTrialJob", "StudyConfig", "default_storage_url", "mask_url", "open_study"]
+__all__ = [
+    "OptunaTrialJob",
+    "PRUNERS",
+    "SAMPLERS",
+    "StudyConfig",
+    "default_storage_url",
+    "enqueue_grid",
+    "mask_url",
+    "check_pruning",
+    "open_study",
+    "parse_objectives",
+    "pruned_on",
+    "pop_waiting_trial",
+    "study_name_for",
+]
 
-# Row columns that can be objectives, and which way is better.
-OBJECTIVES = {
-    "val_mse": "minimize",
-    "val_mae": "minimize",
-    "val_psnr": "maximize",
-    "val_ssim": "maximize",
-    "test_mse": "minimize",
-    "test_mae": "minimize",
-    "test_psnr": "maximize",
-    "test_ssim": "maximize",
-    "latent_size": "minimize",
-    "params": "minimize",
-    "train_seconds": "minimize",
-}
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 MAX_RETRY = 3  # a trial whose worker died is retried this many times by the survivors
@@ -70,9 +77,7 @@ def parse_objectives(text: str) -> tuple[str, ...]:
         raise SpecError("--objectives needs at least one name")
     for name in names:
         if name not in OBJECTIVES:
-            from sweep.arch import _unknown
-
-            raise SpecError("--objectives: " + _unknown("objective", name, OBJECTIVES))
+            raise SpecError("--objectives: " + did_you_mean("objective", name, OBJECTIVES))
     if len(set(names)) != len(names):
         raise SpecError(f"--objectives repeats a name: {text}")
     return names
@@ -129,6 +134,26 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int):
         raise StoreError(f"--storage {mask_url(url)}: cannot open the study storage ({type(err).__name__}: {first[:200]})") from None
 
 
+def pruned_on(objectives: tuple[str, ...], pruner: str) -> str | None:
+    """The validation value reported after every epoch for the pruner: the one that tracks
+    the single objective (`sweep.results.schema.per_epoch_metric`), so it moves in the
+    objective's direction; None when nothing is pruned (no pruner, or several objectives,
+    which Optuna never prunes)."""
+    if pruner == "none" or len(objectives) > 1:
+        return None
+    return per_epoch_metric(objectives[0])
+
+
+def check_pruning(objectives: tuple[str, ...], pruner: str) -> None:
+    """Refuse a pruner for an objective that has no value until the trial ends."""
+    if pruner != "none" and len(objectives) == 1 and pruned_on(objectives, pruner) is None:
+        tracked = ", ".join(name for name in OBJECTIVES if per_epoch_metric(name))
+        raise SpecError(
+            f"--pruner {pruner}: the objective {objectives[0]!r} has no value before a trial ends, "
+            f"so nothing can be pruned on it; pass --pruner none, or optimise one of {tracked}"
+        )
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """How to reach and drive one study; picklable, so workers can open it themselves."""
@@ -173,10 +198,14 @@ class StudyConfig:
             return optuna.samplers.GridSampler({name: list(values) for name, values in self.grid}, seed=seed)
         raise SpecError(f"unknown sampler {self.sampler!r} (allowed: {', '.join(SAMPLERS)})")
 
+    @property
+    def pruned_on(self) -> str | None:
+        return pruned_on(self.objectives, self.pruner)
+
     def make_pruner(self):
         import optuna
 
-        if self.pruner == "none" or len(self.objectives) > 1:  # Optuna prunes single-objective studies only
+        if self.pruned_on is None:
             return optuna.pruners.NopPruner()
         if self.pruner == "hyperband":
             return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(self.epochs, 1))
@@ -224,9 +253,53 @@ def objective_values(row: dict[str, Any], objectives: tuple[str, ...]) -> list[f
     return [float(v) for v in values]
 
 
+def pop_waiting_trial(study, storage):
+    """Take a waiting (enqueued) trial of `study` for this worker and return it as a running
+    `optuna.Trial` with its storage id, or None when none is waiting. Never creates a trial: of
+    the workers that race for the last waiting one, the database lets exactly one have it, and
+    the others get None (`Study.ask` would create and sample a new trial for them instead)."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for waiting in study.get_trials(deepcopy=False, states=(State.WAITING,)):  # (also makes the study see them)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=State.RUNNING):
+                return optuna.trial.Trial(study, trial_id), trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished by another worker meanwhile
+    return None
+
+
+@contextlib.contextmanager
+def heartbeat(storage, trial_id: int):
+    """Record the running trial's heartbeat every interval (as `Study.optimize` does), so a
+    worker that dies has its trial failed and retried by the survivors."""
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 @dataclass(frozen=True)
 class OptunaTrialJob:
-    """Run one trial of a study in a worker: sample (or pop an enqueued grid point), train
+    """Run one trial of a study in a worker: sample (or take an enqueued grid point), train
     unless the store already has it, store the row, report to the study."""
 
     config: StudyConfig
@@ -240,28 +313,40 @@ class OptunaTrialJob:
     def __call__(self) -> dict[str, Any] | None:
         import optuna
 
-        from sweep.schedule import worker_slot
-
         study = _worker_study(self.config, worker_slot())
-        if self.enqueued_only:
-            optuna.storages.fail_stale_trials(study)  # so dead workers' grid points are waiting again
-            if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-                return None
         result: dict[str, Any] = {}
-        study.optimize(lambda trial: self._objective(trial, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        if not self.enqueued_only:
+            study.optimize(lambda trial: self._objective(trial, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+            return result.get("row")
+        storage = self.config.storage()
+        optuna.storages.fail_stale_trials(study)  # so dead workers' grid points are waiting again
+        popped = pop_waiting_trial(study, storage)
+        if popped is None:
+            return None
+        trial, trial_id = popped
+        State = optuna.trial.TrialState
+        with heartbeat(storage, trial_id):
+            try:
+                values = self._objective(trial, result)
+            except optuna.TrialPruned:
+                study.tell(trial, state=State.PRUNED)
+            except TrialFailed:
+                study.tell(trial, state=State.FAIL)
+            except BaseException:
+                study.tell(trial, state=State.FAIL)
+                raise
+            else:
+                study.tell(trial, values)
         return result.get("row")
 
     def _objective(self, trial, result: dict[str, Any]):
         import optuna
 
-        from sweep.data import dataset_for
-        from sweep.store import read_row, write_row
-        from sweep.trial import run_trial
-
         point = self.space.suggest(trial)
         draft = self.space.spec(point, data_id="")
         dataset = dataset_for(draft.protocol, self.data_dir)
-        spec = self.space.spec(point, dataset.data_id)
+        height, width, _ = dataset.image_shape
+        spec = self.space.spec(point, dataset.data_id, native_size=height if height == width else None)
         trial.set_user_attr("trial_key", spec.key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         stored = read_row(self.results_dir, spec.key)
@@ -272,15 +357,15 @@ class OptunaTrialJob:
                 result["row"] = stored
                 return values if len(values) > 1 else values[0]
 
-        single = len(self.config.objectives) == 1
+        pruning = None
+        if self.config.pruned_on is not None:
 
-        def should_prune(epoch: int, val_loss: float) -> bool:
-            if not single:
-                return False
-            trial.report(val_loss, epoch)
-            return trial.should_prune()
+            def should_prune(epoch: int, value: float) -> bool:
+                trial.report(value, epoch)
+                return trial.should_prune()
 
-        row = run_trial(spec, dataset, self.results_dir, should_prune=should_prune, checkpoint_every_s=self.checkpoint_every_s)
+            pruning = Pruning(self.config.pruned_on, should_prune)
+        row = run_trial(spec, dataset, self.results_dir, pruning=pruning, checkpoint_every_s=self.checkpoint_every_s)
         values = objective_values(row, self.config.objectives) if row["status"] == "complete" else None
         if row["status"] == "complete" and values is None:
             row.update(status="failed", error=f"an objective ({', '.join(self.config.objectives)}) is missing or not finite")

@@ -8,77 +8,35 @@ A search-space file::
       channel_factor: [1, 2, 4]
       kernel_size: [3, 5]
       learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
-    protocol:                  # fixed for every trial; see sweep.protocol.Protocol
+    protocol:                  # fixed for every trial; see sweep.spec.TrainingProtocol
       dataset: cifar10
       epochs: 10
 
 A factor may name an architecture field, a protocol field, or `arch` itself (a list of
 presets). Every problem is reported once, as one line naming the file, the key, the value
-and what is allowed. Nothing here imports Keras.
+and what is allowed. Files are read with a safe YAML loader: they never run code. Nothing
+here imports Keras.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from sweep.arch import PRESETS, _unknown, arch_fields, arch_from_dict, preset
-from sweep.errors import SpecError
-from sweep.protocol import Protocol, TrialSpec, protocol_fields, protocol_from_dict
+from sweep.arch import PRESETS, arch_fields, arch_from_dict, preset
+from sweep.errors import SpecError, did_you_mean, must_be
+from sweep.files import load_yaml
+from sweep.space.grid import Categorical, Range, grid_points, is_grid
+from sweep.spec import TrainingProtocol, TrialSpec, protocol_fields, protocol_from_dict, protocol_key_error
 
-__all__ = ["Categorical", "Range", "SearchSpace", "load_space"]
+__all__ = ["SearchSpace", "load_space"]
 
 TOP_LEVEL_KEYS = ("name", "description", "arch", "space", "protocol")
 RANGE_KEYS = ("low", "high", "step", "log")
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-@dataclass(frozen=True)
-class Categorical:
-    values: tuple[Any, ...]
-
-    def grid(self) -> tuple[Any, ...]:
-        return self.values
-
-
-@dataclass(frozen=True)
-class Range:
-    low: float
-    high: float
-    step: float | None = None
-    log: bool = False
-    is_int: bool = False
-
-    def grid(self) -> tuple[Any, ...]:
-        if self.step is None and not self.is_int:
-            raise SpecError("a float range without a step has no grid")
-        step = self.step or 1
-        count = int(round((self.high - self.low) / step)) + 1
-        values = [self.low + i * step for i in range(count)]
-        return tuple(int(v) if self.is_int else float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -87,18 +45,17 @@ class SearchSpace:
     path: str
     arch: str  # the base preset
     factors: dict[str, Categorical | Range]
-    protocol: Protocol
+    protocol: TrainingProtocol
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line protocol overrides
 
     @property
     def is_grid(self) -> bool:
-        return all(isinstance(d, Categorical) or d.is_int or d.step is not None for d in self.factors.values())
+        return is_grid(self.factors)
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination of factor values, in file order (the first factor varies slowest)."""
-        names = list(self.factors)
-        return [dict(zip(names, combo)) for combo in itertools.product(*(self.factors[n].grid() for n in names))]
+        """Every combination of factor values, in file order (see `sweep.space.grid`)."""
+        return grid_points(self.factors)
 
     def with_protocol(self, **overrides: Any) -> "SearchSpace":
         """The same space with some protocol values replaced (command-line options win over factors)."""
@@ -124,20 +81,22 @@ class SearchSpace:
         """The same space on another base preset (command-line `--arch`): an `arch` factor is
         dropped, and every other factor must be a field of the new preset or the protocol."""
         if name not in PRESETS:
-            raise SpecError(f"--arch: {_unknown('architecture preset', name, PRESETS)}")
+            raise SpecError(f"--arch: {did_you_mean('architecture preset', name, PRESETS)}")
         factors = {k: v for k, v in self.factors.items() if k != "arch"}
         space = dataclasses.replace(self, arch=name, factors=factors)
         _check_factors(space)
         return space
 
-    def spec(self, point: dict[str, Any], data_id: str) -> TrialSpec:
-        """The trial for one point of the space."""
+    def spec(self, point: dict[str, Any], data_id: str, native_size: int | None = None) -> TrialSpec:
+        """The trial for one point of the space, on data `data_id` whose images are
+        `native_size` squares (when known: an `image_size` equal to it is no resize)."""
         arch_name = point.get("arch", self.arch)
         base = preset(arch_name)
         allowed_arch = set(arch_fields(type(base)))
         arch_values = {k: v for k, v in point.items() if k in allowed_arch}
         proto_values = {k: v for k, v in point.items() if k != "arch" and k not in allowed_arch and k not in self.overrides}
-        return TrialSpec(arch_from_dict(arch_values, base), protocol_from_dict(proto_values, self.protocol), data_id)
+        protocol = protocol_from_dict(proto_values, self.protocol).for_images(native_size)
+        return TrialSpec(arch_from_dict(arch_values, base), protocol, data_id)
 
     def reference_point(self) -> dict[str, Any] | None:
         """The grid point that is the base preset unchanged (seed 002's "first model"), if any."""
@@ -156,9 +115,9 @@ class SearchSpace:
             if isinstance(dim, Categorical):
                 point[name] = trial.suggest_categorical(name, list(dim.values))
             elif dim.is_int:
-                point[name] = trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+                point[name] = trial.suggest_int(name, int(dim.low), int(dim.last), step=int(dim.step or 1), log=dim.log)
             else:
-                point[name] = trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+                point[name] = trial.suggest_float(name, dim.low, dim.last, step=dim.step, log=dim.log)
         return point
 
     def iter_specs(self, data_id: str) -> Iterator[TrialSpec]:
@@ -181,15 +140,15 @@ def _parse_factor(path: str, name: str, raw: Any) -> Categorical | Range:
     if isinstance(raw, dict):
         for k in raw:
             if k not in RANGE_KEYS:
-                raise _fail(path, f"{key}.{k}", _unknown("range key", k, RANGE_KEYS))
+                raise _fail(path, f"{key}.{k}", did_you_mean("range key", k, RANGE_KEYS))
         if "low" not in raw or "high" not in raw:
             raise _fail(path, key, "a range needs both 'low' and 'high'")
         low, high, step, log = raw["low"], raw["high"], raw.get("step"), raw.get("log", False)
         for k, v in (("low", low), ("high", high), ("step", step)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise _fail(path, f"{key}.{k}", f"must be a number. Got {v!r} instead.")
+                raise SpecError(f"{path}: " + must_be(f"{key}.{k}", None, "a number", v))
         if not isinstance(log, bool):
-            raise _fail(path, f"{key}.log", f"must be true or false. Got {log!r} instead.")
+            raise SpecError(f"{path}: " + must_be(f"{key}.log", None, "true or false", log))
         if not low < high:
             raise _fail(path, key, f"'low' must be below 'high'. Got low={low!r}, high={high!r}.")
         if log and low <= 0:
@@ -198,7 +157,7 @@ def _parse_factor(path: str, name: str, raw: Any) -> Categorical | Range:
             raise _fail(path, key, "'step' and 'log' cannot be combined")
         is_int = all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int))
         return Range(low, high, step, log, is_int)
-    raise _fail(path, key, f"must be a list of values or a range {{low, high, step, log}}. Got {raw!r} instead.")
+    raise SpecError(f"{path}: " + must_be(key, None, "a list of values or a range {low, high, step, log}", raw))
 
 
 def _read_yaml(path: Path) -> Any:
@@ -209,7 +168,7 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"{path}: cannot read the search-space file ({err})") from None
     try:
-        return yaml.load(text, Loader=_Loader)
+        return load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -228,18 +187,19 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpecError(f"{where}: the top level must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
-            raise _fail(where, str(key), _unknown("top-level key", key, TOP_LEVEL_KEYS))
+            raise _fail(where, str(key), did_you_mean("top-level key", key, TOP_LEVEL_KEYS))
 
     arch = raw.get("arch", "acml")
     if arch not in PRESETS:
-        raise _fail(where, "arch", _unknown("architecture preset", arch, PRESETS))
+        raise _fail(where, "arch", did_you_mean("architecture preset", arch, PRESETS))
 
     proto_raw = raw.get("protocol") or {}
     if not isinstance(proto_raw, dict):
-        raise _fail(where, "protocol", f"must be a mapping of protocol keys. Got {proto_raw!r} instead.")
+        raise SpecError(f"{where}: " + must_be("protocol", None, "a mapping of protocol keys", proto_raw))
     for key in proto_raw:
-        if key not in protocol_fields():
-            raise _fail(where, f"protocol.{key}", _unknown("protocol key", key, protocol_fields()))
+        error = protocol_key_error(key)
+        if error:
+            raise _fail(where, f"protocol.{key}", error)
     try:
         protocol = protocol_from_dict(proto_raw)
     except SpecError as err:
@@ -270,14 +230,14 @@ def _check_factors(space: SearchSpace) -> None:
     arch_choices = list(space.factors["arch"].grid()) if "arch" in space.factors else [space.arch]
     for name in arch_choices:
         if name not in PRESETS:
-            raise _fail(where, "space.arch", _unknown("architecture preset", name, PRESETS))
+            raise _fail(where, "space.arch", did_you_mean("architecture preset", name, PRESETS))
     known = {"arch", *protocol_fields()}
     for name in arch_choices:
         known |= set(arch_fields(type(PRESETS[name])))
     for name, dim in space.factors.items():
         if name not in known:
-            raise _fail(where, f"space.{name}", _unknown("factor", name, known))
-        values = dim.grid() if isinstance(dim, Categorical) else (dim.low, dim.high)
+            raise _fail(where, f"space.{name}", did_you_mean("factor", name, known))
+        values = dim.grid() if isinstance(dim, Categorical) else (dim.low, dim.last)
         for value in values:
             point = {name: value}
             for arch_name in arch_choices if name != "arch" else [value]:

@@ -4,29 +4,24 @@ CPU workers sharing the cores. Both drivers hand their jobs to `run_jobs`.
 Each worker pins itself to its GPU and sets its thread count before the deep-learning
 framework loads in that process, loads its data once, and writes each trial's row to the
 store itself, so a result survives even if the driver dies. A worker that dies (killed,
-out of memory) is replaced; its trial is run again, and a trial that has now killed its
-worker `MAX_ATTEMPTS` times is recorded as failed instead of being tried forever.
+out of memory) is replaced and its job handed out again (`sweep.run.jobs` counts attempts,
+so a trial that keeps killing its worker is recorded as failed instead of tried forever).
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol as TypingProtocol
+from typing import Any, Callable, Iterator, Protocol
 
 from sweep import backend
-from sweep.store import write_row
 
-__all__ = ["Job", "TrialJob", "WorkerPlan", "plan_workers", "run_jobs"]
+__all__ = ["Job", "WorkerPlan", "plan_workers", "run_jobs", "worker_slot"]
 
-MAX_ATTEMPTS = 2  # a trial whose worker died this many times in one run is recorded as failed
 IDLE_WORKER_SECONDS = 600  # keep idle workers (and their loaded framework and data) this long
-RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this driver invocation; workers inherit it in their jobs
 
 
 @dataclass(frozen=True)
@@ -56,65 +51,10 @@ def plan_workers(workers: int | None = None, workers_per_gpu: int = 1) -> Worker
     return WorkerPlan(count, gpus, per_gpu, max(1, cores // count))
 
 
-class Job(TypingProtocol):
+class Job(Protocol):
     """A unit of work a worker runs: returns the row it wrote (or None), or a pack's rows."""
 
     def __call__(self) -> dict[str, Any] | list[dict[str, Any] | None] | None: ...
-
-
-@dataclass(frozen=True)
-class TrialJob:
-    """Run one grid trial and store its row."""
-
-    spec: Any  # TrialSpec
-    data_dir: str | None
-    results_dir: str
-    row_extra: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every_s: float = 10.0
-    run_id: str = RUN_ID  # set in the driver, so every worker counts attempts of the same run
-
-    def __call__(self) -> dict[str, Any] | None:
-        from sweep.data import dataset_for
-        from sweep.trial import base_row, run_trial, trial_dir
-
-        attempts = _count_attempt(trial_dir(self.results_dir, self.spec.key), self.run_id)
-        if attempts > MAX_ATTEMPTS:
-            row = {
-                **base_row(self.spec),
-                **self.row_extra,
-                "status": "failed",
-                "error": f"the worker running this trial died {attempts - 1} times (killed, or out of memory)",
-            }
-        else:
-            dataset = dataset_for(self.spec.protocol, self.data_dir)
-            row = {**run_trial(self.spec, dataset, self.results_dir, checkpoint_every_s=self.checkpoint_every_s), **self.row_extra}
-        write_row(self.results_dir, row)
-        _clear_attempts(trial_dir(self.results_dir, self.spec.key))
-        return row
-
-
-def _count_attempt(directory: Path, run_id: str) -> int:
-    """Record that a trial is starting; return how many times it has started in this run
-    without finishing. Earlier runs don't count: a driver killed by its user says nothing
-    about the trial it was running."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "attempts.json"
-    try:
-        saved = json.loads(path.read_text())
-        attempts = saved["attempts"] + 1 if saved["run"] == run_id else 1
-    except (OSError, ValueError, KeyError, TypeError):
-        attempts = 1
-    tmp = directory / f".attempts.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"attempts": attempts, "run": run_id, "pid": os.getpid()}))
-    os.replace(tmp, path)
-    return attempts
-
-
-def _clear_attempts(directory: Path) -> None:
-    try:
-        (directory / "attempts.json").unlink()
-    except FileNotFoundError:
-        pass
 
 
 _SLOT_HANDLE = None  # the open, locked slot file that makes this process worker number N

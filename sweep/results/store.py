@@ -17,34 +17,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
 from sweep.errors import StoreError
 from sweep.faults import failpoint
+from sweep.files import TEMPORARY_SUFFIX, atomic_path
+from sweep.results.schema import COLUMNS, STATUSES, unknown_columns
 
-__all__ = ["completed_keys", "export", "load_results", "read_rows", "write_row", "check_writable"]
+__all__ = ["check_writable", "completed_keys", "export", "load_results", "read_row", "read_rows", "write_row"]
 
-STATUSES = ("complete", "failed", "pruned")
-
-# The columns every DataFrame from `load_results` has, in this order, whatever rows exist.
-COLUMNS = [
-    "trial_key", "status", "error",
-    "family", "preset", "fewer_layers", "channel_factor", "kernel_size", "compression_factor",
-    "latent_size", "params",
-    "val_mse", "test_mse", "test_mae", "test_psnr", "test_ssim",
-    "test_ab_rmse", "test_ab_auc", "test_colorfulness", "test_colorfulness_truth",
-    "test_gray_psnr", "test_gray_ssim", "test_gray_ab_rmse", "test_gray_ab_auc",
-    "epochs_run", "best_epoch", "stop_reason", "train_seconds", "wall_seconds",
-    "dataset", "task", "encoding", "epochs", "train_fraction", "batch_size", "optimizer",
-    "learning_rate", "loss", "seed",
-    "n_train", "n_val", "n_test", "data_id",
-    "driver", "space", "study_name", "optuna_trial", "optuna_state",
-    "started_at", "finished_at", "host", "device", "backend", "versions", "code_version",
-    "history", "spec",
-]  # fmt: skip
+STALE_TMP_SECONDS = 3600  # a row is written in milliseconds; an older temporary is a crash's leftover
 
 
 def _rows_dir(results_dir: str | Path) -> Path:
@@ -65,14 +50,9 @@ def check_writable(results_dir: str | Path) -> Path:
     return root
 
 
-STALE_TMP_SECONDS = 3600  # a row is written in milliseconds; an older temporary is a crash's leftover
-
-
 def _remove_stale_temporaries(rows: Path) -> None:
-    import time
-
     cutoff = time.time() - STALE_TMP_SECONDS
-    for tmp in rows.glob(".*.tmp"):
+    for tmp in rows.glob(f".*{TEMPORARY_SUFFIX}"):
         try:
             if tmp.stat().st_mtime < cutoff:
                 tmp.unlink()
@@ -90,21 +70,21 @@ def _clean(value: Any) -> Any:
 
 
 def write_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
-    """Write (or replace) the row of `row['trial_key']` atomically."""
+    """Write (or replace) the row of `row['trial_key']` atomically. Every column must be one
+    the schema declares (`sweep.results.schema`)."""
     key = row.get("trial_key")
     if not key or row.get("status") not in STATUSES:
         raise ValueError(f"a row needs a trial_key and a status in {STATUSES}; got {key!r}, {row.get('status')!r}")
+    unknown = unknown_columns(row)
+    if unknown:
+        raise ValueError(f"columns not declared in sweep.results.schema: {', '.join(sorted(unknown))}")
     rows = _rows_dir(results_dir)
     rows.mkdir(parents=True, exist_ok=True)
-    target = rows / f"{key}.json"
-    tmp = rows / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     text = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True, allow_nan=False)
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    failpoint("store.write_row.before_rename")
-    os.replace(tmp, target)
+    target = rows / f"{key}.json"
+    with atomic_path(target, fsync=True) as tmp:
+        tmp.write_text(text)
+        failpoint("store.write_row.before_rename")
     return target
 
 
@@ -136,29 +116,23 @@ def completed_keys(results_dir: str | Path, statuses: Iterable[str] = ("complete
 
 
 def load_results(results_dir: str | Path):
-    """Every trial under `results_dir` as one DataFrame (one row per trial, `COLUMNS` first)."""
+    """Every trial under `results_dir` as one DataFrame, one row per trial. Its columns are
+    the schema's in declared order: the core ones always, the others when some row has them;
+    numbers are numeric and flags boolean whatever rows are missing them. Columns the schema
+    does not know (rows of an older version) come last."""
     import pandas as pd
 
-    rows = read_rows(results_dir)
-    frame = pd.DataFrame(rows)
-    for column in COLUMNS:
-        if column not in frame.columns:
-            frame[column] = None
-    extra = sorted(c for c in frame.columns if c not in COLUMNS)
-    frame = frame[COLUMNS + extra]
-    for column in ("fewer_layers",):
-        if frame[column].notna().all() and len(frame):
-            frame[column] = frame[column].astype(bool)
-    numeric = [
-        "channel_factor", "kernel_size", "compression_factor", "latent_size", "params",
-        "val_mse", "test_mse", "test_mae", "test_psnr", "test_ssim", "epochs_run", "best_epoch",
-        "test_ab_rmse", "test_ab_auc", "test_colorfulness", "test_colorfulness_truth",
-        "test_gray_psnr", "test_gray_ssim", "test_gray_ab_rmse", "test_gray_ab_auc",
-        "train_seconds", "wall_seconds", "epochs", "train_fraction", "batch_size", "learning_rate",
-        "seed", "n_train", "n_val", "n_test", "optuna_trial",
-    ]  # fmt: skip
-    for column in numeric:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame = pd.DataFrame(read_rows(results_dir))
+    known = [c for c in COLUMNS if c.core or c.name in frame.columns]
+    for column in known:
+        if column.name not in frame.columns:
+            frame[column.name] = None
+        if column.dtype in ("int", "float"):
+            frame[column.name] = pd.to_numeric(frame[column.name], errors="coerce")
+        elif column.dtype == "bool" and len(frame) and frame[column.name].notna().all():
+            frame[column.name] = frame[column.name].astype(bool)
+    extra = sorted(c for c in frame.columns if c not in {k.name for k in known})
+    frame = frame[[c.name for c in known] + extra]
     if len(frame):
         frame = frame.sort_values(["finished_at", "trial_key"], na_position="last", kind="stable")
     return frame.reset_index(drop=True)
@@ -168,7 +142,6 @@ def export(results_dir: str | Path) -> Path:
     """Write all rows to `results.parquet` (atomically) and return its path."""
     frame = load_results(results_dir)
     target = Path(results_dir) / "results.parquet"
-    tmp = target.with_name(f".results.{os.getpid()}.parquet")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
     return target

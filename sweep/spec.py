@@ -1,7 +1,10 @@
-"""The training protocol, and the trial: one architecture under one protocol on one dataset.
+"""What a trial is: an architecture, a training protocol, and the data, with a canonical key.
 
-Anything that changes a trial's result belongs in `Protocol` and so in the trial key;
-anything that does not (paths, worker counts, devices) stays out of it.
+Anything that changes a trial's result belongs in `TrainingProtocol` and so in the trial
+key; anything that does not (paths, worker counts, devices) stays out of it. The key hashes
+the *effective* configuration (`TrialSpec.canonical`): fields that change nothing, such as
+`reduce_lr_factor` while the plateau is off, or two `base_channels` x `channel_factor`
+pairs that give the same widths, give one key, so the same model is never trained twice.
 """
 
 from __future__ import annotations
@@ -13,20 +16,23 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.arch import _unknown, arch_from_dict
-from sweep.errors import SpecError
+from sweep.arch import arch_from_dict, forward_flops
+from sweep.data import DATASETS
+from sweep.encodings import ENCODINGS, TASKS, task_for
+from sweep.errors import SpecError, did_you_mean, must_be
 
-__all__ = ["Protocol", "TrialSpec", "protocol_from_dict"]
+__all__ = ["LOSSES", "OPTIMIZERS", "PRECISIONS", "TrainingProtocol", "TrialSpec", "protocol_fields", "protocol_from_dict", "protocol_key_error"]
 
-DATASETS = ("cifar10", "cifar100", "folder", "synthetic")
-TASKS = ("reconstruct", "colorize")
-ENCODINGS = ("rgb", "ycbcr", "lab", "rgb_diff", "ratio")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 LOSSES = ("mse", "mae", "huber", "ab_classification")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
+RENAMED = {  # old protocol keys: what replaced them
+    "mixed_precision": "precision (float32, mixed_bfloat16 or mixed_float16: the protocol names the dtype)",
+}
 
 
 @dataclass(frozen=True)
-class Protocol:
+class TrainingProtocol:
     """How a trial is trained and evaluated. Defaults follow seed 002's study."""
 
     dataset: str = "cifar10"
@@ -47,13 +53,12 @@ class Protocol:
     reduce_lr_min: float = 5e-7
     augment_flip: bool = False  # random horizontal flips of the training images
     augment_rotation: float = 0.0  # random rotation range in degrees (seed 001 used 15)
-    mixed_precision: bool = False
+    precision: str = "float32"  # or half-precision compute with float32 weights: mixed_bfloat16, mixed_float16
     seed: int = 0
 
     def __post_init__(self) -> None:
         def bad(field: str, allowed: str) -> SpecError:
-            value = getattr(self, field)
-            return SpecError(f"The '{field}' parameter of Protocol must be {allowed}. Got {value!r} instead.")
+            return SpecError(must_be(field, "TrainingProtocol", allowed, getattr(self, field)))
 
         for field, choices in (
             ("dataset", DATASETS),
@@ -61,9 +66,10 @@ class Protocol:
             ("encoding", ENCODINGS),
             ("optimizer", OPTIMIZERS),
             ("loss", LOSSES),
+            ("precision", PRECISIONS),
         ):
             if getattr(self, field) not in choices:
-                raise SpecError(_unknown(field, getattr(self, field), choices))
+                raise SpecError(did_you_mean(field, getattr(self, field), choices))
         if self.task == "reconstruct" and self.encoding != "rgb":
             raise SpecError(f"encoding {self.encoding!r} needs task 'colorize'; reconstruction predicts rgb")
         if self.loss == "ab_classification" and not (self.task == "colorize" and self.encoding == "lab"):
@@ -90,9 +96,8 @@ class Protocol:
             if not number or not (low < value if low_open else low <= value) or value > high:
                 raise bad(field, f"a number in {'(' if low_open else '['}{low:g}, {high:g}]")
             object.__setattr__(self, field, float(value))
-        for field in ("augment_flip", "mixed_precision"):
-            if not isinstance(getattr(self, field), bool):
-                raise bad(field, "a bool")
+        if not isinstance(self.augment_flip, bool):
+            raise bad("augment_flip", "a bool")
         value = self.augment_rotation
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 180:
             raise bad("augment_rotation", "a number of degrees in [0, 180]")
@@ -101,17 +106,49 @@ class Protocol:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def canonical(self) -> dict[str, Any]:
+        """The fields as they act on training: those that cannot change anything are left out
+        (the plateau's factor and floor while the plateau is off) or normalised (an early-
+        stopping patience that no run of `epochs` epochs can reach is no early stopping)."""
+        values = self.to_dict()
+        if self.reduce_lr_patience is None:
+            del values["reduce_lr_factor"], values["reduce_lr_min"]
+        if self.early_stopping_patience is not None and self.early_stopping_patience >= self.epochs:
+            values["early_stopping_patience"] = None
+        return values
+
+    def for_images(self, native_size: int | None) -> "TrainingProtocol":
+        """This protocol on images whose native square size is `native_size`: an `image_size`
+        equal to it resizes nothing, so it is the same as none."""
+        if self.image_size is not None and self.image_size == native_size and self.dataset != "folder":
+            return dataclasses.replace(self, image_size=None)
+        return self
+
 
 def protocol_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(Protocol)]
+    return [f.name for f in dataclasses.fields(TrainingProtocol)]
 
 
-def protocol_from_dict(values: dict[str, Any], base: Protocol | None = None) -> Protocol:
-    allowed = protocol_fields()
+def protocol_key_error(key: Any) -> str | None:
+    """Why `key` is not a protocol key (None if it is one)."""
+    if key in RENAMED:
+        return f"protocol key {key!r} was replaced by {RENAMED[key]}"
+    if key not in protocol_fields():
+        return did_you_mean("protocol key", key, protocol_fields())
+    return None
+
+
+def protocol_from_dict(values: dict[str, Any], base: TrainingProtocol | None = None) -> TrainingProtocol:
     for key in values:
-        if key not in allowed:
-            raise SpecError(_unknown("protocol key", key, allowed))
-    return dataclasses.replace(base or Protocol(), **values)
+        error = protocol_key_error(key)
+        if error:
+            raise SpecError(error)
+    return dataclasses.replace(base or TrainingProtocol(), **values)
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -124,18 +161,37 @@ class TrialSpec:
     """
 
     arch: Any
-    protocol: Protocol
+    protocol: TrainingProtocol
     data_id: str
+
+    def canonical(self, seed: bool = True) -> dict[str, Any]:
+        """The effective configuration: the architecture as built, the protocol as it acts,
+        the data's content hash (and the seed, unless `seed` is False)."""
+        protocol = self.protocol.canonical()
+        if not seed:
+            del protocol["seed"]
+        return {"arch": self.arch.canonical(), "protocol": protocol, "data": self.data_id}
 
     @property
     def key(self) -> str:
-        """A stable hash of the normalised spec, protocol and data: equal configurations, equal keys."""
-        canonical = json.dumps(
-            {"arch": self.arch.to_dict(), "protocol": self.protocol.to_dict(), "data": self.data_id},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        """The trial key: a stable hash of the effective configuration. Equal models trained
+        the same way on the same data have equal keys, whatever fields spelled them."""
+        return _digest(self.canonical())
+
+    @property
+    def config_key(self) -> str:
+        """The key without the seed: replicates of one configuration share it."""
+        return _digest(self.canonical(seed=False))
+
+    def forward_flops(self, image_shape: tuple[int, ...]) -> int:
+        """Forward FLOPs per image of the trial's model on images of `image_shape` (H, W, ...),
+        with the task's input and output channels."""
+        task = task_for(self.protocol.task, self.protocol.encoding, self.protocol.loss)
+        return forward_flops(self.arch, (*image_shape[:2], task.input_channels), task.output_channels)
+
+    def training_flops(self, image_shape: tuple[int, ...]) -> int:
+        """Training FLOPs per image: about 3x the forward pass (a backward pass costs twice)."""
+        return 3 * self.forward_flops(image_shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch.to_dict(), "protocol": self.protocol.to_dict(), "data_id": self.data_id}

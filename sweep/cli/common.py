@@ -16,7 +16,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep.errors import SweepError
+from sweep.errors import SweepError, must_be
+from sweep.files import atomic_write
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "EXIT_BAD_INPUT",
+    "add_common_arguments",
+    "check_positive",
+    "code_version",
+    "one_line",
+    "protocol_overrides",
+    "run_main",
+    "run_with_progress",
+    "write_run_record",
+]
 
 EXIT_BAD_INPUT = 2
 DEFAULT_SPACE = "search_spaces/seed002_grid.yaml"
@@ -75,7 +89,7 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            raise SweepError(f"--{name.replace('_', '-')} must be >= 1. Got {value} instead.")
+            raise SweepError(must_be(f"--{name.replace('_', '-')}", None, ">= 1", value))
 
 
 def code_version() -> str | None:
@@ -99,8 +113,7 @@ def write_run_record(results_dir: Path, driver: str, record: dict[str, Any]) -> 
     runs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = runs / f"{stamp}-{driver}-{os.getpid()}.json"
-    path.write_text(json.dumps({"argv": sys.argv, "driver": driver, **record}, indent=1, sort_keys=True, default=str))
-    return path
+    return atomic_write(path, json.dumps({"argv": sys.argv, "driver": driver, **record}, indent=1, sort_keys=True, default=str))
 
 
 def one_line(row: dict[str, Any]) -> str:
@@ -129,7 +142,7 @@ def run_with_progress(jobs: list, plan, lock_dir: Path, desc: str, total: int | 
     """Run jobs on the plan's workers with a progress bar and ETA; return the rows."""
     from tqdm import tqdm
 
-    from sweep.schedule import run_jobs
+    from sweep.run import run_jobs
 
     rows = []
     total = total or sum(getattr(job, "size", 1) for job in jobs)

@@ -24,7 +24,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from sweep import analysis
+from sweep.analysis import stats
+from sweep.analysis.studies import load_study, optuna_importance
 
 __all__ = [
     "colorization_gallery",
@@ -83,7 +84,7 @@ def _log_axis(axis, values: Sequence[float] | None = None) -> None:
 
 def _metric_axis_label(metric: str, prefix: str = "", suffix: str = "") -> str:
     """'test MSE' on the first line, its definition and scale on the second."""
-    name, _, unit = analysis.metric_label(metric).partition(" (")
+    name, _, unit = stats.metric_label(metric).partition(" (")
     detail = ", ".join(part for part in (unit.rstrip(")"), suffix) if part)
     return f"{prefix}{name}" + (f"\n({detail})" if detail else "")
 
@@ -95,19 +96,19 @@ def _layers(value) -> str:
 def error_scatter(
     frame: pd.DataFrame,
     x: str = "latent_size",
-    metric: str = analysis.DEFAULT_METRIC,
+    metric: str = stats.DEFAULT_METRIC,
     *,
-    power: analysis.PowerLaw | None = None,
+    power: stats.PowerLaw | None = None,
     reference: pd.DataFrame | None = None,
-    correlation: analysis.Correlation | None = None,
+    correlation: stats.Correlation | None = None,
     pareto: bool = True,
     ax: plt.Axes | None = None,
 ) -> plt.Figure:
     """Error against `x` (latent size or params) on log-log axes: colour = channel factor,
     marker = layer count, bars = spread over seeds, with the fitted power law, the PCA
-    reference (`analysis.pca_reference`) and the Pareto front, and the correlation in the
+    reference (`sweep.analysis.reference.pca_reference`) and the Pareto front, and the correlation in the
     title, when given."""
-    configs = analysis.configurations(frame)
+    configs = stats.configurations(frame)
     configs = configs[configs[x].notna() & configs[metric].notna()].copy()
     if ax is None:
         fig, ax = plt.subplots(figsize=(11, 5.8))
@@ -147,7 +148,7 @@ def error_scatter(
             ax.axvspan(dims, xs.max() * 1.5 if len(xs) else dims * 2, color="tab:red", alpha=0.06,
                        label=f"latent ≥ {dims:,} values per image: identity possible, linear error 0")  # fmt: skip
     if pareto and len(configs) > 1:
-        front = analysis.pareto_front(configs, cost=x, metric=metric)
+        front = stats.pareto_front(configs, cost=x, metric=metric)
         ax.step(front[x], front[metric], where="post", color="0.35", linewidth=1, alpha=0.7, zorder=2,
                 label=f"Pareto front ({len(front)} configurations)")  # fmt: skip
     ax.set_xscale("log")
@@ -163,7 +164,7 @@ def error_scatter(
     ax.set_ylabel(_metric_axis_label(metric, suffix="log scale"))
     n = len(configs)
     seeds = int(configs["n_seeds"].max()) if "n_seeds" in configs and n else 1
-    ax.set_title(f"{analysis.metric_label(metric).split(' (')[0]} against {what.split(' (')[0]}: {n} configurations"
+    ax.set_title(f"{stats.metric_label(metric).split(' (')[0]} against {what.split(' (')[0]}: {n} configurations"
                  + (f", up to {seeds} seeds each (bars: ±1 sd)" if seeds > 1 else "")
                  + (f"\n{correlation.describe()}" if correlation is not None else ""), fontsize=10)  # fmt: skip
     ax.grid(True, which="major", alpha=0.3)
@@ -172,16 +173,16 @@ def error_scatter(
     return fig
 
 
-def latent_scatter(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, **kwargs) -> plt.Figure:
+def latent_scatter(frame: pd.DataFrame, metric: str = stats.DEFAULT_METRIC, **kwargs) -> plt.Figure:
     """`error_scatter` against latent size: seed 002's Fig. 2, with the fit and the linear reference."""
     return error_scatter(frame, "latent_size", metric, **kwargs)
 
 
-def factor_effects(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, factors: Sequence[str] | None = None) -> plt.Figure:
+def factor_effects(frame: pd.DataFrame, metric: str = stats.DEFAULT_METRIC, factors: Sequence[str] | None = None) -> plt.Figure:
     """One panel per factor: the mean error at each level with its 95% t-interval, on a
     shared axis, titled with the factor's share of the variance."""
-    effects = analysis.main_effects(frame, metric, factors)
-    importance = analysis.factor_importance(frame, metric, factors).set_index("factor")
+    effects = stats.main_effects(frame, metric, factors)
+    importance = stats.factor_importance(frame, metric, factors).set_index("factor")
     names = list(dict.fromkeys(effects["factor"]))
     if not names:
         fig, ax = plt.subplots(figsize=(5, 2))
@@ -202,7 +203,7 @@ def factor_effects(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, f
         ax.set_xlabel(name.replace("_", " "))
         ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].set_ylabel(_metric_axis_label(metric, "mean "))
-    n = len(analysis.configurations(frame))
+    n = len(stats.configurations(frame))
     fig.suptitle(f"Main effects: mean over the other factors, 95% CI ({n} configurations)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -214,10 +215,10 @@ def _level_text(factor: str, level) -> str:
     return str(level)
 
 
-def interaction_plot(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC, pair: tuple[str, str] | None = None) -> plt.Figure | None:
+def interaction_plot(frame: pd.DataFrame, metric: str = stats.DEFAULT_METRIC, pair: tuple[str, str] | None = None) -> plt.Figure | None:
     """Cell means of the strongest two-way interaction (or `pair`): one line per level of the
     second factor; non-parallel lines are the interaction. None with fewer than two factors."""
-    interaction = analysis.strongest_interaction(frame, metric, list(pair) if pair else None)
+    interaction = stats.strongest_interaction(frame, metric, list(pair) if pair else None)
     if interaction is None:
         return None
     a, b = interaction.factors
@@ -240,7 +241,7 @@ def interaction_plot(frame: pd.DataFrame, metric: str = analysis.DEFAULT_METRIC,
 def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
     """Training (solid) and validation (dashed) loss per epoch of the trials `picks` names
     ({"best": trial_key, ...}), log scale."""
-    curves = analysis.learning_curves(frame, picks.values())
+    curves = stats.learning_curves(frame, picks.values())
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = dict(zip(picks, sns.color_palette("tab10", len(picks))))
     for name, key in picks.items():
@@ -263,9 +264,9 @@ def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
     return fig
 
 
-def gallery(results_dir: str | Path, picks: dict[str, pd.Series], metric: str = analysis.DEFAULT_METRIC) -> plt.Figure:
+def gallery(results_dir: str | Path, picks: dict[str, pd.Series], metric: str = stats.DEFAULT_METRIC) -> plt.Figure:
     """Originals above reconstructions for each picked configuration ({"first": row, ...} with
-    rows from `analysis.best/worst/first`), composed from the trials' stored PNGs."""
+    rows from `stats.best/worst/first`), composed from the trials' stored PNGs."""
     fig, axes = plt.subplots(len(picks), 1, figsize=(9.6, 2.9 * len(picks)), squeeze=False)
     for ax, (name, row) in zip(axes[:, 0], picks.items()):
         path = Path(results_dir) / "trials" / str(row["trial_key"]) / "reconstructions.png"
@@ -277,23 +278,23 @@ def gallery(results_dir: str | Path, picks: dict[str, pd.Series], metric: str = 
         value = row[metric]
         extra = f", latent {int(row['latent_size']):,}" if pd.notna(row.get("latent_size")) else ""
         seeds = f" (seed {row['seeds'][0]} of {row['n_seeds']})" if row.get("n_seeds", 1) > 1 else ""
-        ax.set_title(f"{name}: {row.get('label', row['trial_key'])}{extra}, {analysis.metric_label(metric).split(' (')[0]} {value:.4g}{seeds}",
+        ax.set_title(f"{name}: {row.get('label', row['trial_key'])}{extra}, {stats.metric_label(metric).split(' (')[0]} {value:.4g}{seeds}",
                      fontsize=10, loc="left")  # fmt: skip
     fig.suptitle("Test images: originals (upper row) and reconstructions (lower row)", fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path, metric: str = analysis.DEFAULT_METRIC) -> plt.Figure | None:
+def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path, metric: str = stats.DEFAULT_METRIC) -> plt.Figure | None:
     """For colorization trials (task 'colorize'): the best configuration of each encoding, its
     stored panel of gray input, truth and prediction. None when there are no such trials."""
-    configs = analysis.configurations(frame)
+    configs = stats.configurations(frame)
     if "task" not in configs or not (configs["task"] == "colorize").any():
         return None
     configs = configs[configs["task"] == "colorize"]
     picks = {}
     for encoding, group in configs.groupby("encoding", sort=True):
-        top = analysis.best(group, metric)
+        top = stats.best(group, metric)
         if len(top):
             picks[f"encoding {encoding} (best of {len(group)})"] = top.iloc[0]
     fig = gallery(results_dir, picks, metric)
@@ -307,7 +308,7 @@ def optuna_figures(storage: str, study_name: str, evaluator: str = "auto") -> di
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    study = analysis._load_study(storage, study_name)
+    study = load_study(storage, study_name)
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
     name = (study.metric_names or ["objective"])[0] if hasattr(study, "metric_names") else "objective"
@@ -316,7 +317,7 @@ def optuna_figures(storage: str, study_name: str, evaluator: str = "auto") -> di
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = ovm.plot_optimization_history(study, target=target, target_name=name or "objective")
         figures["optuna_history"] = ax.figure
-        importances = analysis.optuna_importance(storage, study_name, evaluator)
+        importances = optuna_importance(storage, study_name, evaluator)
         evaluators = {"fanova": optuna.importance.FanovaImportanceEvaluator, "ped_anova": optuna.importance.PedAnovaImportanceEvaluator}
         ax = ovm.plot_param_importances(study, evaluator=evaluators[importances["evaluator"].iloc[0]](seed=0), target=target, target_name=name or "objective")
         ax.set_title(f"Parameter importances ({importances['evaluator'].iloc[0]})", loc="left")  # replaces Optuna's own

@@ -1,4 +1,4 @@
-"""Statistics over a results DataFrame (`sweep.store.load_results`): what drives the error.
+"""Statistics over a results DataFrame (`sweep.results.load_results`): what drives the error.
 
 Every function takes the DataFrame of trials as `load_results` returns it (or the output
 of `configurations`, which they all accept too) and works on **configurations**: the
@@ -11,13 +11,13 @@ spread, never as separate models (a 36-configuration grid with 3 seeds has n = 3
     latent_correlation(frame)              # Spearman rho with a bootstrap 95% CI
     latent_correlation(frame, "pearson")   # Pearson r of log(latent) and log(error)
     power_law(frame)                       # error ~ a * latent**b, with b's CI and R^2
-    pca_reference(frame, data_dirs)        # the best linear autoencoder of each latent size
     main_effects(frame)                    # mean and CI of the error at each level of each factor
     factor_importance(frame)               # share of the variance each factor explains
     strongest_interaction(frame)           # the two-way interaction that explains most
     best(frame), worst(frame), first(frame), pareto_front(frame, cost="params")
 
-Nothing here trains or imports Keras; only `pca_reference` reads image data.
+Which columns are metrics, and which way each is better, is the results schema's
+(`sweep.results.schema`). Nothing here trains, imports Keras or reads image data.
 """
 
 from __future__ import annotations
@@ -25,24 +25,23 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import shlex
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sweep.arch import ARCH_FAMILIES, PRESETS, arch_fields
-from sweep.errors import DataError, SpecError
-from sweep.protocol import protocol_fields
+from sweep.arch import PRESETS
+from sweep.errors import SpecError, must_be
+from sweep.results.schema import IDENTITY, METRICS, higher_is_better, metric_label
 
 __all__ = [
     "Correlation",
+    "DEFAULT_METRIC",
     "Interaction",
+    "METRICS",
     "PowerLaw",
     "best",
     "complete",
@@ -51,17 +50,14 @@ __all__ = [
     "factor_importance",
     "first",
     "higher_is_better",
-    "importance_evaluator",
     "interactions",
     "latent_correlation",
     "learning_curves",
     "main_effects",
     "metric_label",
-    "optuna_importance",
     "pareto_front",
-    "pca_reference",
+    "plain",
     "power_law",
-    "recorded_data_dirs",
     "strongest_interaction",
     "varied_factors",
     "worst",
@@ -75,28 +71,7 @@ MIN_BOOTSTRAP_N = 5  # fewer configurations than this give no meaningful resampl
 MAX_LEVELS = 8  # a numeric factor with more distinct values (an Optuna range) is binned
 N_BINS = 4  # ... into this many quantile bins for main effects and interactions
 
-# Mean and spread over replicates are kept for these columns.
-METRICS = ("val_mse", "test_mse", "test_mae", "test_psnr", "test_ssim", "val_psnr", "val_ssim", "val_mae")
-_MEANS = ("epochs_run", "best_epoch", "train_seconds", "wall_seconds")  # averaged, no spread
-_HIGHER_IS_BETTER = ("psnr", "ssim")
-_LABELS = {
-    "mse": "MSE (mean squared error per value, RGB in [0, 1])",
-    "mae": "MAE (mean absolute error per value, RGB in [0, 1])",
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM (mean over images)",
-}
-
-
-def higher_is_better(metric: str) -> bool:
-    """PSNR and SSIM grow with quality; MSE, MAE and losses shrink."""
-    return metric.rsplit("_", 1)[-1] in _HIGHER_IS_BETTER
-
-
-def metric_label(metric: str) -> str:
-    """An axis label with units: `test_mse` -> 'test MSE (mean squared error per value, ...)'."""
-    split, _, name = metric.rpartition("_")
-    label = _LABELS.get(name, name)
-    return f"{split} {label}".strip() if split else label
+MEANS = ("epochs_run", "best_epoch", "train_seconds", "wall_seconds")  # averaged over replicates, no spread
 
 
 # --------------------------------------------------------------------------- configurations
@@ -104,15 +79,10 @@ def metric_label(metric: str) -> str:
 
 def _identity_columns(frame: pd.DataFrame) -> list[str]:
     """The columns that define a trial apart from its seed: architecture, protocol, data."""
-    names = ["family"]
-    for spec_type in ARCH_FAMILIES.values():
-        names += [n for n in arch_fields(spec_type) if n not in names]
-    names += [n for n in protocol_fields() if n != "seed" and n not in names]
-    names.append("data_id")
-    return [n for n in names if n in frame.columns]
+    return [n for n in IDENTITY if n in frame.columns]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A JSON-able, hashable-by-text form of a cell (NaN and None alike)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -121,16 +91,22 @@ def _plain(value: Any) -> Any:
     if value is pd.NA or value is None:
         return None
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
-def _config_ids(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    return pd.Series(
-        [json.dumps([_plain(row[c]) for c in columns], sort_keys=True, default=str) for _, row in frame.iterrows()],
+def _config_ids(frame: pd.DataFrame) -> pd.Series:
+    """Each trial's configuration: its `config_key` (the effective configuration without the
+    seed), or, for rows written before there was one, its identity columns' values."""
+    columns = _identity_columns(frame)
+    ids = pd.Series(
+        [json.dumps([plain(row[c]) for c in columns], sort_keys=True, default=str) for _, row in frame.iterrows()],
         index=frame.index,
         dtype=object,
     )
+    if "config_key" in frame.columns:
+        ids = frame["config_key"].where(frame["config_key"].notna(), ids)
+    return ids
 
 
 def _is_configurations(frame: pd.DataFrame) -> bool:
@@ -155,13 +131,12 @@ def configurations(frame: pd.DataFrame, metrics: Iterable[str] = METRICS) -> pd.
     if _is_configurations(frame):
         return frame
     done = complete(frame).reset_index(drop=True)
-    identity = _identity_columns(done)
     if done.empty:
         out = done.copy()
         for extra in ("n_seeds", "seeds", "trial_keys", "label", "config_id"):
             out[extra] = pd.Series(dtype=object)
         return out
-    ids = _config_ids(done, identity)
+    ids = _config_ids(done)
     metrics = [m for m in metrics if m in done.columns]
     rows = []
     for config_id, group in done.groupby(ids, sort=False):  # in order of first appearance
@@ -170,7 +145,7 @@ def configurations(frame: pd.DataFrame, metrics: Iterable[str] = METRICS) -> pd.
         row = group.iloc[0].to_dict()
         row["config_id"] = config_id
         row["n_seeds"] = len(group)
-        row["seeds"] = [_plain(s) for s in group["seed"]] if "seed" in group.columns else [None] * len(group)
+        row["seeds"] = [plain(s) for s in group["seed"]] if "seed" in group.columns else [None] * len(group)
         row["trial_keys"] = list(group["trial_key"]) if "trial_key" in group.columns else []
         for metric in metrics:
             values = pd.to_numeric(group[metric], errors="coerce")
@@ -178,7 +153,7 @@ def configurations(frame: pd.DataFrame, metrics: Iterable[str] = METRICS) -> pd.
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
             row[f"{metric}_min"] = values.min()
             row[f"{metric}_max"] = values.max()
-        for column in _MEANS:
+        for column in MEANS:
             if column in group.columns:
                 row[column] = pd.to_numeric(group[column], errors="coerce").mean()
         rows.append(row)
@@ -196,7 +171,7 @@ def varied_factors(frame: pd.DataFrame) -> list[str]:
     for column in _identity_columns(done):
         if column == "data_id":
             continue
-        values = {json.dumps(_plain(v), default=str) for v in done[column]}
+        values = {json.dumps(plain(v), default=str) for v in done[column]}
         if len(values) > 1:
             out.append(column)
     return out
@@ -206,14 +181,14 @@ def config_label(row: pd.Series | dict, varied: Sequence[str]) -> str:
     """'5 conv, ch 2, k 3, f 2' for the seed-002 family, then other varied factors as name=value."""
     parts = []
     arch = ("fewer_layers", "channel_factor", "kernel_size", "compression_factor")
-    if all(c in row and _plain(row[c]) is not None for c in arch):
+    if all(c in row and plain(row[c]) is not None for c in arch):
         parts.append(
             f"{3 if bool(row['fewer_layers']) else 5} conv, ch {int(row['channel_factor'])}, "
             f"k {int(row['kernel_size'])}, f {int(row['compression_factor'])}"
         )
     for name in varied:
         if name not in arch:
-            parts.append(f"{name}={_plain(row[name])}")
+            parts.append(f"{name}={plain(row[name])}")
     return "; ".join(parts) or str(row.get("trial_key", "?"))
 
 
@@ -251,7 +226,7 @@ def first(frame: pd.DataFrame, reference: str = "acml") -> pd.DataFrame:
     compared = 0
     for name, value in target.items():
         if name in configs.columns:
-            mask &= configs[name].map(lambda v: _plain(v) == _plain(value))
+            mask &= configs[name].map(lambda v: plain(v) == plain(value))
             compared += 1
     return configs[mask] if compared else configs.iloc[0:0]
 
@@ -343,7 +318,7 @@ def latent_correlation(
     reproducible; it is NaN with fewer than `MIN_BOOTSTRAP_N` configurations.
     """
     if method not in ("spearman", "pearson"):
-        raise SpecError(f"The 'method' parameter of latent_correlation must be 'spearman' or 'pearson'. Got {method!r} instead.")
+        raise SpecError(must_be("method", "latent_correlation", "'spearman' or 'pearson'", method))
     xs, ys = _xy(frame, x, metric, log=method == "pearson")
     n = len(xs)
     if n < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
@@ -409,7 +384,7 @@ def power_law(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, x: str = "laten
 def _levels(configs: pd.DataFrame, factor: str) -> pd.Series:
     """The factor's level of each configuration; a numeric factor with many values (a
     sampled range) is cut into `N_BINS` quantile bins so each level holds several configurations."""
-    values = configs[factor].map(_plain)
+    values = configs[factor].map(plain)
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
         return pd.qcut(numeric, N_BINS, duplicates="drop").astype(str)
@@ -524,60 +499,13 @@ def strongest_interaction(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, fac
     return Interaction((a, b), float(share), table)
 
 
-def importance_evaluator(evaluator: str = "auto"):
-    """(name, Optuna importance evaluator): fANOVA (`"fanova"`, needs scikit-learn) or
-    PED-ANOVA (`"ped_anova"`, Optuna's default, no extra dependency); `"auto"` takes fANOVA
-    when scikit-learn is installed. Seeded, so importances repeat."""
-    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
-
-    if evaluator == "auto":
-        try:
-            import sklearn  # noqa: F401
-
-            evaluator = "fanova"
-        except ImportError:
-            evaluator = "ped_anova"
-    choices = {"fanova": FanovaImportanceEvaluator, "ped_anova": PedAnovaImportanceEvaluator}
-    if evaluator not in choices:
-        raise SpecError(f"The 'evaluator' parameter of optuna_importance must be one of auto, fanova, ped_anova. Got {evaluator!r} instead.")
-    return evaluator, choices[evaluator](seed=0)
-
-
-def optuna_importance(storage: str, study_name: str, evaluator: str = "auto") -> pd.DataFrame:
-    """Optuna's parameter importances for a stored study (see `importance_evaluator`).
-    Columns: param, importance, evaluator."""
-    import optuna
-
-    evaluator, instance = importance_evaluator(evaluator)
-    study = _load_study(storage, study_name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        values = optuna.importance.get_param_importances(study, evaluator=instance, target=_first_objective(study))
-    return pd.DataFrame({"param": list(values), "importance": list(values.values()), "evaluator": evaluator})
-
-
-def _load_study(storage: str, study_name: str):
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SpecError(f"no study {study_name!r} in {storage} (studies there: {', '.join(names) or 'none'})") from None
-
-
-def _first_objective(study):
-    return (lambda t: t.values[0]) if len(study.directions) > 1 else None
-
-
 # --------------------------------------------------------------------------- learning curves
 
 
 def learning_curves(frame: pd.DataFrame, trial_keys: Iterable[str] | None = None) -> pd.DataFrame:
     """Per-epoch logs of trials in long form: trial_key, epoch (1-based), loss, val_loss, lr.
     Without `trial_keys`, every complete trial."""
-    done = complete(frame) if not _is_configurations(frame) else frame
+    done = complete(frame)
     if trial_keys is not None:
         wanted = list(trial_keys)
         done = done[done["trial_key"].isin(wanted)]
@@ -591,118 +519,3 @@ def learning_curves(frame: pd.DataFrame, trial_keys: Iterable[str] | None = None
     return pd.DataFrame(rows, columns=["trial_key", "epoch", "loss", "val_loss", "lr"] if not rows else None)
 
 
-# --------------------------------------------------------------------------- the linear reference
-
-
-def recorded_data_dirs(results_dir: str | Path) -> list[str]:
-    """The `--data-dir` values of the sweep invocations recorded in `results_dir/runs/` (newest
-    first), so the analysis can find the images the trials trained on."""
-    found = []
-    for path in sorted(Path(results_dir, "runs").glob("*.json"), reverse=True):
-        try:
-            argv = json.loads(path.read_text()).get("argv") or []
-        except (OSError, json.JSONDecodeError):
-            continue
-        argv = shlex.split(argv) if isinstance(argv, str) else list(argv)
-        for i, arg in enumerate(argv):
-            value = arg.split("=", 1)[1] if arg.startswith("--data-dir=") else argv[i + 1] if arg == "--data-dir" and i + 1 < len(argv) else None
-            if value and value not in found:
-                found.append(value)
-    return found
-
-
-def _keras_cache(name: str) -> str:
-    from sweep.data import CIFAR
-
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return str(home / "datasets" / f"{CIFAR[name][0]}-target")
-
-
-def _matching_dataset(name: str, data_id: str, data_dirs: Sequence[str | None]):
-    """The dataset `name` whose content hash is `data_id`, from the first candidate folder that
-    has it (never downloads)."""
-    from sweep.data import CIFAR, load_dataset
-
-    if name == "synthetic":
-        candidates: list[str | None] = [None]
-    elif name in CIFAR:
-        candidates = [d for d in data_dirs if d] + [_keras_cache(name)]
-    else:
-        raise DataError(f"no linear reference for dataset {name!r}")
-    seen = []
-    for folder in candidates:
-        try:
-            dataset = load_dataset(name, folder)
-        except DataError:
-            continue
-        if dataset.data_id == data_id:
-            return dataset
-        seen.append(f"{folder}: {dataset.data_id}")
-    where = "; ".join(seen) or ", ".join(str(c) for c in candidates)
-    raise DataError(f"the {name} images the trials used ({data_id}) are not in any data folder tried ({where}); pass --data-dir")
-
-
-def pca_reference(frame: pd.DataFrame, data_dirs: str | Sequence[str] | None = None, latent_sizes: Iterable[int] | None = None) -> pd.DataFrame:
-    """The best linear autoencoder of each latent size in the sweep: PCA fitted on the very
-    training images the trials trained on, evaluated on their test images, in the trials' MSE
-    convention (reconstructions clipped to [0, 1], mean over every value).
-
-    For each group of reconstruction trials sharing data and split (dataset, data_id,
-    train_fraction, val_fraction, train_limit, image_size), the training split is rebuilt with
-    `sweep.data.make_splits`, centred, and decomposed by SVD; a latent size k keeps the first
-    k principal directions. Two limits need care:
-
-    - k >= D (the number of values per image, 3072 for CIFAR): the identity is a linear
-      autoencoder of that size, so the reference error is 0 ("identity"; not drawable on log axes);
-    - rank <= k < D, rank = the training set's rank (at most n_train - 1): PCA has no more
-      directions to give, and every extra direction is equally optimal on the training set, so
-      the reference uses all `rank` directions ("capped"): the error of the best linear code
-      the training images determine, not a lower bound for that k.
-
-    `data_dirs` are folders to look for CIFAR in (`recorded_data_dirs` finds the sweep's own);
-    the images are checked against the trials' `data_id`, so a wrong folder raises DataError.
-    Columns: dataset, data_id, train_fraction, latent_size, components, n_train, kind, pca_mse.
-    """
-    from sweep.data import make_splits
-    from sweep.metrics import mse
-
-    done = complete(frame) if not _is_configurations(frame) else frame
-    if "task" in done.columns:
-        done = done[done["task"].isna() | (done["task"] == "reconstruct")]
-    if isinstance(data_dirs, (str, Path)) or data_dirs is None:
-        data_dirs = [str(data_dirs)] if data_dirs else []
-    keys = ["dataset", "data_id", "train_fraction", "val_fraction", "train_limit", "image_size"]
-    for key in keys:
-        if key not in done.columns:
-            raise SpecError(f"the results have no {key!r} column, which the linear reference needs")
-    rows = []
-    for group_key, group in done.groupby(keys, dropna=False, sort=False):
-        dataset_name, data_id, train_fraction, val_fraction, train_limit, image_size = (_plain(v) for v in group_key)
-        dataset = _matching_dataset(dataset_name, data_id, list(data_dirs))
-        splits = make_splits(
-            dataset, float(train_fraction), float(val_fraction),
-            int(train_limit) if train_limit is not None else None, int(image_size) if image_size is not None else None,
-        )  # fmt: skip
-        train = splits.train.reshape(len(splits.train), -1).astype(np.float64)
-        test = splits.test.reshape(len(splits.test), -1).astype(np.float64)
-        mean = train.mean(axis=0)
-        _, singular, components = np.linalg.svd(train - mean, full_matrices=False)
-        rank = int((singular > singular[0] * 1e-10).sum()) if singular.size else 0
-        centred = test - mean
-        sizes = sorted({int(k) for k in (latent_sizes if latent_sizes is not None else group["latent_size"].dropna())})
-        dims = train.shape[1]
-        for k in sizes:
-            if k >= dims:
-                kind, used, error = "identity", dims, 0.0
-            else:
-                used = min(k, rank)
-                kind = "exact" if used == k else "capped"
-                basis = components[:used]
-                recon = np.clip(mean + (centred @ basis.T) @ basis, 0.0, 1.0)
-                error = mse(test, recon)
-            rows.append({
-                "dataset": dataset_name, "data_id": data_id, "train_fraction": train_fraction,
-                "latent_size": k, "components": used, "n_train": len(train), "kind": kind, "pca_mse": error,
-            })  # fmt: skip
-    columns = ["dataset", "data_id", "train_fraction", "latent_size", "components", "n_train", "kind", "pca_mse"]
-    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,412 @@
+"""The report of a sweep: figures and a Markdown report (`python -m sweep.report`).
+
+    write_report("results")                  # writes results/report/report.md
+
+Every number in `report.md` comes from `sweep.analysis` on the trials as stored (replicates
+merged into configurations), and is also written, unrounded, to `summary.json`. The report
+works on a partial sweep: it says how many trials it covers, how many failed and how many
+of the planned ones have no row yet. It never trains and never imports Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from sweep.errors import StoreError, SweepError
+
+__all__ = ["TOP", "write_report"]
+
+TOP = 10  # rows in the table of top models: enough to see the pattern, short enough to read (as `--top`)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number as the report prints it: `digits` significant digits, 'n/a' for NaN/None."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.{digits}g}"
+
+
+def fmt_r(value: float) -> str:
+    """A correlation or exponent: three decimals."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def fmt_ci(low: float, high: float, formatter=fmt_r) -> str:
+    return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"{formatter(low)} to {formatter(high)}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+def coverage(frame, results_dir: Path) -> dict[str, int]:
+    """Trials by status, and the trials the recorded runs planned that have no row yet."""
+    planned: set[str] = set()
+    for path in sorted((results_dir / "runs").glob("*.json")):
+        try:
+            planned |= set(json.loads(path.read_text()).get("trials") or [])
+        except (OSError, json.JSONDecodeError):
+            continue
+    keys = set(frame["trial_key"])
+    return {
+        "trials": len(frame),
+        "complete": int((frame["status"] == "complete").sum()),
+        "failed": int((frame["status"] == "failed").sum()),
+        "pruned": int((frame["status"] == "pruned").sum()),
+        "planned": len(planned | keys),
+        "missing": len(planned - keys),
+    }
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _figure(fig, out: Path, name: str, written: dict[str, str]) -> None:
+    from sweep.analysis.figures import save
+
+    if fig is not None:
+        save(fig, out, name)
+        written[name] = f"{name}.png"
+
+
+def _embed(written: dict[str, str], name: str, caption: str) -> str:
+    if name not in written:
+        return ""
+    return f"![{caption}]({written[name]})\n\n[{caption} (SVG)]({name}.svg)\n"
+
+
+def write_report(
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    metric: str = "test_mse",
+    data_dirs: Sequence[str] | None = None,
+    reference: bool = True,
+    top: int = TOP,
+    storage: str | None = None,
+    study: str | None = None,
+    command: str | None = None,
+) -> Path:
+    """Write the figures, `report.md` and `summary.json` for `results_dir`; return report.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, no display needed
+    from sweep import analysis as A
+    from sweep.analysis import figures as F
+    from sweep.results import load_results
+
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    frame = load_results(results_dir)
+    counts = coverage(frame, results_dir)
+    configs = A.configurations(frame)
+    name = A.metric_label(metric).split(" (")[0]
+    summary: dict[str, Any] = {"results": str(results_dir), "metric": metric, "coverage": counts}
+    written: dict[str, str] = {}
+    notes: list[str] = []
+    md: list[str] = [f"# Sweep report: `{results_dir}`", ""]
+
+    md.append(
+        f"Covers **{counts['trials']} trials**: {counts['complete']} complete, {counts['failed']} failed, "
+        f"{counts['pruned']} pruned"
+        + (f"; {counts['missing']} more of the {counts['planned']} planned in `runs/` have no row yet (a partial sweep)" if counts["missing"] else "")
+        + "."
+    )
+    replicated = int((configs["n_seeds"] > 1).sum()) if len(configs) else 0
+    md.append(
+        f"The complete trials are **{len(configs)} configurations**"
+        + (f" ({replicated} trained with several seeds; each counts once, as its mean over seeds)" if replicated else "")
+        + f". Error metric: {A.metric_label(metric)}."
+    )
+    if len(configs):
+        varied = A.varied_factors(configs)
+        md.append(f"Factors varied: {', '.join(f'`{v}`' for v in varied) or 'none'}.")
+        protocol = configs.iloc[0]
+        md.append(
+            f"Protocol: {protocol.get('dataset')}, task {protocol.get('task')}, {fmt(protocol.get('epochs'))} epoch(s), "
+            f"train fraction {fmt(protocol.get('train_fraction'))} ({fmt(protocol.get('n_train'))} training, "
+            f"{fmt(protocol.get('n_val'))} validation, {fmt(protocol.get('n_test'))} test images)."
+        )
+    md.append("")
+    md.append(f"Made by `{command or 'python -m sweep.report'}` at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    md.append("")
+
+    if configs.empty:
+        md.append("No complete trials yet: nothing to analyse.\n")
+    else:
+        spearman = A.latent_correlation(configs, "spearman", metric)
+        law = A.power_law(configs, metric)
+        md += _answer(A, configs, metric, name, spearman, law)
+        md += _correlation_section(A, configs, metric, name, spearman, law, summary)
+        md += _reference_section(A, F, frame, configs, metric, name, spearman, law, out, written, summary, results_dir, data_dirs, reference, notes)
+        md += _top_section(A, F, configs, metric, name, top, summary)
+        md += _effects_section(A, F, configs, metric, name, out, written, summary)
+        md += _pareto_section(A, F, configs, metric, name, out, written, summary)
+        md += _pictures_section(A, F, frame, configs, metric, out, written, results_dir)
+    md += _optuna_section(A, F, frame, storage, study, out, written, summary)
+    md += _failed_section(A, frame)
+    if notes:
+        md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+
+    (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True))
+    return out / "report.md"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _answer(A, configs, metric, name, spearman, law) -> list[str]:
+    """The three sentences a reader wants first; every number is repeated in a section below."""
+    md = ["## Answer", ""]
+    if math.isfinite(spearman.estimate):
+        trend = "falls" if spearman.estimate < 0 else "rises"
+        clear = math.isfinite(spearman.ci_low) and (spearman.ci_high < 0 or spearman.ci_low > 0)
+        md.append(
+            f"- {name} {trend} as the latent size grows: Spearman rho = {fmt_r(spearman.estimate)} "
+            f"(95% CI {fmt_ci(spearman.ci_low, spearman.ci_high)}, n = {spearman.n} configurations)"
+            + ("" if clear else "; the interval does not exclude 0 (or there are too few configurations for one)")
+            + (f"; power-law exponent {fmt_r(law.b)} (R² = {fmt_r(law.r2)})." if math.isfinite(law.b) else ".")
+        )
+    if A.varied_factors(configs):
+        top = A.factor_importance(configs, metric).iloc[0]
+        md.append(f"- The factor that mattered most: `{top['factor']}`, {top['share']:.1%} of the variance (best level: {top['best_level']}).")
+    winner = A.best(configs, metric).iloc[0]
+    md.append(f"- Best configuration: {winner['label']} ({name} {fmt(winner[metric])}, latent size {fmt(winner['latent_size'])}, {fmt(winner['params'])} parameters).")
+    md.append("")
+    return md
+
+
+def _correlation_section(A, configs, metric, name, spearman, law, summary) -> list[str]:
+    pearson = A.latent_correlation(configs, "pearson", metric)
+    summary["spearman"] = spearman.__dict__
+    summary["pearson_loglog"] = pearson.__dict__
+    summary["power_law"] = {**law.__dict__, "b_ci": list(law.b_ci)}
+    md = ["## Latent size and error", ""]
+    md.append(
+        table(
+            ["statistic", "estimate", f"{spearman.confidence:.0%} CI (bootstrap, BCa)", "p", "n (configurations)"],
+            [
+                [f"Spearman rho (latent size, {name})", fmt_r(spearman.estimate), fmt_ci(spearman.ci_low, spearman.ci_high), fmt(spearman.p_value, 2), spearman.n],
+                [f"Pearson r (log latent size, log {name})", fmt_r(pearson.estimate), fmt_ci(pearson.ci_low, pearson.ci_high), fmt(pearson.p_value, 2), pearson.n],
+            ],
+        )
+    )
+    md.append("")
+    if math.isfinite(law.b):
+        md.append(
+            f"Power law: **{name} ≈ {fmt(law.a)} · latent^{fmt_r(law.b)}** "
+            f"(exponent {law.confidence:.0%} CI {fmt_ci(*law.b_ci)}, R² = {fmt_r(law.r2)} on log–log axes, n = {law.n}): "
+            f"doubling the latent size multiplies the error by {fmt(2 ** law.b, 3)}."
+        )
+    else:
+        md.append(f"Power law: n/a (needs at least 3 configurations with different latent sizes; there are {law.n}).")
+    md.append("")
+    return md
+
+
+def _reference_section(A, F, frame, configs, metric, name, spearman, law, out, written, summary, results_dir, data_dirs, reference, notes) -> list[str]:
+    ref = None
+    md: list[str] = []
+    if reference and metric.endswith("mse") and "latent_size" in configs:
+        dirs = list(data_dirs or []) + A.recorded_data_dirs(results_dir)
+        try:
+            ref = A.pca_reference(frame, dirs)
+        except SweepError as err:
+            notes.append(f"PCA reference skipped: {err}")
+    _figure(F.latent_scatter(configs, metric, power=law, reference=ref, correlation=spearman), out, "latent_vs_error", written)
+    md.append(_embed(written, "latent_vs_error", f"{name} against latent size"))
+    if ref is not None and len(ref):
+        summary["pca_reference"] = ref.to_dict(orient="records")
+        best_at = configs.groupby("latent_size")[metric].min()
+        rows = []
+        for _, r in ref.iterrows():
+            model = best_at.get(r["latent_size"], math.nan)
+            ratio = model / r["pca_mse"] if r["pca_mse"] > 0 else math.nan
+            rows.append([fmt(r["latent_size"]), fmt(r["components"]), r["kind"], fmt(r["pca_mse"]), fmt(model), fmt(ratio, 3)])
+        md += [
+            "### Linear reference (PCA)",
+            "",
+            "The best linear autoencoder of each latent size: PCA fitted on the same "
+            f"{fmt(int(ref['n_train'].iloc[0]))} training images the trials used, evaluated on their test images "
+            "(reconstructions clipped to [0, 1], as the trials are). A convolutional autoencoder above this line "
+            "at the same latent size is under-trained or mis-designed.",
+            "",
+            table(["latent size", "PCA components", "kind", f"PCA {name}", f"best model {name}", "model / PCA"], rows),
+            "",
+            "*capped*: the latent size exceeds the rank of the training set, so PCA keeps every direction the "
+            "training images span; *identity*: the latent holds at least as many values as an image, so a linear "
+            "autoencoder can copy its input (error 0, not drawn on the log axes).",
+            "",
+        ]
+        above = sum(1 for _, r in ref.iterrows() if r["pca_mse"] > 0 and best_at.get(r["latent_size"], 0) > r["pca_mse"])
+        drawn = int((ref["pca_mse"] > 0).sum())
+        md.append(f"At {above} of {drawn} latent sizes with a non-zero linear reference, even the best model is above it.\n")
+    return md
+
+
+def _top_section(A, F, configs, metric, name, top, summary) -> list[str]:
+    ranked = A.best(configs, metric, n=top)
+    seeds = (configs["n_seeds"] > 1).any()
+    headers = ["rank", "configuration", "latent size", "params", name + (" (mean ± sd over seeds)" if seeds else ""), "test PSNR (dB)", "test SSIM", "epochs", "trial"]
+    rows = []
+    for rank, (_, r) in enumerate(ranked.iterrows(), start=1):
+        value = fmt(r[metric]) + (f" ± {fmt(r[f'{metric}_std'], 2)} (n={r['n_seeds']})" if seeds and r["n_seeds"] > 1 else "")
+        rows.append([rank, r["label"], fmt(r["latent_size"]), fmt(r["params"]), value, fmt(r.get("test_psnr")), fmt(r.get("test_ssim"), 3), fmt(r.get("epochs_run")), f"`{r['trial_key']}`"])
+    md = [f"## Top models by {name}", "", table(headers, rows), ""]
+    picks = _picks(A, configs, metric)
+    summary["picks"] = {k: {"trial_key": v["trial_key"], "label": v["label"], metric: v[metric]} for k, v in picks.items()}
+    md.append(", ".join(f"**{k}**: {v['label']} ({name} {fmt(v[metric])})" for k, v in picks.items()) + ".")
+    md.append("")
+    summary["top"] = ranked[["label", "trial_key", "latent_size", "params", metric]].to_dict(orient="records")
+    return md
+
+
+def _picks(A, configs, metric) -> dict:
+    picks = {}
+    first = A.first(configs)
+    if len(first):
+        picks["first"] = first.iloc[0]
+    picks["worst"] = A.worst(configs, metric).iloc[0]
+    picks["best"] = A.best(configs, metric).iloc[0]
+    return picks
+
+
+def _effects_section(A, F, configs, metric, name, out, written, summary) -> list[str]:
+    varied = A.varied_factors(configs)
+    md = ["## Factor effects", ""]
+    if not varied:
+        return md + ["No factor varies in these results.", ""]
+    importance = A.factor_importance(configs, metric)
+    effects = A.main_effects(configs, metric)
+    summary["importance"] = importance.to_dict(orient="records")
+    summary["main_effects"] = effects.to_dict(orient="records")
+    top = importance.iloc[0]
+    md.append(
+        f"The factor that matters most is **`{top['factor']}`**: its main effect explains {top['share']:.1%} of the variance "
+        f"of {name} across configurations (best level: {top['best_level']})."
+    )
+    md.append("")
+    rows = [[f"`{r['factor']}`", f"{r['share']:.1%}", fmt(r["p_value"], 2), fmt(r["effect_range"]), r["best_level"], r["levels"]] for _, r in importance.iterrows()]
+    residual = 1 - importance["share"].sum()
+    md.append(table(["factor", "share of variance (main effect)", "p (one-way ANOVA)", "range of level means", "best level", "levels"], rows))
+    md.append("")
+    md.append(f"Interactions and noise: the remaining {residual:.1%}.\n")
+    drivers = _latent_drivers(configs, varied)
+    if drivers:
+        md.append(
+            f"Latent size is not a factor of its own: it follows from {', '.join(f'`{d}`' for d in drivers)}, "
+            "so their effects include the latent-size effect above.\n"
+        )
+    rows = [[f"`{r['factor']}`", r["level"], r["n"], fmt(r["mean"]), fmt_ci(r["ci_low"], r["ci_high"], fmt)] for _, r in effects.iterrows()]
+    md.append(table(["factor", "level", "configurations", f"mean {name}", "95% CI (t)"], rows))
+    md.append("")
+    _figure(F.factor_effects(configs, metric), out, "factor_effects", written)
+    md.append(_embed(written, "factor_effects", "main effects"))
+    interaction = A.strongest_interaction(configs, metric)
+    if interaction is not None:
+        summary["strongest_interaction"] = {"factors": list(interaction.factors), "share": interaction.share}
+        a, b = interaction.factors
+        md.append(f"Strongest two-way interaction: **`{a}` × `{b}`**, {interaction.share:.1%} of the variance beyond their main effects. Mean {name} per cell:\n")
+        tab = interaction.table
+        md.append(table([f"{a} \\ {b}", *map(str, tab.columns)], [[str(i), *(fmt(v) for v in tab.loc[i])] for i in tab.index]))
+        md.append("")
+        _figure(F.interaction_plot(configs, metric), out, "interaction", written)
+        md.append(_embed(written, "interaction", "strongest interaction"))
+    return md
+
+
+def _latent_drivers(configs, varied: list[str]) -> list[str]:
+    """The factors that change the latent size when every other factor is held fixed."""
+    if "latent_size" not in configs:
+        return []
+    drivers = []
+    for factor in varied:
+        others = [f for f in varied if f != factor]
+        keys = configs[others].astype(str).agg("|".join, axis=1) if others else configs[factor].map(lambda _: "")
+        if (configs.groupby(keys)["latent_size"].nunique() > 1).any():
+            drivers.append(factor)
+    return drivers
+
+
+def _pareto_section(A, F, configs, metric, name, out, written, summary) -> list[str]:
+    md = ["## Pareto fronts", ""]
+    for cost, what in (("latent_size", "latent size"), ("params", "parameter count")):
+        if cost not in configs or configs[cost].isna().all():
+            continue
+        front = A.pareto_front(configs, cost, metric)
+        summary[f"pareto_{cost}"] = front["trial_key"].tolist()
+        md.append(f"Configurations no other beats on both {what} and {name} ({len(front)} of {len(configs)}):\n")
+        md.append(table(["configuration", what, name, "trial"], [[r["label"], fmt(r[cost]), fmt(r[metric]), f"`{r['trial_key']}`"] for _, r in front.iterrows()]))
+        md.append("")
+    law = A.power_law(configs, metric, x="params")
+    _figure(F.error_scatter(configs, "params", metric, power=law), out, "params_vs_error", written)
+    md.append(_embed(written, "params_vs_error", f"{name} against parameter count"))
+    return md
+
+
+def _pictures_section(A, F, frame, configs, metric, out, written, results_dir) -> list[str]:
+    picks = _picks(A, configs, metric)
+    md = ["## Learning curves and reconstructions", ""]
+    _figure(F.learning_curves(frame, {k: v["trial_key"] for k, v in picks.items()}), out, "learning_curves", written)
+    md.append(_embed(written, "learning_curves", "learning curves of first, worst and best"))
+    reconstruct = configs[configs["task"] != "colorize"] if "task" in configs else configs
+    if len(reconstruct):
+        _figure(F.gallery(results_dir, _picks(A, reconstruct, metric), metric), out, "gallery", written)
+        md.append(_embed(written, "gallery", "originals and reconstructions of first, worst and best"))
+    colour = F.colorization_gallery(frame, results_dir, metric)
+    if colour is not None:
+        _figure(colour, out, "colorization", written)
+        md.append("### Colorization\n")
+        md.append(_embed(written, "colorization", "gray input, truth and prediction per encoding"))
+    return md
+
+
+def _optuna_section(A, F, frame, storage, study, out, written, summary) -> list[str]:
+    if storage is None:
+        return []
+    names = sorted({s for s in frame.get("study_name", []) if isinstance(s, str)})
+    study = study or (names[0] if len(names) == 1 else None)
+    if study is None:
+        raise StoreError(f"--storage {storage}: name the study with --study (the rows name {', '.join(names) or 'none'})")
+    importance = A.optuna_importance(storage, study)
+    summary["optuna_importance"] = importance.to_dict(orient="records")
+    md = [f"## Optuna study `{study}`", "", f"Parameter importances ({importance['evaluator'].iloc[0]}):", ""]
+    md.append(table(["parameter", "importance"], [[f"`{r['param']}`", f"{r['importance']:.3f}"] for _, r in importance.iterrows()]))
+    md.append("")
+    for key, fig in F.optuna_figures(storage, study).items():
+        _figure(fig, out, key, written)
+        md.append(_embed(written, key, key.replace("_", " ")))
+    return md
+
+
+def _failed_section(A, frame) -> list[str]:
+    failed = frame[frame["status"] == "failed"]
+    if failed.empty:
+        return []
+    varied = A.varied_factors(frame[frame["status"].isin(["complete", "failed"])].assign(status="complete"))
+    rows = [[f"`{r['trial_key']}`", A.config_label(r, varied), str(r.get("error") or "")[:200]] for _, r in failed.iterrows()]
+    return [f"## Failed trials ({len(failed)})", "", table(["trial", "configuration", "error"], rows), ""]
+
+

@@ -1,0 +1,6 @@
+"""`python -m sweep.arch`: the command line lives in `sweep.cli.arch`."""
+
+from sweep.cli.arch import main
+from sweep.cli.common import run_main
+
+run_main(main)

@@ -1,0 +1,262 @@
+"""The seed papers' colorization architectures, each a family of its own.
+
+Each family is a frozen dataclass with the same small interface as `ArchSpec` (`family`,
+`to_dict`, `canonical`, `check_input`, `latent_shape`, `build`), written from its seed's
+layer table, with predictable layer names (``enc_conv1``, ``latent``, ``dec_deconv1``,
+``output``). Their presets (the seeds' exact models) are in `sweep.arch.presets`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sweep.arch.base import Family, check_divisible, check_filters, check_int, check_odd, check_rate
+
+__all__ = ["ConvLatentSpec", "DenseLatentSpec", "FCLatentSpec", "UNetSpec"]
+
+
+@dataclass(frozen=True)
+class DenseLatentSpec(Family):
+    """Seeds 000, 001 (its Keras model) and 004: strided convolutions around a Dense latent vector.
+
+    encoder  conv(f1, /2) -> conv(f2, /2) -> conv(f3, /2) -> flatten -> dense(latent_dim)  = latent
+    decoder  dense(H/8 * W/8 * f3) -> reshape -> deconv(f3, x2) -> deconv(f2, x2)
+             -> deconv(f1, x2) -> deconv(out, sigmoid)
+
+    'same' padding and ReLU after every (transposed) convolution, linear Dense layers, as the
+    seeds' layer tables. `dropout` adds Dropout after each encoder convolution (seed 004: 0.2).
+    For 32x32x1 -> 32x32x3: encoder 1,418,496 and decoder 2,013,315 parameters.
+    """
+
+    family: ClassVar[str] = "dense_latent"
+
+    filters: tuple[int, ...] = (64, 128, 256)  # encoder convolutions, each halving the size
+    kernel_size: int = 3
+    latent_dim: int = 256
+    dropout: float = 0.0  # after each encoder convolution; seed 004 used 0.2
+
+    def __post_init__(self) -> None:
+        check_filters(self, "filters")
+        check_odd(self, "kernel_size")
+        check_int(self, "latent_dim")
+        check_rate(self, "dropout")
+
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        factor = 2 ** len(self.filters)
+        check_divisible(self, input_shape, factor, f"{len(self.filters)} stride-2 convolutions")
+
+    def latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+        self.check_input(input_shape)
+        return (self.latent_dim,)
+
+    def build(self, input_shape: tuple[int, int, int], output_channels: int, name: str, output_activation: str = "sigmoid"):
+        import keras
+        from keras import layers
+
+        self.check_input(input_shape)
+        k, n = self.kernel_size, len(self.filters)
+        inputs = keras.Input(shape=input_shape, name="image")
+        x = inputs
+        for i, filters in enumerate(self.filters, 1):
+            x = layers.Conv2D(filters, k, strides=2, padding="same", activation="relu", name=f"enc_conv{i}")(x)
+            if self.dropout:
+                x = layers.Dropout(self.dropout, name=f"enc_drop{i}")(x)
+        grid = (input_shape[0] // 2**n, input_shape[1] // 2**n, self.filters[-1])
+        x = layers.Flatten(name="enc_flatten")(x)
+        x = layers.Dense(self.latent_dim, name="latent")(x)
+        x = layers.Dense(math.prod(grid), name="dec_dense")(x)
+        x = layers.Reshape(grid, name="dec_reshape")(x)
+        for i, filters in enumerate(reversed(self.filters), 1):
+            x = layers.Conv2DTranspose(filters, k, strides=2, padding="same", activation="relu", name=f"dec_deconv{i}")(x)
+        outputs = layers.Conv2DTranspose(output_channels, k, padding="same", activation=output_activation, name="output")(x)
+        return keras.Model(inputs, outputs, name=name)
+
+
+@dataclass(frozen=True)
+class FCLatentSpec(Family):
+    """Seed 001's PyTorch Net1 in Keras: a fully connected latent between pooled convolutions.
+
+    encoder  conv(f1) -> conv(f2) -> maxpool(2) -> conv(f3) -> maxpool(2) -> flatten
+             -> dense(latent_dim, relu)  = latent
+    decoder  dense(H/4 * W/4 * f3, relu) -> reshape -> up(2, bilinear) -> deconv(f2)
+             -> up(2, bilinear) -> deconv(f1) -> deconv(out, sigmoid)
+
+    Stride-1 'same' convolutions with ReLU (PyTorch's padding=1 for K=3). 32x32x1 -> 32x32x3:
+    9,145,475 parameters, almost all in the two Dense layers.
+    """
+
+    family: ClassVar[str] = "fc_latent"
+
+    filters: tuple[int, int, int] = (64, 128, 256)
+    kernel_size: int = 3
+    latent_dim: int = 256
+
+    def __post_init__(self) -> None:
+        check_filters(self, "filters", 3)
+        check_odd(self, "kernel_size")
+        check_int(self, "latent_dim")
+
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        check_divisible(self, input_shape, 4, "two 2x2 max-poolings")
+
+    def latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+        self.check_input(input_shape)
+        return (self.latent_dim,)
+
+    def build(self, input_shape: tuple[int, int, int], output_channels: int, name: str, output_activation: str = "sigmoid"):
+        import keras
+        from keras import layers
+
+        self.check_input(input_shape)
+        k, (f1, f2, f3) = self.kernel_size, self.filters
+        grid = (input_shape[0] // 4, input_shape[1] // 4, f3)
+
+        def conv(x, filters, layer):
+            return layers.Conv2D(filters, k, padding="same", activation="relu", name=layer)(x)
+
+        def deconv(x, filters, layer, activation="relu"):
+            return layers.Conv2DTranspose(filters, k, padding="same", activation=activation, name=layer)(x)
+
+        inputs = keras.Input(shape=input_shape, name="image")
+        x = conv(inputs, f1, "enc_conv1")
+        x = conv(x, f2, "enc_conv2")
+        x = layers.MaxPooling2D(2, name="enc_pool1")(x)
+        x = conv(x, f3, "enc_conv3")
+        x = layers.MaxPooling2D(2, name="enc_pool2")(x)
+        x = layers.Flatten(name="enc_flatten")(x)
+        x = layers.Dense(self.latent_dim, activation="relu", name="latent")(x)
+        x = layers.Dense(math.prod(grid), activation="relu", name="dec_dense")(x)
+        x = layers.Reshape(grid, name="dec_reshape")(x)
+        x = layers.UpSampling2D(2, interpolation="bilinear", name="dec_up1")(x)
+        x = deconv(x, f2, "dec_deconv1")
+        x = layers.UpSampling2D(2, interpolation="bilinear", name="dec_up2")(x)
+        x = deconv(x, f1, "dec_deconv2")
+        outputs = deconv(x, output_channels, "output", activation=output_activation)
+        return keras.Model(inputs, outputs, name=name)
+
+
+@dataclass(frozen=True)
+class ConvLatentSpec(Family):
+    """Seed 001's PyTorch Net2 in Keras: a convolutional latent at half the image size.
+
+    encoder  conv(f1) -> conv(f2) -> maxpool(2) -> conv(f3) -> conv(latent_filters, linear)  = latent
+    decoder  deconv(f2) -> up(2, bilinear) -> deconv(f1) -> deconv(out, sigmoid)
+
+    Stride-1 'same' convolutions with ReLU. 32x32x1 -> 32x32x3: 1,330,307 parameters and a
+    16x16x256 latent tensor.
+    """
+
+    family: ClassVar[str] = "conv_latent"
+
+    filters: tuple[int, int, int] = (64, 128, 256)
+    kernel_size: int = 3
+    latent_filters: int = 256
+
+    def __post_init__(self) -> None:
+        check_filters(self, "filters", 3)
+        check_odd(self, "kernel_size")
+        check_int(self, "latent_filters")
+
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        check_divisible(self, input_shape, 2, "one 2x2 max-pooling")
+
+    def latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+        self.check_input(input_shape)
+        return (input_shape[0] // 2, input_shape[1] // 2, self.latent_filters)
+
+    def build(self, input_shape: tuple[int, int, int], output_channels: int, name: str, output_activation: str = "sigmoid"):
+        import keras
+        from keras import layers
+
+        self.check_input(input_shape)
+        k, (f1, f2, f3) = self.kernel_size, self.filters
+        inputs = keras.Input(shape=input_shape, name="image")
+        x = layers.Conv2D(f1, k, padding="same", activation="relu", name="enc_conv1")(inputs)
+        x = layers.Conv2D(f2, k, padding="same", activation="relu", name="enc_conv2")(x)
+        x = layers.MaxPooling2D(2, name="enc_pool1")(x)
+        x = layers.Conv2D(f3, k, padding="same", activation="relu", name="enc_conv3")(x)
+        x = layers.Conv2D(self.latent_filters, k, padding="same", name="latent")(x)
+        x = layers.Conv2DTranspose(f2, k, padding="same", activation="relu", name="dec_deconv1")(x)
+        x = layers.UpSampling2D(2, interpolation="bilinear", name="dec_up1")(x)
+        x = layers.Conv2DTranspose(f1, k, padding="same", activation="relu", name="dec_deconv2")(x)
+        outputs = layers.Conv2DTranspose(output_channels, k, padding="same", activation=output_activation, name="output")(x)
+        return keras.Model(inputs, outputs, name=name)
+
+
+@dataclass(frozen=True)
+class UNetSpec(Family):
+    """Seed 003's U-Net-style colorizer.
+
+    encoder  n stride-2 conv blocks (conv -> [BatchNorm from block `batch_norm_from`] -> LeakyReLU);
+             the last block's output is the latent tensor
+    decoder  n stride-2 transposed-conv blocks (deconv -> [Dropout] -> LeakyReLU), each
+             concatenated with the encoder block of the same size, the last with the input
+             image; then a `output_kernel` convolution to the output channels
+
+    The up blocks' widths mirror the encoder's (512, 256, 128, 128) and the last has the
+    output's channels, as the seed's table. 160x160x1 -> 160x160x3: 9,600,438 parameters
+    (2,560 of them BatchNorm statistics). The seed's output layer is linear; here it takes
+    the output activation like every preset (no parameters change).
+    """
+
+    family: ClassVar[str] = "unet"
+    reference_input: ClassVar[tuple[int, int, int]] = (160, 160, 1)  # seed 003's images
+
+    filters: tuple[int, ...] = (128, 128, 256, 512, 512)  # down blocks, each halving the size
+    kernel_size: int = 3
+    batch_norm_from: int = 3  # BatchNorm on down blocks 3..n (the seed: 3rd to 5th)
+    dropout: float = 0.0  # after each transposed convolution but the last; the seed's is optional
+    output_kernel: int = 2  # the seed's final 2x2 convolution
+    negative_slope: float = 0.3  # LeakyReLU; Keras' default, which the seed used
+
+    def __post_init__(self) -> None:
+        check_filters(self, "filters")
+        check_odd(self, "kernel_size")
+        check_int(self, "batch_norm_from")
+        check_rate(self, "dropout")
+        check_int(self, "output_kernel")
+        check_rate(self, "negative_slope")
+
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        n = len(self.filters)
+        check_divisible(self, input_shape, 2**n, f"{n} stride-2 down blocks")
+
+    def canonical(self) -> dict[str, Any]:
+        """`batch_norm_from` past the last down block means no batch norm, whatever its value."""
+        values = self.to_dict()
+        values["batch_norm_from"] = min(self.batch_norm_from, len(self.filters) + 1)
+        return values
+
+    def latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+        self.check_input(input_shape)
+        factor = 2 ** len(self.filters)
+        return (input_shape[0] // factor, input_shape[1] // factor, self.filters[-1])
+
+    def build(self, input_shape: tuple[int, int, int], output_channels: int, name: str, output_activation: str = "sigmoid"):
+        import keras
+        from keras import layers
+
+        self.check_input(input_shape)
+        k, n = self.kernel_size, len(self.filters)
+        inputs = keras.Input(shape=input_shape, name="image")
+        x, skips = inputs, []
+        for i, filters in enumerate(self.filters, 1):
+            x = layers.Conv2D(filters, k, strides=2, padding="same", name=f"enc_conv{i}")(x)
+            if i >= self.batch_norm_from:
+                x = layers.BatchNormalization(name=f"enc_bn{i}")(x)
+            x = layers.LeakyReLU(self.negative_slope, name="latent" if i == n else f"enc_act{i}")(x)
+            skips.append(x)
+        widths = [*reversed(self.filters[:-1]), output_channels]
+        partners = [*reversed(skips[:-1]), inputs]
+        for i, (filters, skip) in enumerate(zip(widths, partners), 1):
+            x = layers.Conv2DTranspose(filters, k, strides=2, padding="same", name=f"dec_deconv{i}")(x)
+            if self.dropout and i < n:
+                x = layers.Dropout(self.dropout, name=f"dec_drop{i}")(x)
+            x = layers.LeakyReLU(self.negative_slope, name=f"dec_act{i}")(x)
+            x = layers.Concatenate(name=f"dec_concat{i}")([x, skip])
+        outputs = layers.Conv2D(
+            output_channels, self.output_kernel, padding="same", activation=output_activation, name="output"
+        )(x)
+        return keras.Model(inputs, outputs, name=name)

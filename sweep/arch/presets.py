@@ -1,0 +1,95 @@
+"""The registry: named presets (the seeds' architectures), the families, and the builder.
+
+==========================  =======================  ===================  ====================
+preset                      family (seed)            latent               parameters
+==========================  =======================  ===================  ====================
+``acml``                    conv_ae (002)            8x8x16 = 1,024       4,911 (32x32x3 -> 3)
+``dense_latent``            dense_latent (000/1/4)   256                  3,431,811 (32x32x1 -> 3)
+``dense_latent_dropout``    dense_latent (004)       256                  3,431,811
+``fc_latent``               fc_latent (001, Net1)    256                  9,145,475
+``conv_latent``             conv_latent (001, Net2)  16x16x256 = 65,536   1,330,307
+``unet``                    unet (003)               5x5x512 = 12,800     9,600,438 (160x160x1 -> 3)
+==========================  =======================  ===================  ====================
+
+A search space selects a preset with `arch: NAME`; its factors override the preset's fields
+(`arch_from_dict`). `build_autoencoder` builds any family's spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sweep.arch.base import Family, check_shape
+from sweep.arch.conv_ae import ArchSpec
+from sweep.arch.families import ConvLatentSpec, DenseLatentSpec, FCLatentSpec, UNetSpec
+from sweep.errors import SpecError, did_you_mean
+
+__all__ = ["ARCH_FAMILIES", "PRESETS", "arch_fields", "arch_from_dict", "build_autoencoder", "preset", "preset_name"]
+
+PRESETS: dict[str, Family] = {
+    "acml": ArchSpec(),  # seed 002's first model (the assignment's), the family's reference point
+    "dense_latent": DenseLatentSpec(),  # seeds 000/001/004
+    "dense_latent_dropout": DenseLatentSpec(dropout=0.2),  # seed 004
+    "fc_latent": FCLatentSpec(),  # seed 001, Net1
+    "conv_latent": ConvLatentSpec(),  # seed 001, Net2
+    "unet": UNetSpec(),  # seed 003
+}
+
+ARCH_FAMILIES: dict[str, type] = {
+    spec_type.family: spec_type for spec_type in (ArchSpec, DenseLatentSpec, FCLatentSpec, ConvLatentSpec, UNetSpec)
+}
+
+
+def arch_fields(spec_type: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(spec_type)]
+
+
+def arch_from_dict(values: dict[str, Any], base: Any | None = None) -> Any:
+    """Build a spec from plain values (a search-space point or a stored row).
+
+    `base` (a spec or a preset name) supplies the family and the defaults; `values` may
+    carry a `family` key instead. Unknown fields raise SpecError with a "did you mean".
+    """
+    values = dict(values)
+    if isinstance(base, str):
+        base = preset(base)
+    family = values.pop("family", None)
+    if base is None:
+        spec_type = ARCH_FAMILIES.get(family or ArchSpec.family)
+        if spec_type is None:
+            raise SpecError(did_you_mean("family", family, ARCH_FAMILIES))
+        base = spec_type()
+    elif family is not None and family != base.family:
+        raise SpecError(f"family {family!r} does not match the base architecture's {base.family!r}")
+    allowed = arch_fields(type(base))
+    for key in values:
+        if key not in allowed:
+            raise SpecError(did_you_mean(f"field of {type(base).__name__}", key, allowed))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return dataclasses.replace(base, **values)
+
+
+def preset(name: str) -> Any:
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise SpecError(did_you_mean("architecture preset", name, PRESETS)) from None
+
+
+def preset_name(spec: Any) -> str | None:
+    """The name of the preset `spec` is, unchanged; None for any other spec."""
+    return next((name for name, candidate in PRESETS.items() if candidate == spec), None)
+
+
+def build_autoencoder(
+    spec: Any,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    output_channels: int | None = None,
+    name: str = "autoencoder",
+    output_activation: str = "sigmoid",
+):
+    """Build the Keras model for `spec`; `output_channels` defaults to the input's. The output
+    is a sigmoid (every target is in [0, 1]); classification heads ask for "linear" logits."""
+    check_shape(input_shape)
+    return spec.build(tuple(input_shape), output_channels or input_shape[-1], name, output_activation)

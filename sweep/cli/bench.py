@@ -1,0 +1,246 @@
+"""`python -m sweep.bench`: a sweep's throughput, the naive loop and the harness side by side.
+
+    python -m sweep.bench --data-dir ../shared/data --epochs 1
+    python -m sweep.bench --data-dir ../shared/data --epochs 10 --train-images 50000 --pack 6   # on a GPU
+    KERAS_BACKEND=jax python -m sweep.bench ...
+
+Both modes do the same work: the same configurations, epochs, training images, batch size
+and seed, a validation pass every epoch and a test evaluation at the end.
+
+- naive: the loop the seed notebooks run, one configuration after another in this
+  process: a fresh model, `model.fit` on in-memory numpy arrays with Keras' shuffling and
+  `validation_data`, then `model.evaluate` on the test images. Its time starts after
+  Keras has been imported.
+- harness: `python -m sweep.grid`'s own execution (worker processes, packing, the
+  store, every metric and artefact of a trial) into a throw-away results directory,
+  timed from the start, worker start-up included.
+
+It prints, per mode, the wall time, training images per second, the FLOPs of the work
+(counted from the layer shapes: a training step is taken as 3x the forward pass) and the
+FLOP/s achieved; the harness line also says where its time went; and last a line
+`speedup: X.XX` (naive time / harness time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep.cli.common import add_common_arguments, check_positive, protocol_overrides
+from sweep.errors import SpecError
+
+MODES = ("naive", "harness")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.bench",
+        description="Time the same sweep two ways, the naive one-model-at-a-time loop and the harness, and print the speedup.",
+        epilog="Example: python -m sweep.bench --data-dir ../shared/data --epochs 1",
+    )
+    add_common_arguments(parser)
+    bench = parser.add_argument_group("benchmark")
+    bench.add_argument(
+        "--train-images",
+        type=int,
+        help="train on this many images, repeating the data set's training images cyclically if it has fewer "
+        "(all of them are used: the train fraction becomes 1 and validation images come on top)",
+    )
+    bench.add_argument("--pack", type=int, default=1, metavar="K", help="harness: train K trials per compiled step (default: %(default)s)")
+    bench.add_argument("--modes", default="naive,harness", help="which modes to run, comma-separated (default: %(default)s)")
+    bench.add_argument("--limit", type=int, help="only the first N configurations of the space")
+    # The drivers' default is one CPU worker using every core; small trials are bound by
+    # Python and tracing, so on CPU the bench defaults to one single-threaded worker per core.
+    parser.set_defaults(workers=None)
+    return parser
+
+
+@dataclass
+class Work:
+    """What one mode has to do, and its FLOPs."""
+
+    trials: list  # TrialSpec
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs: int
+    flops: float  # training (3x forward per image) plus validation and test forward passes
+
+    @property
+    def images(self) -> int:
+        return self.n_train * self.epochs * len(self.trials)
+
+
+def plan_work(trials, dataset, epochs: int) -> Work:
+    from sweep.train import splits_for
+
+    splits = splits_for(dataset, trials[0].protocol)
+    n_train, n_val, n_test = len(splits.train), len(splits.val), len(splits.test)
+    flops = 0.0
+    for spec in trials:
+        forward = spec.forward_flops(splits.train.shape[1:])
+        flops += forward * (3 * n_train * epochs + n_val * epochs + n_test)
+    return Work(list(trials), n_train, n_val, n_test, epochs, flops)
+
+
+def run_naive(work: Work, dataset) -> tuple[float, float]:
+    """The seeds' loop; returns (wall seconds, mean test MSE)."""
+    from sweep import backend
+
+    backend.keras_ready()
+    import keras
+    import numpy as np
+    from tqdm import tqdm
+
+    from sweep.arch import build_autoencoder
+    from sweep.train import task_arrays
+
+    task, splits, arrays = task_arrays(dataset, work.trials[0].protocol)
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    x_test, y_test = arrays["x_test"], task.targets(splits.test)
+    losses = []
+    t0 = time.perf_counter()
+    for spec in tqdm(work.trials, desc="naive", unit="trial", file=sys.stderr, dynamic_ncols=True):
+        keras.utils.set_random_seed(spec.protocol.seed)
+        model = build_autoencoder(spec.arch, x_train.shape[1:], task.output_channels)
+        model.compile(optimizer=keras.optimizers.Adam(spec.protocol.learning_rate), loss="mean_squared_error")
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=spec.protocol.batch_size,
+            epochs=spec.protocol.epochs,
+            shuffle=True,
+            validation_data=(arrays["x_val"], arrays["y_val"]),
+            verbose=0,
+        )
+        losses.append(model.evaluate(x_test, y_test, batch_size=spec.protocol.batch_size, verbose=0))
+        keras.backend.clear_session()
+    return time.perf_counter() - t0, float(np.mean(losses))
+
+
+def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict], int]:
+    """The grid's own execution; returns (wall seconds, rows, workers)."""
+    from sweep.cli.common import run_with_progress
+    from sweep.run import make_jobs, plan_workers
+
+    plan = plan_workers(args.workers, args.workers_per_gpu)
+    print(f"harness: {plan.describe()}, packs of up to {args.pack}", file=sys.stderr)
+    t0 = time.perf_counter()
+    jobs = make_jobs(work.trials, args.pack, args.data_dir, results, {"driver": "bench"}, checkpoint_every=math.inf)
+    rows = run_with_progress(jobs, plan, results / ".workers", "harness")
+    return time.perf_counter() - t0, rows, plan.workers
+
+
+def default_workers() -> int | None:
+    """One single-threaded worker per core on CPU; the drivers' default (a worker per GPU) otherwise."""
+    from sweep.backend import visible_gpus
+
+    return None if visible_gpus() else (os.cpu_count() or 1)
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} "
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "pack", "train_images", "limit")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or not modes:
+        raise SpecError(f"--modes: unknown mode {unknown[0] if unknown else args.modes!r} (allowed: {', '.join(MODES)})")
+    if args.workers is None:
+        args.workers = default_workers()
+
+    from sweep.data import TRAIN_IMAGES_ENV, dataset_for
+    from sweep.run import grid_trials
+    from sweep.space import load_space
+
+    space = load_space(args.space).with_protocol(**protocol_overrides(args))
+    if args.train_images:
+        val = space.protocol.val_fraction
+        os.environ[TRAIN_IMAGES_ENV] = str(math.ceil(args.train_images / (1 - val)))  # workers inherit it
+        space = space.with_protocol(train_fraction=1.0)
+    if not space.is_grid:
+        raise SpecError(f"{space.path}: space: has continuous ranges; the benchmark runs a grid")
+    trials = list({spec.key: spec for _, spec in grid_trials(space, args.data_dir)}.values())[: args.limit]
+    naive_recipe = {"loss": "mse", "optimizer": "adam", "early_stopping_patience": None, "reduce_lr_patience": None,
+                    "augment_flip": False, "augment_rotation": 0.0, "precision": "float32"}  # fmt: skip
+    differing = sorted({k for s in trials for k, v in naive_recipe.items() if getattr(s.protocol, k) != v})
+    if differing or len({s.protocol.task for s in trials}) != 1:
+        raise SpecError(
+            f"{space.path}: protocol: the naive loop trains with Adam on MSE, without early stopping, learning-rate "
+            f"plateaus, augmentation or mixed precision, on one task; this space sets {', '.join(differing) or 'several tasks'}"
+        )
+    dataset = dataset_for(trials[0].protocol, args.data_dir)
+    work = plan_work(trials, dataset, trials[0].protocol.epochs)
+    print(
+        f"sweep.bench: {len(trials)} configurations of {space.path}, {work.epochs} epoch(s) x {work.n_train} training images "
+        f"(+ {work.n_val} validation, {work.n_test} test), batch {trials[0].protocol.batch_size}, seed {trials[0].protocol.seed}; "
+        f"{_si(work.flops)}FLOPs of work; {machine()}; Keras backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}",
+    )
+    times = {}
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        if "naive" in modes:
+            seconds, mse = run_naive(work, dataset)
+            times["naive"] = seconds
+            _report("naive", seconds, work, f"mean test MSE {mse:.5f}")
+        if "harness" in modes:
+            seconds, rows, workers = run_harness(work, args, Path(tmp))
+            times["harness"] = seconds
+            done = [r for r in rows if r.get("status") == "complete"]
+            if len(done) != len(trials):
+                raise SpecError(f"harness: only {len(done)} of {len(trials)} trials completed; see {tmp}")
+            mse = sum(r["test_mse"] for r in done) / len(done)
+            note = f"mean test MSE {mse:.5f}; {time_shares(done, workers, seconds)}"
+            _report("harness", seconds, work, note)
+    if len(times) == 2:
+        print(f"speedup: {times['naive'] / times['harness']:.2f}")
+    return 0
+
+
+def time_shares(rows: list[dict], workers: int, seconds: float) -> str:
+    """Where the workers' time went, from the rows: training steps, evaluation and
+    artefacts, the rest of each trial (framework start-up, building, compiling, cleaning
+    up), and what no trial accounts for (process start-up, scheduling, idle workers)."""
+    capacity = workers * seconds
+    train = sum(r["train_seconds"] / r.get("pack_size", 1) for r in rows)  # a pack trains its members together
+    evaluate = sum(r.get("eval_seconds", 0.0) for r in rows)
+    trial = sum(r["wall_seconds"] / r.get("pack_size", 1) for r in rows)
+    shares = {
+        "training": train,
+        "evaluation and artefacts": evaluate,
+        "start-up, building and clean-up in trials": trial - train - evaluate,
+        "outside trials": capacity - trial,
+    }
+    return f"of {workers} worker(s) x {seconds:.1f} s: " + ", ".join(f"{k} {v / capacity:.0%}" for k, v in shares.items())
+
+
+def _report(mode: str, seconds: float, work: Work, note: str) -> None:
+    print(
+        f"{mode:8s} {seconds:8.1f} s  {work.images / seconds:9.0f} images/s  {_si(work.flops)}FLOPs  "
+        f"{_si(work.flops / seconds)}FLOP/s  ({note})",
+        flush=True,
+    )

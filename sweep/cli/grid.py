@@ -1,0 +1,222 @@
+"""`python -m sweep.grid`: train every point of a search space, resumably.
+
+    python -m sweep.grid                                   # the 36-model grid of seed 002
+    python -m sweep.grid --data-dir ../data --epochs 1     # on local CIFAR-10 files
+    python -m sweep.grid --quick --dataset synthetic       # a one-minute offline smoke run
+    python -m sweep.grid --storage postgresql://host/db    # one grid shared by many machines
+    python -m sweep.grid --pack 6                          # train 6 small models per step (GPU)
+
+Trials already complete in the results directory are skipped, so running the same
+command again resumes a sweep that crashed or was interrupted. With `--storage`, the grid
+points are enqueued once into an Optuna study and every machine running the command takes
+waiting points until none is left, so each point runs exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from sweep.cli.common import (
+    add_common_arguments,
+    check_positive,
+    code_version,
+    protocol_overrides,
+    run_with_progress,
+    write_run_record,
+)
+from sweep.errors import SpecError
+
+SUMMARY_COLUMNS = ["fewer_layers", "channel_factor", "kernel_size", "compression_factor", "latent_size", "params", "test_mse", "test_psnr", "test_ssim"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.grid",
+        description="Train every point of a search space (exhaustive grid), skipping trials already complete.",
+        epilog="Example: python -m sweep.grid --data-dir ../shared/data --epochs 1 --train-fraction 0.2 --results /tmp/r1",
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--arch", metavar="PRESET", help="run the space on this architecture preset instead of the file's (and of its arch factor)")
+    parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
+    parser.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K trials of one protocol together in one compiled step (packs balanced by FLOPs; "
+        "each member's results are its own). Pays on a GPU, where one small model leaves it idle; "
+        "a pack is not checkpointed mid-training (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train each configuration N times, with seeds SEED, SEED+1, ... (analysis merges them into one "
+        "configuration with a mean and spread; default: %(default)s)",
+    )
+    return parser
+
+
+def summarize(frame, reference_key: str | None) -> str:
+    """First (the reference model), best and worst by test MSE, and the latent-size correlation."""
+    import pandas as pd
+
+    from sweep.analysis import latent_correlation
+
+    done = frame[frame["status"] == "complete"]
+    counts = frame["status"].value_counts()
+    lines = [f"{len(frame)} trials: {counts.get('complete', 0)} complete, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned"]
+    for _, row in frame[frame["status"] == "failed"].iterrows():
+        lines.append(f"  failed {row['trial_key']}: {row['error']}")
+    if done.empty:
+        return "\n".join(lines)
+    picks = []
+    if reference_key is not None and reference_key in set(done["trial_key"]):
+        picks.append(("first", done[done["trial_key"] == reference_key].iloc[0]))
+    picks.append(("best", done.loc[done["test_mse"].idxmin()]))
+    picks.append(("worst", done.loc[done["test_mse"].idxmax()]))
+    columns = list(SUMMARY_COLUMNS)
+    if (done["family"] != "conv_ae").any():  # the seed-002 factors mean nothing to other families
+        columns = ["preset", "family", *columns[4:]]
+    if (done["task"] == "colorize").any():
+        columns = [*columns[: columns.index("latent_size")], "encoding", *columns[columns.index("latent_size") :], "test_ab_rmse"]
+    table = pd.DataFrame([row[["trial_key", *columns]] for _, row in picks], index=[name for name, _ in picks])
+    lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    if done["latent_size"].nunique() > 1 and len(done) > 2:
+        rho = latent_correlation(done, "spearman", "test_mse")  # over configurations: replicates count once
+        ci = f"95% CI {rho.ci_low:.3f} to {rho.ci_high:.3f}, " if math.isfinite(rho.ci_low) else ""
+        lines.append(f"Spearman correlation of latent size with test MSE: rho = {rho.estimate:.3f} ({ci}p = {rho.p_value:.2g}, n = {rho.n} configurations)")
+    colorized = done[(done["task"] == "colorize") & done["test_gray_psnr"].notna()]
+    if not colorized.empty:
+        lines.append(colorization_table(colorized))
+    return "\n".join(lines)
+
+
+def colorization_table(done) -> str:
+    """Test PSNR (dB) / ab RMSE of every architecture x encoding, under the grayscale baseline's."""
+    from sweep.encodings import ENCODINGS
+
+    arch = done["preset"].fillna(done["family"] + "*")
+    label = arch.where(done["loss"] != "ab_classification", arch + " (ab classes)")
+    cells = done.assign(
+        arch=label, cell=[f"{p:.2f} / {e:.1f}" for p, e in zip(done["test_psnr"], done["test_ab_rmse"])]
+    )
+    table = cells.pivot_table(index="arch", columns="encoding", values="cell", aggfunc="first", sort=False)
+    table = table[[e for e in ENCODINGS if e in table.columns]].fillna("")
+    gray = done.iloc[0]
+    return (
+        f"colorization, test PSNR dB / ab RMSE (grayscale baseline, luma copied to RGB: "
+        f"{gray['test_gray_psnr']:.2f} / {gray['test_gray_ab_rmse']:.1f})\n{table.to_string()}"
+    )
+
+
+def run_local(args, space, trials, plan, results: Path) -> None:
+    from sweep.results import completed_keys
+    from sweep.run import make_jobs
+
+    specs = list({spec.key: spec for _, spec in trials}.values())  # grid points that are one trial run once
+    keys = [spec.key for spec in specs]
+    skip_statuses = ("complete",) if args.retry_failed else ("complete", "failed")
+    done = completed_keys(results, statuses=skip_statuses) & set(keys)
+    todo = [spec for spec in specs if spec.key not in done]
+    print(
+        f"sweep.grid: {len(keys)} trials from {space.path}; {len(done)} already stored, {len(todo)} to run "
+        f"on {plan.describe()}; results in {results}",
+        file=sys.stderr,
+    )
+    if not todo:
+        return
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": args.pack})
+    extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    run_with_progress(make_jobs(todo, args.pack, args.data_dir, results, extra, args.checkpoint_every), plan, results / ".workers", "grid")
+
+
+def run_shared(args, space, trials, plan, results: Path) -> None:
+    """Share the grid with other machines through an Optuna study: enqueue once, take waiting
+    points until none is left, and wait for points other machines are still running."""
+    import optuna
+
+    from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, mask_url, open_study, study_name_for
+
+    data_ids = [spec.data_id for _, spec in trials]
+    config = StudyConfig(
+        storage_url=args.storage,
+        study_name=args.study or study_name_for("grid", space, data_ids, ("val_mse",)),
+        objectives=("val_mse",),
+        sampler="random",  # never consulted: every trial is an enqueued grid point
+        pruner="none",  # a grid runs every point to the end
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+    )
+    study = open_study(config)
+    added = enqueue_grid(study, space, config)
+    size = len(space.grid_points())
+    print(
+        f"sweep.grid: {size} grid points of {space.path} in study {config.study_name!r} at {mask_url(config.storage_url)} "
+        f"({added} enqueued now); {plan.describe()} here; results in {results}",
+        file=sys.stderr,
+    )
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage), "study": config.study_name})
+    extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    State = optuna.trial.TrialState
+
+    def finished_points() -> int:
+        return len({t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))})
+
+    announced = False
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        waiting = len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
+        if waiting:
+            job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True)
+            run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points())
+            continue
+        running = len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
+        if not running:
+            break
+        if not announced:
+            print(f"waiting for {running} grid point(s) running on other machines", file=sys.stderr)
+            announced = True
+        time.sleep(max(1, min(args.heartbeat_interval, 10)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period", "pack")
+
+    from sweep.results import check_writable, export, load_results
+    from sweep.run import grid_trials, plan_workers
+    from sweep.space import load_space
+
+    space = load_space(args.space).with_protocol(**protocol_overrides(args)).with_repeats(args.repeats)
+    if args.arch is not None:
+        space = space.with_arch(args.arch)
+    if not space.is_grid:
+        sampled = ", ".join(name for name, dim in space.factors.items() if not dim.has_grid)
+        raise SpecError(
+            f"{space.path}: space: {sampled} is a range to sample (a float range without a step, or a log range), "
+            "which has no grid; list its values, or run python -m sweep.optuna on it"
+        )
+    if args.storage and args.pack > 1:
+        raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
+    results = check_writable(args.results)
+    trials = grid_trials(space, args.data_dir)
+    plan = plan_workers(args.workers, args.workers_per_gpu)
+    if args.storage:
+        run_shared(args, space, trials, plan, results)
+    else:
+        run_local(args, space, trials, plan, results)
+
+    keys = {spec.key for _, spec in trials}
+    reference = space.reference_point()
+    reference_key = next((spec.key for point, spec in trials if point == reference), None)
+    frame = load_results(results)
+    frame = frame[frame["trial_key"].isin(keys)]
+    print(summarize(frame, reference_key))
+    print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
+    export(results)
+    return 0

@@ -1,0 +1,67 @@
+"""`python -m sweep.report`: turn a results directory into figures and a Markdown report.
+
+    python -m sweep.report --results results                 # writes results/report/report.md
+    python -m sweep.report --results /tmp/r1 --metric test_ssim
+    python -m sweep.report --results runs/opt --storage sqlite:///opt.db --study opt
+
+The report itself is `sweep.analysis.report.write_report`. It never trains and never
+imports Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sweep.errors import StoreError, SweepError, must_be
+from sweep.results.schema import METRICS, goal
+
+RANKED = [name for name in METRICS if goal(name) is not None]  # metrics with a better direction
+TOP = 10  # rows in the table of top models: enough to see the pattern, short enough to read
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.report",
+        description="Write DIR/report/: figures (PNG and SVG) and report.md with the latent-size correlation, "
+        "power law, linear reference, factor effects, top models and galleries of a sweep.",
+        epilog="Example: python -m sweep.report --results /tmp/r1",
+    )
+    parser.add_argument("--results", default="results", help="results directory of a sweep (default: %(default)s)")
+    parser.add_argument("--out", help="where to write the report (default: RESULTS/report)")
+    parser.add_argument("--metric", default="test_mse", choices=RANKED, help="the error to analyse (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        action="append",
+        help="folder holding cifar-10-batches-py/ for the PCA reference (default: the --data-dir the sweep recorded); "
+        "repeat to try several",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the PCA reference (it reads the training images)")
+    parser.add_argument("--top", type=int, default=TOP, help="rows in the table of top models (default: %(default)s)")
+    parser.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///study.db) for the study's own figures")
+    parser.add_argument("--study", help="Optuna study name (default: the study named in the rows)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    results = Path(args.results)
+    if not results.is_dir():
+        raise StoreError(f"--results {args.results}: no such directory; give the --results folder of a sweep")
+    if not any((results / "rows").glob("*.json")):
+        raise StoreError(f"--results {args.results}: no trial rows (rows/*.json) yet; run python -m sweep.grid --results {args.results} first")
+    if args.top < 1:
+        raise SweepError(must_be("--top", None, ">= 1", args.top))
+    from sweep.analysis.report import write_report  # pandas, scipy, matplotlib: not for --help
+
+    command = "python -m sweep.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    path = write_report(
+        results, args.out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
+        top=args.top, storage=args.storage, study=args.study, command=command.strip(),
+    )  # fmt: skip
+    print(f"report: {path} (figures beside it)")
+    return 0

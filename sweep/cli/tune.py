@@ -1,0 +1,160 @@
+"""`python -m sweep.optuna --trials N`: sample a search space with Optuna, resumably.
+
+(This module is `sweep.cli.tune`; `sweep/optuna.py` is only its entry point, so inside the
+project the name `optuna` always means the Optuna package.)
+
+    python -m sweep.optuna --trials 50                                    # TPE on seed002_optuna.yaml
+    python -m sweep.optuna --trials 20 --objectives test_mse,latent_size  # a Pareto front (NSGA-II)
+    python -m sweep.optuna --trials 50 --storage postgresql://host/db     # on every machine of a cluster
+
+Each invocation runs N more trials of the same study (Optuna's `n_trials`); re-running the
+command continues it. The study lives in RESULTS/optuna.db unless --storage says otherwise,
+and `optuna-dashboard <storage URL>` shows it as it runs. Every trial is also a row of the
+results store, shared with `sweep.grid`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from sweep.cli.common import (
+    add_common_arguments,
+    check_positive,
+    code_version,
+    protocol_overrides,
+    run_with_progress,
+    write_run_record,
+)
+
+DEFAULT_SPACE = "search_spaces/seed002_optuna.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sweep.results import OBJECTIVES
+    from sweep.run.study import PRUNERS, SAMPLERS  # light: no Optuna import at module level
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.optuna",
+        description="Sample a search space with Optuna: N more trials of a study per invocation.",
+        epilog="Example: python -m sweep.optuna --trials 3 --data-dir ../shared/data --epochs 1 --train-fraction 0.05 --results /tmp/o1",
+    )
+    parser.add_argument("--trials", type=int, required=True, help="trials to run in this invocation")
+    add_common_arguments(parser, default_space=DEFAULT_SPACE)
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument(
+        "--objectives", default="val_mse",
+        help=f"comma-separated row columns to optimise (default: %(default)s); allowed: {', '.join(OBJECTIVES)}",
+    )  # fmt: skip
+    opt.add_argument("--sampler", choices=SAMPLERS, help="default: tpe, or nsga2 with several objectives")
+    opt.add_argument("--sampler-seed", type=int, help="seed the sampler (each worker gets seed + its number)")
+    opt.add_argument(
+        "--pruner", choices=PRUNERS, default="median",
+        help="stop unpromising trials early on the validation value that tracks the objective, measured after every "
+        "epoch (val_psnr for test_psnr, ...); objectives with none (latent_size, params, train_seconds) need "
+        "--pruner none (default: %(default)s)",
+    )  # fmt: skip
+    return parser
+
+
+def summarize(study, config, results, frame) -> str:
+    """State counts, best trial(s) or Pareto front, parameter importances, where things live."""
+    import warnings
+
+    import optuna
+
+    from sweep.analysis import importance_evaluator
+    from sweep.run.study import mask_url
+
+    State = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(t.state == state for t in trials) for state in (State.COMPLETE, State.PRUNED, State.FAIL, State.RUNNING, State.WAITING)}
+    lines = [
+        f"study {study.study_name!r}: {len(trials)} trials ("
+        + ", ".join(f"{n} {s.name.lower()}" for s, n in counts.items() if n or s in (State.COMPLETE, State.FAIL))
+        + ")"
+    ]
+    complete = [t for t in trials if t.state == State.COMPLETE]
+    names = config.objectives
+
+    def describe(trial) -> str:
+        values = ", ".join(f"{n} {v:.5g}" for n, v in zip(names, trial.values))
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        return f"  #{trial.number}: {values} | {params} | trial_key {trial.user_attrs.get('trial_key')}"
+
+    if complete:
+        if len(names) == 1:
+            lines.append(f"best trial ({names[0]}, {config.directions[0]}):")
+            lines.append(describe(study.best_trial))
+        else:
+            front = sorted(study.best_trials, key=lambda t: t.values[0])
+            lines.append(f"Pareto front of {' vs '.join(names)} ({len(front)} of {len(complete)} complete trials):")
+            lines += [describe(t) for t in front]
+    if len(complete) >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, name in enumerate(names):
+                try:
+                    method, evaluator = importance_evaluator()
+                    importances = optuna.importance.get_param_importances(study, evaluator=evaluator, target=lambda t, i=index: t.values[i])
+                except Exception as err:  # too few or too uniform trials: say so, don't fail the run
+                    lines.append(f"parameter importances for {name}: not available ({err})")
+                    continue
+                text = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
+                lines.append(f"parameter importances for {name} ({'fANOVA' if method == 'fanova' else 'PED-ANOVA'}): {text}")
+    url = mask_url(config.storage_url)
+    lines.append(f"study: {study.study_name!r} in {url} (view it: optuna-dashboard {url})")
+    lines.append(f"results: {results}/ ({len(frame)} rows of this study; pandas: sweep.results.load_results({str(results)!r}))")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_positive(args, "trials", "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period")
+
+    from sweep.data import dataset_for
+    from sweep.results import check_writable, export, load_results
+    from sweep.run import plan_workers
+    from sweep.run.study import OptunaTrialJob, StudyConfig, check_pruning, default_storage_url, mask_url, open_study, parse_objectives, study_name_for
+    from sweep.space import load_space
+
+    space = load_space(args.space).with_protocol(**protocol_overrides(args))
+    objectives = parse_objectives(args.objectives)
+    check_pruning(objectives, args.pruner)
+    results = check_writable(args.results)
+    datasets = space.factors["dataset"].grid() if "dataset" in space.factors else [space.protocol.dataset]
+    data_ids = [dataset_for(dataclasses.replace(space.protocol, dataset=name), args.data_dir).data_id for name in datasets]
+    config = StudyConfig(
+        storage_url=args.storage or default_storage_url(results),
+        study_name=args.study or study_name_for("optuna", space, data_ids, objectives),
+        objectives=objectives,
+        sampler=args.sampler or ("nsga2" if len(objectives) > 1 else "tpe"),
+        sampler_seed=args.sampler_seed,
+        pruner=args.pruner,
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+        epochs=space.protocol.epochs,
+        grid=StudyConfig.grid_of(space),
+    )
+    config.make_sampler()  # fail now, not in a worker, if the sampler cannot serve this space
+    study = open_study(config)
+    plan = plan_workers(args.workers, args.workers_per_gpu)
+    before = len(study.trials)
+    print(
+        f"sweep.optuna: {args.trials} more trial(s) of study {config.study_name!r} ({before} so far) at {mask_url(config.storage_url)}; "
+        f"{config.sampler} sampler, {config.pruner if len(objectives) == 1 else 'no'} pruning, objectives {', '.join(objectives)}; "
+        f"{plan.describe()}; results in {results}",
+        file=sys.stderr,
+    )
+    write_run_record(results, "optuna", {"space": space.path, "protocol": space.protocol.to_dict(), "study": config.study_name, "storage": mask_url(config.storage_url), "trials": args.trials})
+    extra = {"driver": "optuna", "space": space.name, "code_version": code_version()}
+    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every)
+    run_with_progress([job] * args.trials, plan, results / ".workers", "optuna")
+
+    study = open_study(config, create=False)
+    frame = load_results(results)
+    frame = frame[frame["study_name"] == config.study_name]
+    print(summarize(study, config, results, frame))
+    export(results)
+    return 0

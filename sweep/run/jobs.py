@@ -1,0 +1,180 @@
+"""The jobs workers run: one trial, or a pack of trials, each storing its own rows; and the
+grid's trials as jobs.
+
+A job counts its attempts in its trial's directory: a trial whose worker died
+`MAX_ATTEMPTS` times in one run (killed, out of memory) is recorded as failed instead of
+being tried forever, and a pack that killed its worker is split into lone trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweep.data import dataset_for
+from sweep.encodings import task_for
+from sweep.errors import SpecError
+from sweep.files import atomic_write
+from sweep.results import spec_columns, write_row
+from sweep.space import SearchSpace
+from sweep.spec import TrialSpec
+from sweep.train import make_packs, run_pack, run_trial, trial_dir
+
+__all__ = ["MAX_ATTEMPTS", "PackJob", "RUN_ID", "TrialJob", "grid_trials", "make_jobs"]
+
+MAX_ATTEMPTS = 2  # a trial whose worker died this many times in one run is recorded as failed
+RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this driver invocation; workers inherit it in their jobs
+SPLIT_FILE = "pack-split"  # in a trial's directory: its pack killed a worker in this run
+
+
+def count_attempt(directory: Path, run_id: str) -> int:
+    """Record that a trial is starting; return how many times it has started in this run
+    without finishing. Earlier runs don't count: a driver killed by its user says nothing
+    about the trial it was running."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "attempts.json"
+    try:
+        saved = json.loads(path.read_text())
+        attempts = saved["attempts"] + 1 if saved["run"] == run_id else 1
+    except (OSError, ValueError, KeyError, TypeError):
+        attempts = 1
+    atomic_write(path, json.dumps({"attempts": attempts, "run": run_id, "pid": os.getpid()}))
+    return attempts
+
+
+def clear_attempts(directory: Path) -> None:
+    (directory / "attempts.json").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Run one grid trial and store its row."""
+
+    spec: TrialSpec
+    data_dir: str | None
+    results_dir: str
+    row_extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every_s: float = 10.0
+    run_id: str = RUN_ID  # set in the driver, so every worker counts attempts of the same run
+
+    def __call__(self) -> dict[str, Any] | None:
+        directory = trial_dir(self.results_dir, self.spec.key)
+        attempts = count_attempt(directory, self.run_id)
+        if attempts > MAX_ATTEMPTS:
+            row = {
+                **spec_columns(self.spec),
+                **self.row_extra,
+                "status": "failed",
+                "error": f"the worker running this trial died {attempts - 1} times (killed, or out of memory)",
+            }
+        else:
+            dataset = dataset_for(self.spec.protocol, self.data_dir)
+            row = {**run_trial(self.spec, dataset, self.results_dir, checkpoint_every_s=self.checkpoint_every_s), **self.row_extra}
+        write_row(self.results_dir, row)
+        clear_attempts(directory)
+        return row
+
+
+def _split_in_run(directory: Path, run_id: str) -> bool:
+    try:
+        return (directory / SPLIT_FILE).read_text() == run_id
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class PackJob:
+    """Train a pack of trials together and store every member's row.
+
+    A pack that ran out of memory, or whose worker died, is not packed again: its members
+    then run one by one as ordinary trials, each with its own attempt count, so only one
+    that kills its worker alone is recorded as failed."""
+
+    specs: tuple[TrialSpec, ...]
+    data_dir: str | None
+    results_dir: str
+    row_extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every_s: float = 10.0
+    run_id: str = RUN_ID
+
+    @property
+    def size(self) -> int:
+        return len(self.specs)
+
+    def __call__(self) -> list[dict[str, Any] | None]:
+        if len(self.specs) == 1:
+            return [self._alone(self.specs[0])]
+        dirs = [trial_dir(self.results_dir, spec.key) for spec in self.specs]
+        split = any(_split_in_run(d, self.run_id) for d in dirs)
+        if not split and max(count_attempt(d, self.run_id) for d in dirs) > 1:
+            self._split(dirs)  # this pack killed a worker before: isolate its members from now on
+            split = True
+        if split:
+            return [self._alone(spec) for spec in self.specs]
+        dataset = dataset_for(self.specs[0].protocol, self.data_dir)
+        packed = run_pack(list(self.specs), dataset, self.results_dir)
+        if all(str(row.get("error") or "").startswith("out of memory") for row in packed):
+            self._split(dirs)  # together they do not fit: each may alone
+            return [self._alone(spec) for spec in self.specs]
+        rows = []
+        for row, d in zip(packed, dirs):
+            row = {**row, **self.row_extra}
+            write_row(self.results_dir, row)
+            clear_attempts(d)
+            rows.append(row)
+        return rows
+
+    def _split(self, dirs: list[Path]) -> None:
+        for d in dirs:
+            clear_attempts(d)
+            (d / SPLIT_FILE).write_text(self.run_id)
+
+    def _alone(self, spec: TrialSpec) -> dict[str, Any] | None:
+        return TrialJob(spec, self.data_dir, self.results_dir, self.row_extra, self.checkpoint_every_s, self.run_id)()
+
+
+assert MAX_ATTEMPTS >= 2, "an isolated pack member must get at least one attempt of its own"
+
+
+def grid_trials(space: SearchSpace, data_dir: str | None) -> list[tuple[dict[str, Any], TrialSpec]]:
+    """Load the data each grid point needs and return a (point, TrialSpec) pair for every
+    point, checked against the image shape, in grid order. Points whose fields differ but
+    whose effective configuration is the same share a trial key."""
+    trials = []
+    for point in space.grid_points():
+        draft = space.spec(point, data_id="")
+        dataset = dataset_for(draft.protocol, data_dir)
+        height, width, _ = dataset.image_shape
+        spec = space.spec(point, dataset.data_id, native_size=height if height == width else None)
+        size = spec.protocol.image_size
+        task = task_for(spec.protocol.task, spec.protocol.encoding)
+        shape = (size or height, size or width, task.input_channels)
+        try:
+            spec.arch.check_input(shape)
+        except SpecError as err:
+            raise SpecError(f"{space.path}: space: {point} does not fit {shape[0]}x{shape[1]} images: {err}") from None
+        trials.append((point, spec))
+    return trials
+
+
+def make_jobs(specs: list[TrialSpec], pack: int, data_dir: str | None, results: Path, extra: dict, checkpoint_every: float) -> list:
+    """One job per trial, or with `pack` > 1 one job per pack of trials balanced by FLOPs."""
+    if pack <= 1:
+        return [TrialJob(spec, data_dir, str(results), extra, checkpoint_every) for spec in specs]
+    costs: dict[str, int] = {}
+
+    def cost(spec: TrialSpec) -> int:  # once per trial: for a preset it builds the model
+        if spec.key not in costs:
+            size = spec.protocol.image_size
+            shape = (size, size, 3) if size else dataset_for(spec.protocol, data_dir).image_shape
+            costs[spec.key] = spec.training_flops(shape)
+        return costs[spec.key]
+
+    return [
+        PackJob(tuple(members), data_dir, str(results), extra, checkpoint_every)
+        for members in make_packs(list(specs), pack, cost)
+    ]

@@ -1,0 +1,160 @@
+"""Packed training: several small trials in one compiled step, so an accelerator is kept busy.
+
+The grid's models are tiny; trained one at a time, a GPU spends most of each step waiting
+for kernel launches and Python. `python -m sweep.grid --pack K` groups the trials into
+packs of up to K that share a protocol and a dataset (`make_packs`, balanced by FLOPs) and
+trains each pack as one model (`run_pack`): same batches, disjoint parameters, one summed
+loss, so every member's gradients and Adam updates are exactly its own and its row means
+what a separate trial's row means.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from sweep import backend
+from sweep.data import Dataset
+from sweep.errors import must_be
+from sweep.faults import failpoint
+from sweep.spec import TrialSpec
+from sweep.train.arrays import task_arrays
+from sweep.train.evaluate import evaluate
+from sweep.train.epochs import Tracker
+from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
+from sweep.train.step import build_model, compile_model, fit, make_loss, make_optimizer, validation_loss
+
+__all__ = ["make_packs", "packable", "run_pack"]
+
+
+def packable(spec: TrialSpec) -> bool:
+    """Whether `spec` can share a training step with others. Not if its protocol adapts the
+    learning rate (a pack's one optimizer would apply it to every member), nor in mixed
+    precision (one loss scale for the pack: a member's overflow would skip every member's step)."""
+    return spec.protocol.reduce_lr_patience is None and spec.protocol.precision == "float32"
+
+
+def make_packs(specs: list[Any], size: int, cost: Callable[[Any], float]) -> list[list[Any]]:
+    """Group `specs` into packs of at most `size` that share a protocol and a dataset, as few
+    packs as that allows, with their total `cost` as even as possible (longest-processing-
+    time first, so workers taking packs from one queue finish together); the costliest pack
+    first. Trials that cannot be packed (`packable`) are packs of one."""
+    if size < 1:
+        raise ValueError(must_be("size", "make_packs", "an int >= 1", size))
+    groups: dict[tuple, list[Any]] = {}
+    singles = []
+    for spec in specs:
+        if size > 1 and packable(spec):
+            groups.setdefault((spec.protocol, spec.data_id), []).append(spec)
+        else:
+            singles.append([spec])
+    packs = []
+    for members in groups.values():
+        count = math.ceil(len(members) / size)
+        bins: list[list[Any]] = [[] for _ in range(count)]
+        totals = [0.0] * count
+        for spec in sorted(members, key=cost, reverse=True):
+            # The lightest pack with room; a full pack takes nothing more.
+            i = min((i for i in range(count) if len(bins[i]) < size), key=lambda i: totals[i])
+            bins[i].append(spec)
+            totals[i] += cost(spec)
+        packs.extend(bins)
+    packs.extend(singles)
+    return sorted(packs, key=lambda pack: sum(cost(s) for s in pack), reverse=True)
+
+
+def run_pack(
+    specs: list[TrialSpec],
+    dataset: Dataset,
+    results_dir: str | Path,
+    *,
+    save_model: bool = True,
+) -> list[dict[str, Any]]:
+    """Train several trials of one protocol in one compiled step on the same batches; return
+    their rows, each the same in meaning as `run_trial`'s.
+
+    The pack is one Keras model with one head per member and disjoint parameters; its loss is
+    the sum of the members' losses, so each member's gradients, and its Adam moments and
+    updates, are exactly its own. Each member keeps its own history, best weights and early
+    stopping; a member that has stopped keeps training in the pack (the step is shared) but
+    nothing it does afterwards is used. The pack ends when every member has. A pack does
+    not checkpoint: after a crash, its unfinished members run again from the start.
+    """
+    protocol = specs[0].protocol
+    if any(s.protocol != protocol or s.data_id != specs[0].data_id for s in specs):
+        raise ValueError("a pack's trials must share one protocol and one dataset")
+    if not packable(specs[0]):
+        raise ValueError("trials with reduce_lr_patience or mixed precision cannot be packed (see packable)")
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    outs = [trial_dir(results_dir, spec.key) for spec in specs]
+    rows = [start_row(spec, started) for spec in specs]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+    names = [f"m{i}" for i in range(len(specs))]
+    trackers = [Tracker(protocol.epochs, protocol.early_stopping_patience) for _ in specs]
+    best: list[Any] = [None] * len(specs)
+    members: list[Any] = []
+    try:
+        backend_name = backend.keras_ready()
+        import keras
+
+        task, splits, arrays = task_arrays(dataset, protocol)
+        input_shape = arrays["x_train"].shape[1:]
+        members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i, spec in enumerate(specs)]
+        inputs = keras.Input(shape=input_shape, name="image")
+        pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
+        loss = make_loss(protocol, arrays["y_train"])
+        pack.compile(optimizer=make_optimizer(protocol), loss={name: loss for name in names})
+        pack.optimizer.build(pack.trainable_variables)
+        for spec, row, member in zip(specs, rows, members):
+            row.update(data_columns(spec, arrays, backend_name), pack_size=len(specs), resumed_from_epoch=None, params=int(member.count_params()))
+
+        class PackTracker(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                for i, (spec, name, tracker) in enumerate(zip(specs, names, trackers)):
+                    if tracker.done:
+                        continue
+                    prefix = f"{name}_" if len(names) > 1 else ""  # Keras names a lone head's loss plainly
+                    own = {
+                        "loss": float(logs.get(f"{prefix}loss", math.nan)),
+                        "val_loss": validation_loss(members[i], arrays["x_val"], arrays["y_val"], loss),
+                        "lr": lr,
+                    }
+                    if tracker.end_epoch(epoch, own):
+                        best[i] = members[i].get_weights()
+                    failpoint("trial.epoch_end", spec.key)
+                self.model.stop_training = all(t.done for t in trackers)
+
+        t_fit = time.perf_counter()
+        fit(pack, splits, arrays, task, protocol, 0, [PackTracker()], outputs=names)
+        train_seconds = time.perf_counter() - t_fit
+    except Exception as err:  # the whole pack failed (data, build, memory): every member says why
+        for row, out in zip(rows, outs):
+            record_failure(row, out, err)
+        members = []
+    for i, (spec, row, out) in enumerate(zip(specs, rows, outs)):
+        if not members:
+            break
+        try:
+            row["train_seconds"] = train_seconds
+            if best[i] is not None and trackers[i].stop_reason != "nan":
+                members[i].set_weights(best[i])
+            # Saved ready to evaluate, like a lone trial's (a fresh optimizer: the pack's moments are shared).
+            compile_model(members[i], protocol, loss)
+            evaluate(spec, members[i], task, splits, arrays, trackers[i], row, out, save_model)
+        except Exception as err:
+            record_failure(row, out, err)
+    members = best = []
+    try:
+        backend.clear()
+    except Exception:  # cleaning up must never hide the trials' own outcome
+        pass
+    for spec, row, out in zip(specs, rows, outs):
+        close_row(spec, row, out, t0)
+    return rows

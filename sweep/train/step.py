@@ -1,0 +1,201 @@
+"""The training step: the model as initialised, its optimizer and loss, the batches of each
+epoch, and `fit`, shared by a lone trial, a pack, and a resumed trial.
+
+Conventions (the README's): epoch `e` presents the training images in the order
+`numpy.random.default_rng([seed, e]).permutation(n)` (`epoch_order`); the validation loss is
+the protocol's loss averaged over every validation image, from eager forward passes
+(`validation_loss`); a partial last batch is padded with weight-0 images so every step has
+one shape and is traced once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from sweep.arch import build_autoencoder
+from sweep.data import Splits, augment
+from sweep.encodings import Task
+from sweep.spec import TrainingProtocol, TrialSpec
+
+__all__ = [
+    "PREDICT_VALUES",
+    "build_model",
+    "chunk_size",
+    "compile_model",
+    "epoch_batches",
+    "epoch_order",
+    "fit",
+    "has_batch_norm",
+    "make_loss",
+    "make_optimizer",
+    "precision",
+    "validation_loss",
+]
+
+PREDICT_VALUES = 2**25  # model outputs decoded per step (128 MB): a classification head has 261 a pixel
+
+
+@contextlib.contextmanager
+def precision(protocol: TrainingProtocol):
+    """Models built inside use the protocol's dtype policy: `float32`, or half-precision
+    compute with float32 weights (`mixed_bfloat16`, `mixed_float16` with loss scaling). The
+    protocol names it, so the trial key decides the computation on every device."""
+    if protocol.precision == "float32":
+        yield
+        return
+    import keras
+
+    keras.config.set_dtype_policy(protocol.precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def build_model(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, name: str = "autoencoder"):
+    """The trial's model, initialised from the protocol's seed (the same weights whether it is
+    trained alone, in a pack, or rebuilt to resume)."""
+    import keras
+
+    keras.utils.set_random_seed(spec.protocol.seed)
+    head = "linear" if spec.protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
+    with precision(spec.protocol):
+        return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
+
+
+def make_optimizer(protocol: TrainingProtocol):
+    import keras
+
+    if protocol.optimizer == "adam":
+        return keras.optimizers.Adam(protocol.learning_rate)
+    if protocol.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(protocol.learning_rate)
+    return keras.optimizers.SGD(protocol.learning_rate, momentum=0.9)
+
+
+def make_loss(protocol: TrainingProtocol, y_train: np.ndarray):
+    """The compiled loss; ab classification takes its rebalancing weights from the training targets."""
+    if protocol.loss == "ab_classification":
+        from sweep.encodings import ab_bins, rebalancing_weights
+        from sweep.losses import ABClassificationLoss
+
+        return ABClassificationLoss(ab_bins(), rebalancing_weights(y_train))
+    import keras
+
+    return {"mse": keras.losses.MeanSquaredError, "mae": keras.losses.MeanAbsoluteError, "huber": keras.losses.Huber}[protocol.loss]()
+
+
+def compile_model(model, protocol: TrainingProtocol, loss) -> None:
+    """Compile with a fresh optimizer and build its variables now (built while tracing the
+    first step instead, the step would be traced twice)."""
+    model.compile(optimizer=make_optimizer(protocol), loss=loss)
+    model.optimizer.build(model.trainable_variables)
+
+
+def chunk_size(x: np.ndarray, output_channels: int) -> int:
+    """Images per eager forward pass: sized by the output (a classification head has 261
+    values a pixel), at most 256."""
+    return int(np.clip(PREDICT_VALUES // (math.prod(x.shape[1:3]) * output_channels), 1, 256))
+
+
+def validation_loss(model, x: np.ndarray, y: np.ndarray, loss) -> float:
+    """`loss` over the whole validation split, the mean over images (each image weighs the
+    same whatever the batching), from eager forward passes: the same number for a model
+    trained alone or in a pack, and no evaluation function to trace."""
+    import keras
+
+    chunk = chunk_size(x, max(y.shape[-1], model.output_shape[-1]))
+    total = 0.0
+    for i in range(0, len(x), chunk):
+        value = loss(y[i : i + chunk], model(x[i : i + chunk], training=False))
+        total += float(keras.ops.convert_to_numpy(value)) * len(x[i : i + chunk])
+    return total / len(x)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training images in `epoch`: the same for a trial alone, in a pack,
+    and after a resume, so all three see exactly the same batches."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_batches(
+    rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: TrainingProtocol, epoch: int, pad: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The training inputs, targets and sample weights of `epoch`, in `epoch_order`.
+
+    With `pad`, a partial last batch is padded to full size with weight-0 images and its
+    real images weighted batch / real, so its loss is still exactly their mean: every step
+    has one shape and the training step is traced once, not twice. (Models with batch
+    normalisation are not padded: the padding would enter their batch statistics.)
+
+    With augmentation, flips and rotations are drawn afresh every epoch, seeded by (seed,
+    epoch, batch), and inputs and targets are both derived from the same augmented RGB
+    images."""
+    batch = protocol.batch_size
+    order = epoch_order(protocol.seed, epoch, len(rgb))
+    real = len(order) % batch
+    weights = None
+    if real and pad:
+        order = np.concatenate([order, order[np.arange(batch - real) % len(order)]])
+        weights = np.ones(len(order), np.float32)
+        weights[-batch : -batch + real] = batch / real
+        weights[-batch + real :] = 0.0
+    if weights is not None:  # one weight per image, broadcast over the per-pixel losses
+        weights = weights.reshape(-1, *[1] * (y.ndim - 2))
+    if not (protocol.augment_flip or protocol.augment_rotation):
+        return x[order], y[order], weights
+    inputs, targets = [], []
+    for index, start in enumerate(range(0, len(order), batch)):
+        rng = np.random.default_rng([protocol.seed, epoch, index])
+        images = augment(rgb[order[start : start + batch]], rng, protocol.augment_flip, protocol.augment_rotation)
+        inputs.append(task.inputs(images))
+        targets.append(task.targets(images))
+    return np.concatenate(inputs), np.concatenate(targets), weights
+
+
+def has_batch_norm(model) -> bool:
+    """Whether `model` (or a model nested in it) normalises by batch statistics."""
+    return any(
+        has_batch_norm(layer) if hasattr(layer, "layers") else type(layer).__name__ == "BatchNormalization"
+        for layer in model.layers
+    )
+
+
+def fit(
+    model,
+    splits: Splits,
+    arrays: dict[str, np.ndarray],
+    task: Task,
+    protocol: TrainingProtocol,
+    first_epoch: int,
+    callbacks: list,
+    outputs: list[str] | None = None,
+) -> None:
+    """Train epoch by epoch on explicitly ordered in-memory arrays (one `fit` call per
+    epoch; the compiled step is reused), from `first_epoch` until the protocol's epochs are
+    over or a callback stops training (`model.stop_training` outlives the `fit` call that
+    set it). The callbacks compute the validation loss themselves (`validation_loss`).
+    `outputs` names the heads of a pack: every head gets the same targets."""
+
+    def per_head(values: np.ndarray):
+        return values if outputs is None else {name: values for name in outputs}
+
+    pad = not has_batch_norm(model)
+    for epoch in range(first_epoch, protocol.epochs):
+        x, y, weights = epoch_batches(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch, pad)
+        model.fit(
+            x,
+            per_head(y),
+            sample_weight=None if weights is None else per_head(weights),
+            batch_size=protocol.batch_size,
+            shuffle=False,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        if model.stop_training:
+            break

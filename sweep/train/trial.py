@@ -1,0 +1,116 @@
+"""Run one trial: build, train under the protocol, evaluate, save artefacts, return a row.
+
+A trial never reads the results store and never decides what runs next. It returns a
+plain dict (one row) whether it completed, failed or was pruned; only an interrupt or a
+dead process stops it without a row. While it trains it checkpoints its whole state
+(`sweep.train.checkpoint`), so a rerun after a crash resumes from the last checkpointed
+epoch and ends with the row the uninterrupted trial would have had.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sweep import backend
+from sweep.data import Dataset
+from sweep.spec import TrialSpec
+from sweep.train.arrays import task_arrays
+from sweep.train.checkpoint import Checkpoint
+from sweep.train.epochs import Plateau, Pruning, Tracker, batch_failpoint_callback, epoch_callback
+from sweep.train.evaluate import evaluate, validation_metric
+from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
+from sweep.train.step import build_model, compile_model, fit, make_loss, validation_loss
+
+__all__ = ["run_trial"]
+
+
+def run_trial(
+    spec: TrialSpec,
+    dataset: Dataset,
+    results_dir: str | Path,
+    *,
+    pruning: Pruning | None = None,
+    checkpoint_every_s: float = 10.0,
+    save_model: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate `spec` on `dataset`; return its row (status complete/failed/pruned).
+
+    `pruning` reports a validation value after every epoch and may stop the trial (status
+    'pruned'); `checkpoint_every_s` bounds the work a crash can cost (0: a checkpoint after
+    every epoch; inf: none)."""
+    t0 = time.perf_counter()
+    out = trial_dir(results_dir, spec.key)
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = spec.protocol
+    row = start_row(spec, datetime.now(timezone.utc))
+    try:
+        backend_name = backend.keras_ready()
+        import keras
+
+        task, splits, arrays = task_arrays(dataset, protocol)
+        row.update(data_columns(spec, arrays, backend_name), pack_size=1)
+        loss = make_loss(protocol, arrays["y_train"])
+        model = build_model(spec, arrays["x_train"].shape[1:], task)
+        compile_model(model, protocol, loss)
+        row["params"] = int(model.count_params())
+
+        tracker = Tracker(protocol.epochs, protocol.early_stopping_patience)
+        plateau = None
+        if protocol.reduce_lr_patience is not None:
+            plateau = Plateau(protocol.reduce_lr_patience, protocol.reduce_lr_factor, protocol.reduce_lr_min)
+        checkpoint = Checkpoint(out, spec.key, checkpoint_every_s)
+        saved = checkpoint.load()
+        best_weights = None
+        if saved is not None:
+            try:
+                Checkpoint.restore(saved, model)
+            except ValueError as err:  # not this model's: start afresh (the same result, later)
+                print(f"trial {spec.key}: cannot resume ({err}); training from the start", file=sys.stderr)
+                saved = None
+                model = build_model(spec, arrays["x_train"].shape[1:], task)
+                compile_model(model, protocol, loss)
+        if saved is not None:
+            tracker.restore(saved.state["tracker"])
+            if plateau is not None:
+                plateau.restore(saved.state["plateau"])
+            best_weights = saved.best_weights
+        first_epoch = saved.epoch + 1 if saved is not None else 0
+        row["resumed_from_epoch"] = first_epoch if saved is not None else None
+
+        def save(epoch: int, callback) -> None:
+            if checkpoint.due():
+                state = {"tracker": tracker.state(), "plateau": plateau.state() if plateau else None}
+                checkpoint.save(epoch, callback.model, callback.best_weights, state)
+
+        callback = epoch_callback(
+            key=spec.key,
+            tracker=tracker,
+            validate=functools.partial(validation_loss, x=arrays["x_val"], y=arrays["y_val"], loss=loss),
+            plateau=plateau,
+            pruning=pruning,
+            measure=lambda m, name: validation_metric(m, name, task, splits, arrays),
+            checkpoint=save,
+        )
+        callback.best_weights = best_weights
+        extra = [c for c in (batch_failpoint_callback(spec.key),) if c is not None]
+        t_fit = time.perf_counter()
+        if not tracker.done:
+            fit(model, splits, arrays, task, protocol, first_epoch, [keras.callbacks.TerminateOnNaN(), callback, *extra])
+        row["train_seconds"] = time.perf_counter() - t_fit
+        if callback.best_weights is not None and tracker.stop_reason != "nan":
+            model.set_weights(callback.best_weights)
+        evaluate(spec, model, task, splits, arrays, tracker, row, out, save_model)
+    except Exception as err:  # the sweep goes on; the row says why this trial did not
+        record_failure(row, out, err)
+    finally:
+        try:
+            backend.clear()
+        except Exception:  # cleaning up must never hide the trial's own outcome
+            pass
+    close_row(spec, row, out, t0)
+    return row
