@@ -5,4 +5,4 @@ build or train models, so command-line help, search-space validation and the res
 store work without them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

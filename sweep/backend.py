@@ -144,28 +144,41 @@ def _return_freed_memory() -> None:
         pass
 
 
-# The libraries whose version can change a number in a row: the framework and its backend
-# (training), NumPy, scikit-image (SSIM, colour spaces), SciPy (rotations, rebalancing),
-# Pillow (resizing, decoding) and Optuna (what is sampled and pruned).
-NUMERIC_LIBRARIES = ("keras", "numpy", "scikit-image", "scipy", "pillow", "optuna")
-BACKEND_LIBRARIES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+# The libraries whose version can change a number in a row, as (name in the row, module):
+# the framework and its backend (training), NumPy, scikit-image (SSIM, colour spaces), SciPy
+# (rotations, rebalancing), Pillow (resizing, decoding) and Optuna (what is sampled and pruned).
+NUMERIC_LIBRARIES = (
+    ("keras", "keras"), ("numpy", "numpy"), ("scikit-image", "skimage"), ("scipy", "scipy"),
+    ("pillow", "PIL"), ("optuna", "optuna"),
+)  # fmt: skip
+BACKEND_LIBRARIES = {"tensorflow": (("tensorflow", "tensorflow"),), "jax": (("jax", "jax"), ("jaxlib", "jaxlib")), "torch": (("torch", "torch"),)}
+
+
+def _version(module: str) -> str | None:
+    """The version a module reports; read from it if it is loaded already, else from the
+    installed package's metadata (so the row costs no import); None if it is not installed."""
+    from importlib import metadata
+
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    for distribution in metadata.packages_distributions().get(module, ()):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 @cache
 def versions() -> dict[str, str | None]:
-    """Python's version and every installed version of the libraries that change numbers
-    (None for one that is not installed), with the Keras backend in use."""
-    from importlib import metadata
-
+    """Python's version and those of the libraries that change numbers (None for one that is
+    not installed), with the Keras backend in use."""
     import keras
 
     backend = keras.backend.backend()
     found: dict[str, str | None] = {"python": platform.python_version(), "backend": backend}
-    for name in (*NUMERIC_LIBRARIES, *BACKEND_LIBRARIES.get(backend, ())):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
+    for name, module in (*NUMERIC_LIBRARIES, *BACKEND_LIBRARIES.get(backend, ())):
+        found[name] = _version(module)
     return found
 
 

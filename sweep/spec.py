@@ -106,23 +106,22 @@ class TrainingProtocol:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def canonical(self) -> dict[str, Any]:
-        """The fields as they act on training: those that cannot change anything are left out
-        (the plateau's factor and floor while the plateau is off) or normalised (an early-
-        stopping patience that no run of `epochs` epochs can reach is no early stopping)."""
+    def canonical(self, native_size: int | None = None) -> dict[str, Any]:
+        """The fields as they act on training, on images whose own square size is
+        `native_size` (when known). Those that cannot change anything are left out or
+        normalised: the plateau's factor and floor while the plateau is off, or while its
+        patience is too long to lower the rate before the last epoch; an early-stopping patience
+        no run of `epochs` epochs can reach; an `image_size` equal to the images' own."""
         values = self.to_dict()
-        if self.reduce_lr_patience is None:
+        if self.reduce_lr_patience is not None and self.reduce_lr_patience >= self.epochs - 1:
+            values["reduce_lr_patience"] = None  # a rate lowered after the last epoch trains nothing
+        if values["reduce_lr_patience"] is None:
             del values["reduce_lr_factor"], values["reduce_lr_min"]
         if self.early_stopping_patience is not None and self.early_stopping_patience >= self.epochs:
             values["early_stopping_patience"] = None
-        return values
-
-    def for_images(self, native_size: int | None) -> "TrainingProtocol":
-        """This protocol on images whose native square size is `native_size`: an `image_size`
-        equal to it resizes nothing, so it is the same as none."""
         if self.image_size is not None and self.image_size == native_size and self.dataset != "folder":
-            return dataclasses.replace(self, image_size=None)
-        return self
+            values["image_size"] = None  # resizes nothing
+        return values
 
 
 def protocol_fields() -> list[str]:
@@ -163,11 +162,12 @@ class TrialSpec:
     arch: Any
     protocol: TrainingProtocol
     data_id: str
+    native_size: int | None = None  # the data's own square image size, when known
 
     def canonical(self, seed: bool = True) -> dict[str, Any]:
         """The effective configuration: the architecture as built, the protocol as it acts,
         the data's content hash (and the seed, unless `seed` is False)."""
-        protocol = self.protocol.canonical()
+        protocol = self.protocol.canonical(self.native_size)
         if not seed:
             del protocol["seed"]
         return {"arch": self.arch.canonical(), "protocol": protocol, "data": self.data_id}
@@ -194,12 +194,18 @@ class TrialSpec:
         return 3 * self.forward_flops(image_shape)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "protocol": self.protocol.to_dict(), "data_id": self.data_id}
+        """The trial as the user spelled it (a row's `spec` column)."""
+        values = {"arch": self.arch.to_dict(), "protocol": self.protocol.to_dict(), "data_id": self.data_id}
+        if self.native_size is not None:
+            values["native_size"] = self.native_size
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialSpec":
+        """The trial of a row's `spec` column (the inverse of `to_dict`)."""
         return cls(
             arch=arch_from_dict(values["arch"]),
             protocol=protocol_from_dict(values["protocol"]),
             data_id=values["data_id"],
+            native_size=values.get("native_size"),
         )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sweep.arch import PRESETS, ArchSpec
-from sweep.encodings import ab_bin_index, ab_bins, gray_baseline, luminance, rebalancing_weights, task_for
+from sweep.encodings import ab_bins, gray_baseline, luminance, rebalancing_weights, task_for
 from sweep.metrics import colour_metrics, image_metrics
 from sweep.spec import TrainingProtocol, TrialSpec
 from sweep.train import run_trial, splits_for, trial_dir

@@ -70,8 +70,8 @@ def test_python3_numpy_pickles_load_too(tmp_path):
     [
         (lambda p: p.write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), np.uint8)}, protocol=2)[:-40]), "truncated or corrupt"),
         (lambda p: p.write_bytes(b"\x00garbage" * 10), "not a CIFAR data file|truncated or corrupt"),
-        (lambda p: write_batch(p, np.zeros((4, 100), np.uint8)), r"'data' must be a uint8 array of shape \(N, 3072\).*got uint8 array of shape \(4, 100\)"),
-        (lambda p: write_batch(p, np.zeros((4, 3072), np.float32)), "got float32 array"),
+        (lambda p: write_batch(p, np.zeros((4, 100), np.uint8)), r"'data' must be a uint8 array of shape \(N, 3072\).*Got 'uint8 array of shape \(4, 100\)' instead"),
+        (lambda p: write_batch(p, np.zeros((4, 3072), np.float32)), "Got 'float32 array"),
         (lambda p: write_batch(p, np.zeros((4, 3072), np.uint8), labels=[1]), "expected 4 'labels' entries"),
         (lambda p: p.write_bytes(pickle.dumps([1, 2, 3], protocol=2)), "expected a dict"),
     ],

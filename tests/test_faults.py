@@ -4,7 +4,6 @@ and at random moments, rerun the same command, and check the exact final store."
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -148,3 +147,37 @@ def test_a_trial_that_keeps_killing_its_worker_is_recorded_failed(tmp_path):
     assert_exactly_complete(results, set(keys))
     after = {r["trial_key"]: r for r in read_rows(results)}
     assert all(after[k]["finished_at"] == rows[k]["finished_at"] for k in keys[1:])
+
+
+def test_a_trial_killed_mid_epoch_resumes_to_the_uninterrupted_row(tmp_path):
+    """SIGKILL in the middle of an epoch, rerun the command: the row and the saved weights are
+    those of the same trial run without interruption (dropout, a plateau and early stopping
+    included; tests/test_resume.py covers checkpoints that skip epochs)."""
+    import keras
+    import numpy as np
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "arch: dense_latent\n"
+        "space: {filters: [[8, 16]], latent_dim: [16], dropout: [0.3]}\n"
+        "protocol: {dataset: synthetic, epochs: 8, train_fraction: 1.0, train_limit: 96, batch_size: 16,\n"
+        "           learning_rate: 0.03, early_stopping_patience: 4, reduce_lr_patience: 2, reduce_lr_factor: 0.5}\n"
+    )
+    clean = grid(str(path), tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr
+    # 6 steps an epoch: the 20th step is the 2nd of epoch 4, after the checkpoint of epoch 3.
+    crashed = grid(str(path), tmp_path / "resumed", failpoints="trial.batch_end=kill@20", state=tmp_path / "fired")
+    assert crashed.returncode == -signal.SIGKILL and not read_rows(tmp_path / "resumed")
+    rerun = grid(str(path), tmp_path / "resumed")
+    assert rerun.returncode == 0, rerun.stderr
+    (expected,), (row,) = read_rows(tmp_path / "clean"), read_rows(tmp_path / "resumed")
+    assert row["resumed_from_epoch"] == 3 and expected["resumed_from_epoch"] is None
+    for key in ("trial_key", "status", "epochs_run", "best_epoch", "stop_reason"):
+        assert row[key] == expected[key], key
+    for got, want in zip(json.loads(row["history"]), json.loads(expected["history"]), strict=True):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
+    for metric in ("val_mse", "test_mse", "test_psnr", "test_ssim"):
+        assert row[metric] == pytest.approx(expected[metric], rel=1e-6), metric
+    models = [keras.models.load_model(root / "trials" / row["trial_key"] / "model.keras") for root in (tmp_path / "clean", tmp_path / "resumed")]
+    for got, want in zip(models[1].get_weights(), models[0].get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)

@@ -14,7 +14,7 @@ from sweep.spec import TrainingProtocol, TrialSpec
 PROTOCOL = TrainingProtocol(dataset="synthetic", epochs=3, train_fraction=1.0, train_limit=64, batch_size=16, early_stopping_patience=1)
 
 
-def spec(protocol: Protocol = PROTOCOL, **arch) -> TrialSpec:
+def spec(protocol: TrainingProtocol = PROTOCOL, **arch) -> TrialSpec:
     return TrialSpec(ArchSpec(**arch), protocol, "synthetic")
 
 

@@ -112,7 +112,7 @@ def test_classification_heads_and_other_outputs():
         (lambda: DenseLatentSpec(dropout=1.0), "'dropout' parameter of DenseLatentSpec must be a number in [0, 1). Got 1.0"),
         (lambda: ConvLatentSpec(kernel_size=2), "'kernel_size' parameter of ConvLatentSpec must be an odd int >= 1. Got 2"),
         (lambda: UNetSpec(batch_norm_from=0), "'batch_norm_from' parameter of UNetSpec must be an int >= 1. Got 0"),
-        (lambda: latent_size(PRESETS["unet"], (48, 48, 1)), "UNetSpec needs an image size divisible by 32 (5 stride-2 down blocks). Got 48x48"),
+        (lambda: latent_size(PRESETS["unet"], (48, 48, 1)), "The 'input_shape' parameter of UNetSpec must be an image size divisible by 32 (5 stride-2 down blocks). Got '48x48' instead."),
         (lambda: latent_size(PRESETS["dense_latent"], (20, 20, 1)), "divisible by 8"),
         (lambda: arch_from_dict({"latent_dims": 3}, "fc_latent"), "unknown field of FCLatentSpec 'latent_dims'; did you mean 'latent_dim'?"),
         (lambda: arch_from_dict({"family": "resnet"}), "unknown family 'resnet'"),

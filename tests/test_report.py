@@ -146,3 +146,11 @@ def test_the_report_of_a_real_sweep(synthetic_sweep, tmp_path):
     assert "### Linear reference (PCA)" in report and "PCA reference skipped" not in report
     for name in ("latent_vs_error", "factor_effects", "gallery", "learning_curves"):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_a_metric_no_trial_has_is_one_line(synthetic_sweep, tmp_path):
+    out = run_cli("sweep.report", "--results", str(synthetic_sweep), "--out", str(tmp_path / "report"), "--metric", "test_ab_rmse")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "--metric test_ab_rmse: no complete trial in" in out.stderr and "these do: val_mse" in out.stderr
+    assert not (tmp_path / "report").exists()

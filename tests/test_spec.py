@@ -22,6 +22,8 @@ def test_fields_that_change_nothing_do_not_change_the_key():
     # The plateau's factor and floor while the plateau is off
     assert key(reduce_lr_factor=0.5) == key() == key(reduce_lr_min=1e-3)
     assert key(reduce_lr_patience=3, reduce_lr_factor=0.5) != key(reduce_lr_patience=3)
+    # ... or while its patience is too long to lower the rate before the last epoch
+    assert key(epochs=5, reduce_lr_patience=4, reduce_lr_factor=0.5) == key(epochs=5) != key(epochs=5, reduce_lr_patience=3)
     # An early-stopping patience no run of `epochs` epochs can reach
     assert key(epochs=5, early_stopping_patience=5) == key(epochs=5) != key(epochs=5, early_stopping_patience=4)
     # base_channels x channel_factor pairs with the same widths; the medium width when it is dropped
@@ -30,6 +32,7 @@ def test_fields_that_change_nothing_do_not_change_the_key():
     assert key(ArchSpec(base_channels=(8, 40, 16))) != key(ArchSpec())
     # Batch norm "from" a block past the last one is none at all
     assert key(UNetSpec(filters=(8, 16), batch_norm_from=3)) == key(UNetSpec(filters=(8, 16), batch_norm_from=9))
+    assert key(UNetSpec(filters=(8,), dropout=0.5)) == key(UNetSpec(filters=(8,)))  # no up block to drop out of
     # ... while everything that acts still counts
     assert key(seed=1) != key() and key(learning_rate=0.01) != key() and key(ArchSpec(kernel_size=5)) != key()
 
@@ -40,8 +43,9 @@ def test_an_image_size_equal_to_the_native_size_is_no_resize():
 
     space = SearchSpace("s", "s.yaml", "acml", {"image_size": Categorical((32, 16))}, TrainingProtocol())
     native = space.spec({"image_size": 32}, "data", native_size=32)
-    assert native.protocol.image_size is None and native.key == TrialSpec(ArchSpec(), TrainingProtocol(), "data").key
-    assert space.spec({"image_size": 16}, "data", native_size=32).protocol.image_size == 16
+    assert native.key == TrialSpec(ArchSpec(), TrainingProtocol(), "data", native_size=32).key
+    assert native.protocol.image_size == 32  # the row keeps the value as spelled: the analysis sees the factor
+    assert space.spec({"image_size": 16}, "data", native_size=32).key != native.key
 
 
 def test_the_config_key_leaves_out_the_seed_only():
@@ -93,3 +97,14 @@ def test_a_row_records_every_library_that_changes_its_numbers(synthetic, tmp_pat
     assert versions["backend"] == backend
     for name in ("keras", "numpy", "scikit-image", "scipy", "pillow", "optuna", backend):
         assert versions[name] == metadata.version(name), name
+
+
+def test_every_value_the_schema_prunes_on_is_one_a_trial_measures_each_epoch():
+    from sweep.results.schema import COLUMNS
+    from sweep.train.evaluate import PER_EPOCH
+
+    tracked = {c.per_epoch for c in COLUMNS if c.per_epoch}
+    assert tracked == set(PER_EPOCH) == {"val_mse", "val_mae", "val_psnr", "val_ssim"}
+    for column in COLUMNS:
+        if column.per_epoch:
+            assert column.goal == next(c.goal for c in COLUMNS if c.name == column.per_epoch), column.name

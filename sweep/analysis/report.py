@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from sweep.errors import StoreError, SweepError
+from sweep.errors import SpecError, StoreError, SweepError
 
 __all__ = ["TOP", "write_report"]
 
@@ -113,11 +113,14 @@ def write_report(
     from sweep.results import load_results
 
     results_dir = Path(results_dir)
+    frame = load_results(results_dir)
+    configs = A.configurations(frame)
+    if len(configs) and (metric not in configs.columns or configs[metric].isna().all()):
+        measured = [m for m in A.METRICS if m in configs.columns and configs[m].notna().any()]
+        raise SpecError(f"--metric {metric}: no complete trial in {results_dir} has it; these do: {', '.join(measured)}")
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    frame = load_results(results_dir)
     counts = coverage(frame, results_dir)
-    configs = A.configurations(frame)
     name = A.metric_label(metric).split(" (")[0]
     summary: dict[str, Any] = {"results": str(results_dir), "metric": metric, "coverage": counts}
     written: dict[str, str] = {}

@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from sweep.arch import PRESETS
-from sweep.errors import SpecError, must_be
+from sweep.errors import SpecError, did_you_mean, must_be
 from sweep.results.schema import IDENTITY, METRICS, higher_is_better, metric_label
 
 __all__ = [
@@ -198,7 +198,7 @@ def config_label(row: pd.Series | dict, varied: Sequence[str]) -> str:
 def _ranked(frame: pd.DataFrame, metric: str, best_first: bool) -> pd.DataFrame:
     configs = configurations(frame)
     if metric not in configs.columns:
-        raise SpecError(f"unknown metric {metric!r}; the results have {', '.join(m for m in METRICS if m in configs)}")
+        raise SpecError(did_you_mean("metric", metric, [m for m in METRICS if m in configs]))
     configs = configs[configs[metric].notna()]
     ascending = not higher_is_better(metric)
     if not best_first:
@@ -395,7 +395,7 @@ def _chosen(configs: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
     names = list(chosen) if chosen is not None else varied_factors(configs)
     for name in names:
         if name not in configs.columns:
-            raise SpecError(f"unknown factor {name!r}; the sweep varied {', '.join(varied_factors(configs)) or 'nothing'}")
+            raise SpecError(did_you_mean("factor (of those the sweep varied)", name, varied_factors(configs)))
     return names
 
 

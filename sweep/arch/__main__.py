@@ -3,4 +3,5 @@
 from sweep.cli.arch import main
 from sweep.cli.common import run_main
 
-run_main(main)
+if __name__ == "__main__":
+    run_main(main)

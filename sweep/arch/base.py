@@ -86,8 +86,6 @@ def check_shape(input_shape: Any) -> tuple[int, int, int]:
 def check_divisible(owner: Any, input_shape: Any, factor: int, why: str) -> tuple[int, int, int]:
     height, width, channels = check_shape(input_shape)
     if height % factor or width % factor:
-        raise SpecError(
-            f"{type(owner).__name__} needs an image size divisible by {factor} ({why}). "
-            f"Got {height}x{width} instead."
-        )
+        allowed = f"an image size divisible by {factor} ({why})"
+        raise SpecError(must_be("input_shape", type(owner).__name__, allowed, f"{height}x{width}"))
     return height, width, channels

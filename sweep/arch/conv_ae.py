@@ -61,10 +61,6 @@ class ArchSpec(Family):
     def padding(self) -> int:
         return (self.kernel_size - 1) // 2
 
-    @property
-    def n_conv(self) -> int:
-        return 3 if self.fewer_layers else 5
-
     def encoder_plan(self) -> list[tuple[str, int]]:
         """The encoder as ("conv", filters) / ("pool", factor) steps, up to the latent tensor."""
         c1, c2, c3 = self.channels

@@ -224,9 +224,12 @@ class UNetSpec(Family):
         check_divisible(self, input_shape, 2**n, f"{n} stride-2 down blocks")
 
     def canonical(self) -> dict[str, Any]:
-        """`batch_norm_from` past the last down block means no batch norm, whatever its value."""
+        """`batch_norm_from` past the last down block means no batch norm, whatever its value;
+        one block has no up block to drop out of."""
         values = self.to_dict()
         values["batch_norm_from"] = min(self.batch_norm_from, len(self.filters) + 1)
+        if len(self.filters) == 1:
+            values["dropout"] = 0.0
         return values
 
     def latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:

@@ -49,7 +49,7 @@ def spec_from_cli(arch: str, fields: list[str]) -> tuple[str, Any]:
     for item in fields:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise SpecError(f"expected FIELD=VALUE (e.g. kernel_size=5). Got {item!r} instead.")
+            raise SpecError(must_be("a field to change", None, "FIELD=VALUE (e.g. kernel_size=5)", item))
         try:
             overrides[key.strip()] = load_yaml(text)  # as in a search-space file: 1e-3 is a float
         except yaml.YAMLError:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.cli.common import add_common_arguments, check_positive, protocol_overrides
-from sweep.errors import SpecError
+from sweep.errors import SpecError, did_you_mean
 
 MODES = ("naive", "harness")
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
-        raise SpecError(f"--modes: unknown mode {unknown[0] if unknown else args.modes!r} (allowed: {', '.join(MODES)})")
+        raise SpecError("--modes: " + did_you_mean("mode", unknown[0] if unknown else args.modes, MODES))
     if args.workers is None:
         args.workers = default_workers()
 

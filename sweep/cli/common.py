@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from sweep.data import DATASETS
 from sweep.errors import SweepError, must_be
 from sweep.files import atomic_write
 
@@ -40,7 +41,7 @@ QUICK = {"epochs": 1, "train_limit": 256}  # --quick: a smoke run that finishes 
 def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = DEFAULT_SPACE) -> None:
     data = parser.add_argument_group("data and protocol (override the search-space file)")
     data.add_argument("--space", default=default_space, help="search-space YAML file (default: %(default)s)")
-    data.add_argument("--dataset", choices=["cifar10", "cifar100", "folder", "synthetic"], help="dataset (default: the file's)")
+    data.add_argument("--dataset", choices=DATASETS, help="dataset (default: the file's)")
     data.add_argument(
         "--data-dir",
         help="folder holding the official python-format data (cifar-10-batches-py/, cifar-100-python/), "

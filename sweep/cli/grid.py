@@ -153,8 +153,13 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
         grace_period=args.grace_period,
     )
     study = open_study(config)
-    added = enqueue_grid(study, space, config)
-    size = len(space.grid_points())
+    points, keys = [], set()  # one point per trial key, in grid order
+    for point, spec in trials:
+        if spec.key not in keys:
+            keys.add(spec.key)
+            points.append(point)
+    added = enqueue_grid(study, points, config)
+    size = len(points)
     print(
         f"sweep.grid: {size} grid points of {space.path} in study {config.study_name!r} at {mask_url(config.storage_url)} "
         f"({added} enqueued now); {plan.describe()} here; results in {results}",

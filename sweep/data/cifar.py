@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep.data.dataset import Dataset
-from sweep.errors import DataError
+from sweep.errors import DataError, must_be
 
 __all__ = ["CIFAR", "SafeUnpickler", "UnsafePickleError", "keras_cache_folder", "load_cifar", "read_cifar_file"]
 
@@ -85,7 +85,7 @@ def read_cifar_file(path: Path, label_key: str) -> np.ndarray:
     data, labels = batch.get("data"), batch.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072) (32x32x3 images), got {got}")
+        raise DataError(f"{path}: " + must_be("'data'", None, "a uint8 array of shape (N, 3072) (32x32x3 images)", got))
     if labels is None or len(labels) != len(data):
         raise DataError(f"{path}: expected {len(data)} '{label_key}' entries, one per image")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

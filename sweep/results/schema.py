@@ -46,7 +46,6 @@ __all__ = [
     "METRICS",
     "OBJECTIVES",
     "STATUSES",
-    "column",
     "goal",
     "higher_is_better",
     "metric_label",
@@ -179,10 +178,6 @@ METRICS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.group == "metric")
 OBJECTIVES: dict[str, str] = {c.name: c.goal for c in COLUMNS if c.goal is not None}
 # What defines a configuration apart from its seed (for rows written before config_key).
 IDENTITY: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.group in ("arch", "protocol") and c.name != "seed") + ("data_id",)
-
-
-def column(name: str) -> Column:
-    return _BY_NAME[name]
 
 
 def goal(name: str) -> str | None:

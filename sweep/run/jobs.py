@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.data import dataset_for
+from sweep.data import Dataset, dataset_for
 from sweep.encodings import task_for
 from sweep.errors import SpecError
 from sweep.files import atomic_write
@@ -24,7 +24,7 @@ from sweep.space import SearchSpace
 from sweep.spec import TrialSpec
 from sweep.train import make_packs, run_pack, run_trial, trial_dir
 
-__all__ = ["MAX_ATTEMPTS", "PackJob", "RUN_ID", "TrialJob", "grid_trials", "make_jobs"]
+__all__ = ["MAX_ATTEMPTS", "PackJob", "RUN_ID", "TrialJob", "grid_trials", "make_jobs", "trial_for"]
 
 MAX_ATTEMPTS = 2  # a trial whose worker died this many times in one run is recorded as failed
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this driver invocation; workers inherit it in their jobs
@@ -140,16 +140,22 @@ class PackJob:
 assert MAX_ATTEMPTS >= 2, "an isolated pack member must get at least one attempt of its own"
 
 
+def trial_for(space: SearchSpace, point: dict[str, Any], data_dir: str | None) -> tuple[TrialSpec, Dataset]:
+    """The trial of one point of `space`, on the data its protocol names (loaded once per
+    process), and that dataset."""
+    dataset = dataset_for(space.spec(point, data_id="").protocol, data_dir)
+    height, width, _ = dataset.image_shape
+    return space.spec(point, dataset.data_id, native_size=height if height == width else None), dataset
+
+
 def grid_trials(space: SearchSpace, data_dir: str | None) -> list[tuple[dict[str, Any], TrialSpec]]:
     """Load the data each grid point needs and return a (point, TrialSpec) pair for every
     point, checked against the image shape, in grid order. Points whose fields differ but
     whose effective configuration is the same share a trial key."""
     trials = []
     for point in space.grid_points():
-        draft = space.spec(point, data_id="")
-        dataset = dataset_for(draft.protocol, data_dir)
+        spec, dataset = trial_for(space, point, data_dir)
         height, width, _ = dataset.image_shape
-        spec = space.spec(point, dataset.data_id, native_size=height if height == width else None)
         size = spec.protocol.image_size
         task = task_for(spec.protocol.task, spec.protocol.encoding)
         shape = (size or height, size or width, task.input_channels)

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweep.data import dataset_for
 from sweep.errors import SpecError, StoreError, did_you_mean
 from sweep.faults import failpoint
 from sweep.results import OBJECTIVES, read_row, write_row
 from sweep.results.schema import per_epoch_metric
+from sweep.run.jobs import trial_for
 from sweep.run.schedule import worker_slot
 from sweep.train import Pruning, run_trial
 
@@ -196,7 +196,7 @@ class StudyConfig:
             if self.grid is None:
                 raise SpecError("--sampler grid needs a space whose factors are all lists or stepped ranges")
             return optuna.samplers.GridSampler({name: list(values) for name, values in self.grid}, seed=seed)
-        raise SpecError(f"unknown sampler {self.sampler!r} (allowed: {', '.join(SAMPLERS)})")
+        raise SpecError(did_you_mean("sampler", self.sampler, SAMPLERS))
 
     @property
     def pruned_on(self) -> str | None:
@@ -342,11 +342,7 @@ class OptunaTrialJob:
     def _objective(self, trial, result: dict[str, Any]):
         import optuna
 
-        point = self.space.suggest(trial)
-        draft = self.space.spec(point, data_id="")
-        dataset = dataset_for(draft.protocol, self.data_dir)
-        height, width, _ = dataset.image_shape
-        spec = self.space.spec(point, dataset.data_id, native_size=height if height == width else None)
+        spec, dataset = trial_for(self.space, self.space.suggest(trial), self.data_dir)
         trial.set_user_attr("trial_key", spec.key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         stored = read_row(self.results_dir, spec.key)
@@ -382,8 +378,9 @@ class OptunaTrialJob:
         return values if len(values) > 1 else values[0]
 
 
-def enqueue_grid(study, space, config: StudyConfig) -> int:
+def enqueue_grid(study, points: list[dict[str, Any]], config: StudyConfig) -> int:
     """Put every grid point into the study once, as waiting trials; return how many were added.
+    (Give one point per trial key: points that spell one model twice would train it twice.)
 
     Machines that start together race to create a companion lock study; the database lets
     exactly one win, and only the winner enqueues. The others wait for its `grid_size`
@@ -393,7 +390,6 @@ def enqueue_grid(study, space, config: StudyConfig) -> int:
 
     import optuna
 
-    points = space.grid_points()
     if study.user_attrs.get("grid_size") == len(points):
         return 0
     try:

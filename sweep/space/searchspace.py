@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -89,14 +89,15 @@ class SearchSpace:
 
     def spec(self, point: dict[str, Any], data_id: str, native_size: int | None = None) -> TrialSpec:
         """The trial for one point of the space, on data `data_id` whose images are
-        `native_size` squares (when known: an `image_size` equal to it is no resize)."""
+        `native_size` squares (when known, the key knows that an `image_size` equal to it
+        resizes nothing)."""
         arch_name = point.get("arch", self.arch)
         base = preset(arch_name)
         allowed_arch = set(arch_fields(type(base)))
         arch_values = {k: v for k, v in point.items() if k in allowed_arch}
         proto_values = {k: v for k, v in point.items() if k != "arch" and k not in allowed_arch and k not in self.overrides}
-        protocol = protocol_from_dict(proto_values, self.protocol).for_images(native_size)
-        return TrialSpec(arch_from_dict(arch_values, base), protocol, data_id)
+        protocol = protocol_from_dict(proto_values, self.protocol)
+        return TrialSpec(arch_from_dict(arch_values, base), protocol, data_id, native_size)
 
     def reference_point(self) -> dict[str, Any] | None:
         """The grid point that is the base preset unchanged (seed 002's "first model"), if any."""
@@ -120,9 +121,6 @@ class SearchSpace:
                 point[name] = trial.suggest_float(name, dim.low, dim.last, step=dim.step, log=dim.log)
         return point
 
-    def iter_specs(self, data_id: str) -> Iterator[TrialSpec]:
-        for point in self.grid_points():
-            yield self.spec(point, data_id)
 
 
 def _fail(path: str, key: str, message: str) -> SpecError:
@@ -150,7 +148,9 @@ def _parse_factor(path: str, name: str, raw: Any) -> Categorical | Range:
         if not isinstance(log, bool):
             raise SpecError(f"{path}: " + must_be(f"{key}.log", None, "true or false", log))
         if not low < high:
-            raise _fail(path, key, f"'low' must be below 'high'. Got low={low!r}, high={high!r}.")
+            raise SpecError(f"{path}: " + must_be(f"{key}.low", None, f"below 'high' ({high!r})", low))
+        if step is not None and step <= 0:
+            raise SpecError(f"{path}: " + must_be(f"{key}.step", None, "a number > 0", step))
         if log and low <= 0:
             raise _fail(path, key, f"a log range needs low > 0. Got low={low!r}.")
         if log and step is not None:

@@ -114,6 +114,3 @@ class Checkpoint:
                 raise ValueError(f"the checkpoint has {len(values)} {prefix} variables, the model {len(variables)}")
             for variable, value in zip(variables, values):
                 variable.assign(value)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)

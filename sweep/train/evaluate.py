@@ -13,13 +13,14 @@ import numpy as np
 
 from sweep.data import Splits
 from sweep.encodings import Task, gray_baseline
+from sweep.errors import did_you_mean
 from sweep.faults import failpoint
 from sweep.metrics import colour_metrics, image_metrics, mae, mse, psnr, ssim
 from sweep.spec import TrialSpec
 from sweep.train.epochs import Tracker
 from sweep.train.step import chunk_size
 
-__all__ = ["evaluate", "gray_scores", "predict_rgb", "save_gallery", "validation_metric"]
+__all__ = ["PER_EPOCH", "evaluate", "gray_scores", "predict_rgb", "save_gallery", "validation_metric"]
 
 
 def predict_rgb(model, x: np.ndarray, task: Task) -> np.ndarray:
@@ -36,15 +37,16 @@ def predict_rgb(model, x: np.ndarray, task: Task) -> np.ndarray:
     return np.concatenate(parts)
 
 
-_PER_EPOCH = {"val_mse": mse, "val_mae": mae, "val_psnr": psnr, "val_ssim": ssim}
+PER_EPOCH = {"val_mse": mse, "val_mae": mae, "val_psnr": psnr, "val_ssim": ssim}  # what `validation_metric` measures
 
 
 def validation_metric(model, name: str, task: Task, splits: Splits, arrays: dict[str, np.ndarray]) -> float:
     """A validation metric of the model as it is now (after an epoch), computed as the row's
-    (`val_mse`, `val_mae`, `val_psnr`, `val_ssim` on the clipped RGB images)."""
-    if name not in _PER_EPOCH:
-        raise ValueError(f"no per-epoch value {name!r} (allowed: {', '.join(_PER_EPOCH)})")
-    return _PER_EPOCH[name](splits.val, predict_rgb(model, arrays["x_val"], task))
+    column of that name is (on the clipped RGB images): one of `PER_EPOCH`, which are the
+    values the results schema names as tracking a metric epoch by epoch."""
+    if name not in PER_EPOCH:
+        raise ValueError(did_you_mean("per-epoch value", name, PER_EPOCH))
+    return PER_EPOCH[name](splits.val, predict_rgb(model, arrays["x_val"], task))
 
 
 _GRAY_SCORES: dict[int, tuple[np.ndarray, dict[str, float]]] = {}  # id(split) -> (split, scores), the last 8

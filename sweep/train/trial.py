@@ -20,7 +20,7 @@ from sweep import backend
 from sweep.data import Dataset
 from sweep.spec import TrialSpec
 from sweep.train.arrays import task_arrays
-from sweep.train.checkpoint import Checkpoint
+from sweep.train.checkpoint import Checkpoint, Saved
 from sweep.train.epochs import Plateau, Pruning, Tracker, batch_failpoint_callback, epoch_callback
 from sweep.train.evaluate import evaluate, validation_metric
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
@@ -65,20 +65,10 @@ def run_trial(
             plateau = Plateau(protocol.reduce_lr_patience, protocol.reduce_lr_factor, protocol.reduce_lr_min)
         checkpoint = Checkpoint(out, spec.key, checkpoint_every_s)
         saved = checkpoint.load()
-        best_weights = None
-        if saved is not None:
-            try:
-                Checkpoint.restore(saved, model)
-            except ValueError as err:  # not this model's: start afresh (the same result, later)
-                print(f"trial {spec.key}: cannot resume ({err}); training from the start", file=sys.stderr)
-                saved = None
-                model = build_model(spec, arrays["x_train"].shape[1:], task)
-                compile_model(model, protocol, loss)
-        if saved is not None:
-            tracker.restore(saved.state["tracker"])
-            if plateau is not None:
-                plateau.restore(saved.state["plateau"])
-            best_weights = saved.best_weights
+        if saved is not None and not _resume(saved, model, tracker, plateau, spec.key):
+            saved = None  # not this model's checkpoint: start afresh from a fresh model
+            model = build_model(spec, arrays["x_train"].shape[1:], task)
+            compile_model(model, protocol, loss)
         first_epoch = saved.epoch + 1 if saved is not None else 0
         row["resumed_from_epoch"] = first_epoch if saved is not None else None
 
@@ -96,7 +86,7 @@ def run_trial(
             measure=lambda m, name: validation_metric(m, name, task, splits, arrays),
             checkpoint=save,
         )
-        callback.best_weights = best_weights
+        callback.best_weights = saved.best_weights if saved is not None else None
         extra = [c for c in (batch_failpoint_callback(spec.key),) if c is not None]
         t_fit = time.perf_counter()
         if not tracker.done:
@@ -114,3 +104,18 @@ def run_trial(
             pass
     close_row(spec, row, out, t0)
     return row
+
+
+def _resume(saved: Saved, model, tracker: Tracker, plateau: Plateau | None, key: str) -> bool:
+    """Give the freshly built `model` and the bookkeeping the checkpoint's state; False (and
+    a line on stderr) if the checkpoint does not fit the model."""
+    try:
+        Checkpoint.restore(saved, model)
+    except Exception as err:  # a checkpoint of another model: starting afresh gives the same result, later
+        print(f"trial {key}: cannot resume ({type(err).__name__}: {err}); training from the start", file=sys.stderr)
+        return False
+    tracker.restore(saved.state["tracker"])
+    if plateau is not None:
+        plateau.restore(saved.state["plateau"])
+    return True
+
