@@ -126,6 +126,13 @@ def test_an_objective_with_no_per_epoch_value_is_not_pruned_on(tmp_path, objecti
     assert "pass --pruner none" in out.stderr and not results.exists()
 
 
+def test_the_grid_sampler_refuses_a_log_range(tmp_path):
+    space = tiny_space(tmp_path, {"kernel_size": [3], "channel_factor": {"low": 1, "high": 4, "log": True}})
+    out = run_cli("sweep.optuna", "--trials", "1", "--space", space, "--results", str(tmp_path / "o"), "--sampler", "grid")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "--sampler grid needs a space whose factors are all lists or stepped ranges (a log range has no grid)" in out.stderr
+
+
 def test_what_each_objective_is_pruned_on():
     from sweep.run.study import pruned_on
 

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workers = default_workers()
 
     from sweep.data import TRAIN_IMAGES_ENV, dataset_for
-    from sweep.run import grid_trials
+    from sweep.run import grid_trials, unique_trials
     from sweep.space import load_space
 
     space = load_space(args.space).with_protocol(**protocol_overrides(args))
@@ -183,9 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         val = space.protocol.val_fraction
         os.environ[TRAIN_IMAGES_ENV] = str(math.ceil(args.train_images / (1 - val)))  # workers inherit it
         space = space.with_protocol(train_fraction=1.0)
-    if not space.is_grid:
-        raise SpecError(f"{space.path}: space: has continuous ranges; the benchmark runs a grid")
-    trials = list({spec.key: spec for _, spec in grid_trials(space, args.data_dir)}.values())[: args.limit]
+    space.require_grid()
+    trials = [spec for _, spec in unique_trials(grid_trials(space, args.data_dir))][: args.limit]
     naive_recipe = {"loss": "mse", "optimizer": "adam", "early_stopping_patience": None, "reduce_lr_patience": None,
                     "augment_flip": False, "augment_rotation": 0.0, "precision": "float32"}  # fmt: skip
     differing = sorted({k for s in trials for k, v in naive_recipe.items() if getattr(s.protocol, k) != v})

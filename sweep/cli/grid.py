@@ -116,9 +116,9 @@ def colorization_table(done) -> str:
 
 def run_local(args, space, trials, plan, results: Path) -> None:
     from sweep.results import completed_keys
-    from sweep.run import make_jobs
+    from sweep.run import make_jobs, unique_trials
 
-    specs = list({spec.key: spec for _, spec in trials}.values())  # grid points that are one trial run once
+    specs = [spec for _, spec in unique_trials(trials)]
     keys = [spec.key for spec in specs]
     skip_statuses = ("complete",) if args.retry_failed else ("complete", "failed")
     done = completed_keys(results, statuses=skip_statuses) & set(keys)
@@ -140,6 +140,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
     points until none is left, and wait for points other machines are still running."""
     import optuna
 
+    from sweep.run import unique_trials
     from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, mask_url, open_study, study_name_for
 
     data_ids = [spec.data_id for _, spec in trials]
@@ -153,11 +154,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
         grace_period=args.grace_period,
     )
     study = open_study(config)
-    points, keys = [], set()  # one point per trial key, in grid order
-    for point, spec in trials:
-        if spec.key not in keys:
-            keys.add(spec.key)
-            points.append(point)
+    points = [point for point, _ in unique_trials(trials)]
     added = enqueue_grid(study, points, config)
     size = len(points)
     print(
@@ -200,12 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(args.space).with_protocol(**protocol_overrides(args)).with_repeats(args.repeats)
     if args.arch is not None:
         space = space.with_arch(args.arch)
-    if not space.is_grid:
-        sampled = ", ".join(name for name, dim in space.factors.items() if not dim.has_grid)
-        raise SpecError(
-            f"{space.path}: space: {sampled} is a range to sample (a float range without a step, or a log range), "
-            "which has no grid; list its values, or run python -m sweep.optuna on it"
-        )
+    space.require_grid()
     if args.storage and args.pack > 1:
         raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
     results = check_writable(args.results)

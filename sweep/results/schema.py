@@ -84,16 +84,11 @@ _COLOUR_METRICS = {  # name: (goal, label, doc)
 }
 
 
-def _dtype(annotation: Any, default: Any) -> str:
-    """The column type of a spec field, from its annotation (a string under postponed
-    evaluation) and its default."""
-    text = str(annotation)
-    for name in ("bool", "int", "float", "str"):
-        if text.split("|")[0].strip() == name:
-            return name
-    if text.startswith("tuple") or isinstance(default, tuple):
-        return "json"
-    return type(default).__name__ if default is not None else "str"
+def _dtype(annotation: Any) -> str:
+    """The column type of a spec field from its annotation (a string under postponed
+    evaluation): `int | None` is an int column; tuples are stored as JSON lists."""
+    name = str(annotation).split("|")[0].strip()
+    return name if name in ("bool", "int", "float", "str") else "json"
 
 
 def _field_columns() -> list[Column]:
@@ -104,10 +99,10 @@ def _field_columns() -> list[Column]:
             if f.name not in seen:
                 seen.add(f.name)
                 core = spec_type.family == "conv_ae" and f.name != "base_channels"  # seed 002's factors
-                columns.append(Column(f.name, _dtype(f.type, f.default), "arch", f"architecture field ({spec_type.__name__})", core=core))
+                columns.append(Column(f.name, _dtype(f.type), "arch", f"architecture field ({spec_type.__name__})", core=core))
     for f in dataclasses.fields(TrainingProtocol):
         core = f.name in ("dataset", "task", "encoding", "epochs", "train_fraction", "batch_size", "optimizer", "learning_rate", "loss", "seed")
-        columns.append(Column(f.name, _dtype(f.type, f.default), "protocol", "protocol field", core=core))
+        columns.append(Column(f.name, _dtype(f.type), "protocol", "protocol field", core=core))
     return columns
 
 

@@ -24,7 +24,7 @@ from sweep.space import SearchSpace
 from sweep.spec import TrialSpec
 from sweep.train import make_packs, run_pack, run_trial, trial_dir
 
-__all__ = ["MAX_ATTEMPTS", "PackJob", "RUN_ID", "TrialJob", "grid_trials", "make_jobs", "trial_for"]
+__all__ = ["MAX_ATTEMPTS", "PackJob", "RUN_ID", "TrialJob", "grid_trials", "make_jobs", "trial_for", "unique_trials"]
 
 MAX_ATTEMPTS = 2  # a trial whose worker died this many times in one run is recorded as failed
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this driver invocation; workers inherit it in their jobs
@@ -165,6 +165,17 @@ def grid_trials(space: SearchSpace, data_dir: str | None) -> list[tuple[dict[str
             raise SpecError(f"{space.path}: space: {point} does not fit {shape[0]}x{shape[1]} images: {err}") from None
         trials.append((point, spec))
     return trials
+
+
+def unique_trials(trials: list[tuple[dict[str, Any], TrialSpec]]) -> list[tuple[dict[str, Any], TrialSpec]]:
+    """The (point, spec) pairs with one per trial key, the first spelling of each, in order:
+    grid points that spell one model twice run it once."""
+    unique, seen = [], set()
+    for point, spec in trials:
+        if spec.key not in seen:
+            seen.add(spec.key)
+            unique.append((point, spec))
+    return unique
 
 
 def make_jobs(specs: list[TrialSpec], pack: int, data_dir: str | None, results: Path, extra: dict, checkpoint_every: float) -> list:

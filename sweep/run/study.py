@@ -194,7 +194,7 @@ class StudyConfig:
             return optuna.samplers.NSGAIISampler(seed=seed)
         if self.sampler == "grid":
             if self.grid is None:
-                raise SpecError("--sampler grid needs a space whose factors are all lists or stepped ranges")
+                raise SpecError("--sampler grid needs a space whose factors are all lists or stepped ranges (a log range has no grid)")
             return optuna.samplers.GridSampler({name: list(values) for name, values in self.grid}, seed=seed)
         raise SpecError(did_you_mean("sampler", self.sampler, SAMPLERS))
 

@@ -53,6 +53,15 @@ class SearchSpace:
     def is_grid(self) -> bool:
         return is_grid(self.factors)
 
+    def require_grid(self) -> None:
+        """Raise SpecError naming the factors that have no grid, if any do."""
+        if not self.is_grid:
+            sampled = ", ".join(name for name, dim in self.factors.items() if not dim.has_grid)
+            raise SpecError(
+                f"{self.path}: space: {sampled} is a range to sample (a float range without a step, or a log range), "
+                "which has no grid; list its values, or run python -m sweep.optuna on it"
+            )
+
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of factor values, in file order (see `sweep.space.grid`)."""
         return grid_points(self.factors)

@@ -103,22 +103,22 @@ def epoch_callback(
     tracker: Tracker,
     validate: Callable[[Any], float],
     plateau: Plateau | None = None,
-    pruning: Pruning | None = None,
-    measure: Callable[[Any, str], float] | None = None,
+    prune: Callable[[int, Any], bool] | None = None,
     checkpoint: Callable[[int, Any], None] | None = None,
+    best_weights: list | None = None,
 ):
     """The Keras callback that runs the end of every epoch, in this order: the validation
     loss (`validate(model)`), the history and best weights (`tracker`), the learning-rate
-    plateau, pruning (`measure(model, pruning.metric)` reported to `pruning`), then a
-    checkpoint (`checkpoint(epoch, callback)`, which decides itself whether one is due).
-    The history's `lr` is the rate the epoch trained with. The callback keeps the best
-    epoch's weights in `best_weights`."""
+    plateau, pruning (`prune(epoch, model)`: stop now?), then a checkpoint
+    (`checkpoint(epoch, callback)`, which decides itself whether one is due). The history's
+    `lr` is the rate the epoch trained with. The callback keeps the best epoch's weights in
+    `best_weights` (starting from those given, when resuming)."""
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best_weights = None
+            self.best_weights = best_weights
 
         def on_epoch_end(self, epoch, logs=None):
             optimizer = self.model.optimizer
@@ -131,7 +131,7 @@ def epoch_callback(
                     new = plateau.new_rate(record["val_loss"], lr)
                     if new is not None:
                         optimizer.learning_rate = new
-                if pruning is not None and measure is not None and pruning.should_prune(epoch, measure(self.model, pruning.metric)):
+                if prune is not None and prune(epoch, self.model):
                     tracker.stop_reason = "pruned"
             self.model.stop_training = tracker.stop_reason is not None
             if checkpoint is not None and not tracker.done:

@@ -82,11 +82,10 @@ def run_trial(
             tracker=tracker,
             validate=functools.partial(validation_loss, x=arrays["x_val"], y=arrays["y_val"], loss=loss),
             plateau=plateau,
-            pruning=pruning,
-            measure=lambda m, name: validation_metric(m, name, task, splits, arrays),
+            prune=None if pruning is None else functools.partial(_should_prune, pruning, task, splits, arrays),
             checkpoint=save,
+            best_weights=saved.best_weights if saved is not None else None,
         )
-        callback.best_weights = saved.best_weights if saved is not None else None
         extra = [c for c in (batch_failpoint_callback(spec.key),) if c is not None]
         t_fit = time.perf_counter()
         if not tracker.done:
@@ -119,3 +118,7 @@ def _resume(saved: Saved, model, tracker: Tracker, plateau: Plateau | None, key:
         plateau.restore(saved.state["plateau"])
     return True
 
+
+def _should_prune(pruning: Pruning, task, splits, arrays, epoch: int, model) -> bool:
+    """Report the validation value `pruning` asks for, measured now, and ask whether to stop."""
+    return pruning.should_prune(epoch, validation_metric(model, pruning.metric, task, splits, arrays))
