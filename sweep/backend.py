@@ -15,8 +15,17 @@ import subprocess
 import sys
 import tempfile
 from functools import cache
+from typing import Any, Callable
 
-__all__ = ["clear", "configure_process", "device_description", "versions", "visible_gpus"]
+__all__ = [
+    "clear",
+    "configure_process",
+    "device_description",
+    "resident",
+    "train_loop",
+    "versions",
+    "visible_gpus",
+]
 
 
 def visible_gpus() -> list[str]:
@@ -106,6 +115,125 @@ def keras_ready() -> str:
             tf.config.list_physical_devices()  # device discovery happens here, quietly
     _after_import()
     return keras.backend.backend()
+
+
+_RESIDENT: dict[int, tuple[Any, Any]] = {}  # id(numpy array) -> (the array, its copy on the device)
+RESIDENT_ARRAYS = 16  # the most arrays kept on the device at once (a worker's splits and tasks)
+
+
+def resident(array):
+    """`array` as a tensor on this process's device, copied there once: a worker's training,
+    validation and test arrays stay on the device across epochs and trials, and every batch
+    is gathered from them there by index (no host-to-device copy per step). Keyed by the
+    array's identity: pass the cached arrays of `sweep.train.task_arrays`, not fresh copies."""
+    hit = _RESIDENT.get(id(array))
+    if hit is not None and hit[0] is array:
+        return hit[1]
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        placed = jax.device_put(array)
+    else:
+        placed = keras.ops.convert_to_tensor(array)
+    _RESIDENT[id(array)] = (array, placed)
+    while len(_RESIDENT) > RESIDENT_ARRAYS:
+        del _RESIDENT[next(iter(_RESIDENT))]
+    return placed
+
+
+def train_loop(model, outputs: list[str] | None = None) -> Callable:
+    """A function `run(x, y, order, weights)` that trains `model` (compiled, optimizer built)
+    for `len(order)` steps in one compiled call: step `i` is Keras' own `train_step` on
+    `x[order[i]]`, `y[order[i]]` (every head named in `outputs` gets the same targets) with
+    per-image sample weights `weights[i]` (or None). `x` and `y` are `resident` tensors,
+    `order` an int32 array (steps, batch). The model's variables hold the new state when it
+    returns, and its metrics (the running loss) have accumulated every step's.
+
+    One trace per step count and batch shape: call it with whole epochs for one dispatch
+    per epoch, or one step at a time when something must happen after every step."""
+    import keras
+
+    backend = keras.backend.backend()
+    make = {"jax": _jax_loop, "tensorflow": _tf_loop}.get(backend, _eager_loop)
+    loop = None
+
+    def run(x, y, order, weights) -> None:
+        nonlocal loop
+        if loop is None:
+            # What `fit` does first: create the loss trackers and metrics from one batch's
+            # shapes (inside the compiled loop they could not be created).
+            wb = None if weights is None else weights[0]
+            model._symbolic_build(data_batch=_step_data(x[: len(order[0])], y[: len(order[0])], wb, outputs, len(y.shape)))
+            loop = make(model, outputs)
+        loop(x, y, order, weights)
+
+    return run
+
+
+def _step_data(xb, yb, wb, outputs, y_rank: int):
+    import keras
+
+    if wb is not None:  # one weight per image, broadcast over the per-pixel losses
+        wb = keras.ops.reshape(wb, (-1, *[1] * (y_rank - 2)))
+    if outputs is None:
+        return xb, yb, wb
+    return xb, {name: yb for name in outputs}, None if wb is None else {name: wb for name in outputs}
+
+
+def _jax_loop(model, outputs):
+    import jax
+
+    def steps(state, x, y, order, weights):
+        def body(state, i):
+            wb = None if weights is None else weights[i]
+            _, state = model.train_step(state, _step_data(x[order[i]], y[order[i]], wb, outputs, y.ndim))
+            return state, None
+
+        state, _ = jax.lax.scan(body, state, jax.numpy.arange(order.shape[0]))
+        return state
+
+    compiled = jax.jit(steps, donate_argnums=0)
+
+    def run(x, y, order, weights) -> None:
+        groups = (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables, model.metrics_variables)
+        state = tuple([v.value for v in group] for group in groups)
+        state = compiled(state, x, y, order, weights)
+        for group, values in zip(groups, state):
+            for variable, value in zip(group, values):
+                variable.assign(value)
+
+    return run
+
+
+def _tf_loop(model, outputs):
+    import tensorflow as tf
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def steps(x, y, order, weights):
+        def body(i):
+            wb = None if weights is None else weights[i]
+            model.train_step(_step_data(tf.gather(x, order[i]), tf.gather(y, order[i]), wb, outputs, len(y.shape)))
+            return (i + 1,)
+
+        tf.while_loop(lambda i: i < tf.shape(order)[0], body, (tf.constant(0),))
+
+    return steps
+
+
+def _eager_loop(model, outputs):
+    """Any other backend: Keras' own one-batch step, once per step."""
+    import keras
+
+    def run(x, y, order, weights) -> None:
+        for i in range(len(order)):
+            index = keras.ops.convert_to_tensor(order[i])
+            xb, yb = keras.ops.take(x, index, axis=0), keras.ops.take(y, index, axis=0)
+            _, yb, wb = _step_data(xb, yb, None if weights is None else weights[i], outputs, len(y.shape))
+            model.train_on_batch(xb, yb, sample_weight=wb, reset_metrics=False)
+
+    return run
 
 
 def clear() -> None:

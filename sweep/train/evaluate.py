@@ -24,16 +24,19 @@ __all__ = ["PER_EPOCH", "evaluate", "gray_scores", "predict_rgb", "save_gallery"
 
 
 def predict_rgb(model, x: np.ndarray, task: Task) -> np.ndarray:
-    """The model's RGB images for inputs `x`, decoded in chunks sized by the output. Called
+    """The model's RGB images for inputs `x`, decoded in chunks sized by the output, from the
+    device-resident `x` (`sweep.backend.resident`: pass the cached task arrays). Called
     eagerly: one forward pass per chunk costs less than tracing a predict function."""
     import keras
 
+    from sweep import backend
+
     chunk = chunk_size(x, task.output_channels)
+    on_device = backend.resident(x)
     parts = []
     for i in range(0, len(x), chunk):
-        part = x[i : i + chunk]
-        output = keras.ops.convert_to_numpy(model(part, training=False)).astype(np.float32)
-        parts.append(task.to_rgb(output, part))
+        output = keras.ops.convert_to_numpy(model(on_device[i : i + chunk], training=False)).astype(np.float32)
+        parts.append(task.to_rgb(output, x[i : i + chunk]))
     return np.concatenate(parts)
 
 

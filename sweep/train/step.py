@@ -27,6 +27,7 @@ __all__ = [
     "compile_model",
     "epoch_batches",
     "epoch_order",
+    "epoch_plan",
     "fit",
     "has_batch_norm",
     "make_loss",
@@ -103,14 +104,18 @@ def chunk_size(x: np.ndarray, output_channels: int) -> int:
 
 def validation_loss(model, x: np.ndarray, y: np.ndarray, loss) -> float:
     """`loss` over the whole validation split, the mean over images (each image weighs the
-    same whatever the batching), from eager forward passes: the same number for a model
-    trained alone or in a pack, and no evaluation function to trace."""
+    same whatever the batching), from eager forward passes on the device-resident split:
+    the same number for a model trained alone or in a pack, and no evaluation function to
+    trace."""
     import keras
 
+    from sweep import backend
+
     chunk = chunk_size(x, max(y.shape[-1], model.output_shape[-1]))
+    x_dev, y_dev = backend.resident(x), backend.resident(y)
     total = 0.0
     for i in range(0, len(x), chunk):
-        value = loss(y[i : i + chunk], model(x[i : i + chunk], training=False))
+        value = loss(y_dev[i : i + chunk], model(x_dev[i : i + chunk], training=False))
         total += float(keras.ops.convert_to_numpy(value)) * len(x[i : i + chunk])
     return total / len(x)
 
@@ -121,31 +126,42 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def epoch_batches(
-    rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: TrainingProtocol, epoch: int, pad: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The training inputs, targets and sample weights of `epoch`, in `epoch_order`.
+def epoch_plan(protocol: TrainingProtocol, epoch: int, n: int, pad: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images of each step of `epoch`, as indices into the training split in `epoch_order`
+    (int32, shape (steps, batch)), and their per-image sample weights (or None).
 
     With `pad`, a partial last batch is padded to full size with weight-0 images and its
     real images weighted batch / real, so its loss is still exactly their mean: every step
-    has one shape and the training step is traced once, not twice. (Models with batch
-    normalisation are not padded: the padding would enter their batch statistics.)
+    has one shape and the training step is traced once, not twice. Without (models with
+    batch normalisation: the padding would enter their batch statistics), the order is
+    returned flat, for the caller to split."""
+    batch = protocol.batch_size
+    order = epoch_order(protocol.seed, epoch, n)
+    real = len(order) % batch
+    if not (real and pad):
+        return order.astype(np.int32), None
+    order = np.concatenate([order, order[np.arange(batch - real) % len(order)]])
+    weights = np.ones(len(order), np.float32)
+    weights[-batch : -batch + real] = batch / real
+    weights[-batch + real :] = 0.0
+    return order.astype(np.int32).reshape(-1, batch), weights.reshape(-1, batch)
+
+
+def epoch_batches(
+    rgb: np.ndarray, x: np.ndarray, y: np.ndarray, task: Task, protocol: TrainingProtocol, epoch: int, pad: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The training inputs, targets and sample weights of `epoch`, in `epoch_plan`'s order
+    and padding, as arrays (the weights shaped to broadcast over per-pixel losses).
 
     With augmentation, flips and rotations are drawn afresh every epoch, seeded by (seed,
     epoch, batch), and inputs and targets are both derived from the same augmented RGB
     images."""
     batch = protocol.batch_size
-    order = epoch_order(protocol.seed, epoch, len(rgb))
-    real = len(order) % batch
-    weights = None
-    if real and pad:
-        order = np.concatenate([order, order[np.arange(batch - real) % len(order)]])
-        weights = np.ones(len(order), np.float32)
-        weights[-batch : -batch + real] = batch / real
-        weights[-batch + real :] = 0.0
+    order, weights = epoch_plan(protocol, epoch, len(rgb), pad)
+    order = order.ravel()
     if weights is not None:  # one weight per image, broadcast over the per-pixel losses
         weights = weights.reshape(-1, *[1] * (y.ndim - 2))
-    if not (protocol.augment_flip or protocol.augment_rotation):
+    if not augmented(protocol):
         return x[order], y[order], weights
     inputs, targets = [], []
     for index, start in enumerate(range(0, len(order), batch)):
@@ -154,6 +170,10 @@ def epoch_batches(
         inputs.append(task.inputs(images))
         targets.append(task.targets(images))
     return np.concatenate(inputs), np.concatenate(targets), weights
+
+
+def augmented(protocol: TrainingProtocol) -> bool:
+    return bool(protocol.augment_flip or protocol.augment_rotation)
 
 
 def has_batch_norm(model) -> bool:
@@ -173,29 +193,68 @@ def fit(
     first_epoch: int,
     callbacks: list,
     outputs: list[str] | None = None,
+    steps_per_call: int | None = None,
 ) -> None:
-    """Train epoch by epoch on explicitly ordered in-memory arrays (one `fit` call per
-    epoch; the compiled step is reused), from `first_epoch` until the protocol's epochs are
-    over or a callback stops training (`model.stop_training` outlives the `fit` call that
-    set it). The callbacks compute the validation loss themselves (`validation_loss`).
-    `outputs` names the heads of a pack: every head gets the same targets."""
+    """Train epoch by epoch, from `first_epoch` until the protocol's epochs are over or a
+    callback stops training (`model.stop_training`), calling each Keras callback's
+    `on_epoch_end` with the epoch's mean training loss. The callbacks compute the validation
+    loss themselves (`validation_loss`). `outputs` names the heads of a pack: every head
+    gets the same targets.
 
-    def per_head(values: np.ndarray):
-        return values if outputs is None else {name: values for name in outputs}
+    Many steps run per compiled call (`sweep.backend.train_loop`): a whole epoch by default,
+    or `steps_per_call` steps, after each of which the callbacks' `on_train_batch_end` runs
+    (1: Keras' one step per call, for callbacks that act after every step). The training
+    arrays stay on the device and each step's batch is gathered there by index
+    (`epoch_plan`); with augmentation, an epoch's augmented arrays are copied there once."""
+    import keras
 
+    from sweep import backend
+
+    callbacks = keras.callbacks.CallbackList(callbacks, add_history=False, add_progbar=False, model=model)
+    loop = backend.train_loop(model, outputs)
     pad = not has_batch_norm(model)
-    for epoch in range(first_epoch, protocol.epochs):
-        x, y, weights = epoch_batches(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch, pad)
-        model.fit(
-            x,
-            per_head(y),
-            sample_weight=None if weights is None else per_head(weights),
-            batch_size=protocol.batch_size,
-            shuffle=False,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            verbose=0,
-            callbacks=callbacks,
-        )
-        if model.stop_training:
-            break
+    n = len(splits.train)
+    model.stop_training = False
+    callbacks.on_train_begin()
+    try:
+        for epoch in range(first_epoch, protocol.epochs):
+            model.reset_metrics()
+            if augmented(protocol):  # this epoch's augmented images, in order, copied to the device once
+                xs, ys, w = epoch_batches(splits.train, arrays["x_train"], arrays["y_train"], task, protocol, epoch, pad)
+                x, y = keras.ops.convert_to_tensor(xs), keras.ops.convert_to_tensor(ys)
+                order = np.arange(len(xs), dtype=np.int32)
+                order, weights = (order, None) if w is None else (order.reshape(-1, protocol.batch_size), w.reshape(-1, protocol.batch_size))
+            else:
+                x, y = backend.resident(arrays["x_train"]), backend.resident(arrays["y_train"])
+                order, weights = epoch_plan(protocol, epoch, n, pad)
+            parts = _calls(order, weights, protocol.batch_size, steps_per_call)
+            step = 0
+            for part_order, part_weights in parts:
+                loop(x, y, part_order, part_weights)
+                step += len(part_order)
+                if steps_per_call is not None:
+                    callbacks.on_train_batch_end(step - 1)
+            callbacks.on_epoch_end(epoch, model.get_metrics_result())
+            if model.stop_training:
+                break
+    finally:
+        callbacks.on_train_end()
+
+
+def _calls(order: np.ndarray, weights: np.ndarray | None, batch: int, steps_per_call: int | None):
+    """`epoch_plan`'s steps split into compiled calls: runs of `steps_per_call` steps (all of
+    them by default), and an unpadded partial last batch in a call of its own."""
+    if order.ndim == 1:  # unpadded: whole batches, then the rest
+        whole = len(order) // batch * batch
+        parts = [(order[:whole].reshape(-1, batch), None)] if whole else []
+        if whole < len(order):
+            parts.append((order[whole:].reshape(1, -1), None))
+    else:
+        parts = [(order, weights)]
+    if steps_per_call is None:
+        return parts
+    return [
+        (o[i : i + steps_per_call], None if w is None else w[i : i + steps_per_call])
+        for o, w in parts
+        for i in range(0, len(o), steps_per_call)
+    ]

@@ -50,8 +50,6 @@ def run_trial(
     row = start_row(spec, datetime.now(timezone.utc))
     try:
         backend_name = backend.keras_ready()
-        import keras
-
         task, splits, arrays = task_arrays(dataset, protocol)
         row.update(data_columns(spec, arrays, backend_name), pack_size=1)
         loss = make_loss(protocol, arrays["y_train"])
@@ -86,10 +84,11 @@ def run_trial(
             checkpoint=save,
             best_weights=saved.best_weights if saved is not None else None,
         )
-        extra = [c for c in (batch_failpoint_callback(spec.key),) if c is not None]
+        per_step = batch_failpoint_callback(spec.key)  # None unless a test kills the trial mid-epoch
         t_fit = time.perf_counter()
         if not tracker.done:
-            fit(model, splits, arrays, task, protocol, first_epoch, [keras.callbacks.TerminateOnNaN(), callback, *extra])
+            callbacks = [callback] if per_step is None else [callback, per_step]
+            fit(model, splits, arrays, task, protocol, first_epoch, callbacks, steps_per_call=None if per_step is None else 1)
         row["train_seconds"] = time.perf_counter() - t_fit
         if callback.best_weights is not None and tracker.stop_reason != "nan":
             model.set_weights(callback.best_weights)
