@@ -2,7 +2,8 @@
 """Set up the project on first use and run its main jobs. Needs only Python >= 3.11.
 
     python3 tasks.py grid [ARGS...]   # the 36-model grid: python -m sweep.grid ARGS
-    python3 tasks.py test [ARGS...]   # the test suite:    lint-imports, then python -m pytest ARGS
+    python3 tasks.py test [ARGS...]   # the test suite:    lint-imports, then python -m pytest ARGS,
+                                      #   then the tests marked `backends` again under KERAS_BACKEND=jax
     python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench
 
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
@@ -78,7 +79,14 @@ def main(argv: list[str]) -> int:
         if status != 0:
             print("tasks: lint-imports found imports that break the package's layers (see above)", file=sys.stderr)
             return status
-        command = [str(python), "-m", "pytest", *rest]
+        status = subprocess.call([str(python), "-m", "pytest", *rest])
+        if status != 0:
+            return status
+        # The GPU machines run Keras on JAX: the tests marked `backends` (training step,
+        # packs, a grid, a killed and resumed trial, the bench) run again under it.
+        print("tasks: the tests marked 'backends' again, under KERAS_BACKEND=jax", flush=True)
+        jax = {**os.environ, "KERAS_BACKEND": "jax"}
+        return subprocess.call([str(python), "-m", "pytest", "-m", "backends", *rest], env=jax)
     elif job == "setup":
         return 0
     else:

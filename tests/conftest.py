@@ -81,3 +81,7 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def pytest_report_header(config) -> str:
+    return f"Keras backend: {os.environ.get('KERAS_BACKEND', 'tensorflow')}"

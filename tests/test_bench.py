@@ -10,6 +10,7 @@ from conftest import run_cli, small_space
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_bench_prints_both_modes_and_a_speedup(tmp_path):
     space = small_space(tmp_path, {"kernel_size": [3, 5], "compression_factor": [2, 4]})
     result = run_cli("sweep.bench", "--space", space, "--workers", "1", "--pack", "2")

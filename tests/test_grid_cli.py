@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ def test_help_does_not_load_a_framework():
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_a_sweep_runs_then_resumes_without_training(tmp_path):
     space = small_space(tmp_path)
     results = tmp_path / "results"
@@ -32,6 +34,7 @@ def test_a_sweep_runs_then_resumes_without_training(tmp_path):
     frame = load_results(results)
     assert len(frame) == 2 and set(frame["status"]) == {"complete"}
     assert set(frame["kernel_size"]) == {3, 5} and set(frame["driver"]) == {"grid"}
+    assert set(frame["backend"]) == {os.environ.get("KERAS_BACKEND", "tensorflow")}  # the test command runs it under JAX too
     assert "first" in first.stdout and "best" in first.stdout and "worst" in first.stdout
     finished = dict(zip(frame["trial_key"], frame["finished_at"]))
     assert (results / "results.parquet").exists() and len(list((results / "runs").iterdir())) == 1

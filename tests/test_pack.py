@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ def test_packs_are_full_balanced_and_never_mix_protocols():
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_a_packed_pair_equals_the_same_two_trained_separately(synthetic, tmp_path):
     import keras
 
@@ -77,6 +79,7 @@ def test_each_member_stops_early_on_its_own(synthetic, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 def test_grid_pack_option_stores_every_member(tmp_path):
     from conftest import run_cli, small_space
 
@@ -87,25 +90,7 @@ def test_grid_pack_option_stores_every_member(tmp_path):
     assert result.returncode == 0, result.stderr
     frame = load_results(tmp_path / "r")
     assert len(frame) == 6 and set(frame["status"]) == {"complete"}
+    assert set(frame["backend"]) == {os.environ.get("KERAS_BACKEND", "tensorflow")}
     assert frame["pack_size"].between(2, 4).all() and frame["pack_size"].value_counts().to_dict() in ({3: 6}, {4: 4, 2: 2})
     again = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "4")
     assert "6 already stored, 0 to run" in again.stderr
-
-
-@pytest.mark.slow
-def test_packed_grid_runs_under_jax(tmp_path):
-    """The same code under another Keras backend (skipped where JAX is not installed)."""
-    import importlib.util
-
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("JAX is not installed")
-    from conftest import run_cli, small_space
-
-    from sweep.results import load_results
-
-    path = small_space(tmp_path, {"kernel_size": [3, 5]})
-    result = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "2", env={"KERAS_BACKEND": "jax"})
-    assert result.returncode == 0, result.stderr
-    frame = load_results(tmp_path / "r")
-    assert list(frame["status"]) == ["complete", "complete"] and set(frame["backend"]) == {"jax"}
-    assert set(frame["pack_size"]) == {2}

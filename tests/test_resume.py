@@ -95,7 +95,9 @@ def uninterrupted(spec, synthetic, tmp_path):
     assert row["status"] == "complete", row["error"]
     history = json.loads(row["history"])
     # The scenario the test needs: a best epoch before the last, a lowered learning rate.
-    assert row["stop_reason"] == "early_stopping" and row["best_epoch"] == 3 and row["epochs_run"] == 7, history
+    # (Under TensorFlow: best epoch 3 of 7; JAX draws other dropout masks, so other epochs.)
+    assert row["stop_reason"] == "early_stopping" and row["best_epoch"] < row["epochs_run"] - 1, history
+    assert row["epochs_run"] >= 5, history  # room for the interruptions below
     assert len({h["lr"] for h in history}) > 1, history
     return row, weights(tmp_path / "uninterrupted", spec)
 
@@ -126,6 +128,7 @@ def test_interrupted_after_the_best_epoch_was_passed_over_by_the_checkpoints(
     assert not (trial_dir(results, spec.key) / checkpoint.CHECKPOINT_FILE).exists()
 
 
+@pytest.mark.backends
 def test_interrupted_mid_epoch_twice(spec, synthetic, tmp_path, uninterrupted, ticking_clock, saved_epochs):
     results = tmp_path / "resumed"
     # Mid-way through epoch 3 (its 3rd step), with a checkpoint after epoch 2 only.
