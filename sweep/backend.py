@@ -8,6 +8,7 @@ before the backend is first imported lives here, so the rest of sweep uses `kera
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import shutil
@@ -22,6 +23,7 @@ __all__ = [
     "configure_process",
     "device_description",
     "resident",
+    "synchronize",
     "train_loop",
     "versions",
     "visible_gpus",
@@ -172,6 +174,14 @@ def train_loop(model, outputs: list[str] | None = None) -> Callable:
     return run
 
 
+def synchronize(model) -> None:
+    """Wait until the device has finished what was queued for `model` (JAX and GPUs run
+    asynchronously: time a compiled call only after this)."""
+    import keras
+
+    keras.ops.convert_to_numpy(model.trainable_variables[-1])
+
+
 def _step_data(xb, yb, wb, outputs, y_rank: int):
     import keras
 
@@ -242,10 +252,30 @@ def clear() -> None:
     Call it only when no model of this process is still in use."""
     import keras
 
+    global _COLLECTED_AT
     if keras.backend.backend() == "tensorflow":
         _forget_custom_gradients()
-    keras.backend.clear_session(free_memory=True)  # one full garbage collection (0.3 s with TensorFlow loaded)
-    _return_freed_memory()
+    keras.backend.clear_session(free_memory=False)
+    # A full garbage collection costs 0.2-0.3 s with a framework loaded, more than a small
+    # trial's training: collect only once memory has grown since the last one (the trials'
+    # reference cycles are then freed together; memory stays flat, see BENCHMARKS.md).
+    if _resident_bytes() - _COLLECTED_AT > COLLECT_AFTER_GROWTH:
+        gc.collect()
+        _return_freed_memory()
+        _COLLECTED_AT = _resident_bytes()
+
+
+COLLECT_AFTER_GROWTH = 256 * 2**20  # bytes of resident memory gained since the last full collection
+_COLLECTED_AT = 0
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (0 where /proc is not there: then every call collects)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return COLLECT_AFTER_GROWTH * 2**10
 
 
 def _forget_custom_gradients() -> None:

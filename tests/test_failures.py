@@ -32,7 +32,7 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(sweep.train.step, "build_autoencoder", faulty_build)
     space = small_space(tmp_path, {"kernel_size": [3, 5], "fewer_layers": [False, True]}, epochs=2)
     results = tmp_path / "results"
-    assert grid_main(["--space", space, "--results", str(results)]) == 0
+    assert grid_main(["--space", space, "--results", str(results), "--workers", "1"]) == 0
     summary = capsys.readouterr().out
     assert "4 trials: 1 complete, 3 failed, 0 pruned" in summary
 
@@ -46,10 +46,10 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, monkeypatch, capsys
         assert row["trial_key"] in summary or row["status"] == "complete"
 
     # A plain rerun leaves failed trials alone; --retry-failed runs exactly those.
-    assert grid_main(["--space", space, "--results", str(results)]) == 0
+    assert grid_main(["--space", space, "--results", str(results), "--workers", "1"]) == 0
     assert {r["finished_at"] for r in read_rows(results)} == {r["finished_at"] for r in rows.values()}
     monkeypatch.setattr(sweep.train.step, "build_autoencoder", real_build)
-    assert grid_main(["--space", space, "--results", str(results), "--retry-failed"]) == 0
+    assert grid_main(["--space", space, "--results", str(results), "--workers", "1", "--retry-failed"]) == 0
     after = {(r["kernel_size"], r["fewer_layers"]): r for r in read_rows(results)}
     assert {r["status"] for r in after.values()} == {"complete"} and len(after) == 4
     assert after[(3, False)]["finished_at"] == rows[(3, False)]["finished_at"]

@@ -42,7 +42,9 @@ def assert_exactly_complete(results, keys: set[str]) -> None:
 
 
 def grid(space: str, results, *extra: str, failpoints: str = "", state=None, timeout: float = 600):
+    """The grid driver, running its trials in its own process (one worker) unless `extra` says otherwise."""
     env = {"SWEEP_FAILPOINTS": failpoints, "SWEEP_FAILPOINT_DIR": str(state)} if failpoints else {}
+    extra = extra if "--workers" in extra else ("--workers", "1", *extra)
     return run_cli("sweep.grid", "--space", space, "--results", str(results), "--checkpoint-every", "0", *extra, env=env, timeout=timeout)
 
 
@@ -107,7 +109,7 @@ def test_optuna_driver_killed_between_storing_a_row_and_telling_the_study(tmp_pa
     space = small_space(tmp_path, {"kernel_size": [3, 5]}, epochs=2)
     results = tmp_path / "results"
     env = {"SWEEP_FAILPOINTS": "study.before_tell=kill", "SWEEP_FAILPOINT_DIR": str(tmp_path / "fired")}
-    common = ("sweep.optuna", "--space", space, "--results", str(results), "--sampler", "grid", "--heartbeat-interval", "1", "--grace-period", "2")
+    common = ("sweep.optuna", "--space", space, "--results", str(results), "--sampler", "grid", "--heartbeat-interval", "1", "--grace-period", "2", "--workers", "1")
     crashed = run_cli(*common, "--trials", "2", env=env)
     assert crashed.returncode == -signal.SIGKILL
     (stored,) = read_rows(results)  # the row made it; the study still thinks the trial runs
@@ -149,6 +151,7 @@ def test_a_trial_that_keeps_killing_its_worker_is_recorded_failed(tmp_path):
     assert all(after[k]["finished_at"] == rows[k]["finished_at"] for k in keys[1:])
 
 
+@pytest.mark.backends
 def test_a_trial_killed_mid_epoch_resumes_to_the_uninterrupted_row(tmp_path):
     """SIGKILL in the middle of an epoch, rerun the command: the row and the saved weights are
     those of the same trial run without interruption (dropout, a plateau and early stopping

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sweep.encodings import gray_baseline
-from sweep.metrics import ab_auc, ab_rmse, colorfulness, colour_metrics, image_metrics, psnr
+from sweep.metrics import ab_auc, ab_rmse, colorfulness, colour_metrics, image_metrics, psnr, ssim
 
 
 def lab_image(a: float, b: float, lightness: float = 60.0) -> np.ndarray:
@@ -65,3 +65,20 @@ def test_grayscale_baseline_on_the_shared_cifar10_test_set(shared_data):
     assert scores["psnr"] == pytest.approx(21.8, abs=0.05)
     assert scores["colorfulness"] == pytest.approx(0.0, abs=1e-9) and scores["colorfulness_truth"] > 10
     assert 5 < scores["ab_rmse"] < 30 and 0.8 < scores["ab_auc"] < 1.0
+
+
+@pytest.mark.parametrize("shape", [(40, 32, 32, 3), (9, 17, 23, 1), (5, 7, 7, 2), (3, 12, 9)])
+def test_vectorised_ssim_equals_scikit_image_image_by_image(shape):
+    """The whole-split SSIM is scikit-image's per-image value averaged, for colour and gray
+    images, odd sizes and the smallest image a 7x7 window fits."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    truth = rng.random(shape)
+    pred = np.clip(truth + rng.normal(0, 0.1, shape), 0, 1)  # similar, as a trained model's
+    noise = rng.random(shape)  # and unrelated
+    for other in (pred, noise, truth):
+        channel_axis = -1 if len(shape) == 4 else None
+        expected = np.mean([structural_similarity(t, p, data_range=1.0, channel_axis=channel_axis) for t, p in zip(truth, other)])
+        assert ssim(truth, other) == pytest.approx(expected, abs=1e-10)
+    assert ssim(truth, truth) == pytest.approx(1.0)

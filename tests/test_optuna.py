@@ -188,7 +188,7 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch)
     monkeypatch.setattr(sweep.train.step, "build_autoencoder", build)
     space = tiny_space(tmp_path, {"kernel_size": [3, 5]})
     results = tmp_path / "o"
-    assert main(["--trials", "2", "--space", space, "--results", str(results), "--sampler", "grid"]) == 0
+    assert main(["--trials", "2", "--space", space, "--results", str(results), "--sampler", "grid", "--workers", "1"]) == 0
     study = only_study(f"sqlite:///{results}/optuna.db")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
     failed = next(t for t in study.trials if t.state.name == "FAIL")

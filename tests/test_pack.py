@@ -94,3 +94,32 @@ def test_grid_pack_option_stores_every_member(tmp_path):
     assert frame["pack_size"].between(2, 4).all() and frame["pack_size"].value_counts().to_dict() in ({3: 6}, {4: 4, 2: 2})
     again = run_cli("sweep.grid", "--space", path, "--results", str(tmp_path / "r"), "--pack", "4")
     assert "6 already stored, 0 to run" in again.stderr
+
+
+@pytest.mark.slow
+def test_the_pack_size_probe_measures_growing_packs(synthetic):
+    """`--pack auto` on a GPU: packs of 1, 2, 4, ... timed on this device; it stops growing
+    when a bigger pack is not faster (here, on CPU, whatever it measures) and says the rates."""
+    from sweep.train import probe_pack_size
+
+    specs = [spec(channel_factor=c, kernel_size=k) for c in (1, 2) for k in (3, 5)]
+    size, rates = probe_pack_size(specs, synthetic, max_size=4)
+    assert size in rates and list(rates)[0] == 1 and set(rates) <= {1, 2, 4}
+    assert all(rate > 0 for rate in rates.values())
+    for smaller, bigger in zip(rates, list(rates)[1:]):
+        assert bigger == 2 * smaller
+    if size > 1:  # chosen only for a real gain over the size before it
+        assert rates[size] >= 1.1 * rates[size // 2]
+
+
+def test_pack_auto_is_one_without_a_gpu_and_bad_values_are_one_line(tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    from sweep.run import WorkerPlan, resolve_pack
+
+    plan = WorkerPlan(2, (), 1, 1)
+    assert resolve_pack("auto", [spec()], plan, None) == (1, "packs of 1 (--pack auto: no GPU)")
+    assert resolve_pack(3, [spec()], plan, None)[0] == 3
+    bad = run_cli("sweep.grid", "--dataset", "synthetic", "--pack", "many", "--results", str(tmp_path))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "--pack" in bad.stderr and "'auto'" in bad.stderr and "many" in bad.stderr

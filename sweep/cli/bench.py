@@ -30,10 +30,10 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweep.cli.common import add_common_arguments, check_positive, protocol_overrides
+from sweep.cli.common import add_common_arguments, check_positive, pack_size, protocol_overrides
 from sweep.errors import SpecError, did_you_mean
 
 MODES = ("naive", "harness")
@@ -53,12 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on this many images, repeating the data set's training images cyclically if it has fewer "
         "(all of them are used: the train fraction becomes 1 and validation images come on top)",
     )
-    bench.add_argument("--pack", type=int, default=1, metavar="K", help="harness: train K trials per compiled step (default: %(default)s)")
+    bench.add_argument("--pack", default="auto", metavar="K", help="harness: as python -m sweep.grid --pack (default: %(default)s, as there)")
     bench.add_argument("--modes", default="naive,harness", help="which modes to run, comma-separated (default: %(default)s)")
     bench.add_argument("--limit", type=int, help="only the first N configurations of the space")
-    # The drivers' default is one CPU worker using every core; small trials are bound by
-    # Python and tracing, so on CPU the bench defaults to one single-threaded worker per core.
-    parser.set_defaults(workers=None)
+    bench.add_argument("--naive-epochs", type=int, help="time the naive loop on this many epochs and scale its time to --epochs (said in its line)")
+    bench.add_argument("--no-peak", action="store_true", help="skip timing the device's peak (a large matrix product)")
     return parser
 
 
@@ -126,23 +125,41 @@ def run_naive(work: Work, dataset) -> tuple[float, float]:
 
 
 def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict], int]:
-    """The grid's own execution; returns (wall seconds, rows, workers)."""
+    """`python -m sweep.grid`'s own execution with its defaults (worker plan, packing) unless
+    the command line sets them; returns (wall seconds, rows, workers)."""
     from sweep.cli.common import run_with_progress
-    from sweep.run import make_jobs, plan_workers
+    from sweep.run import make_jobs, plan_workers, resolve_pack
 
-    plan = plan_workers(args.workers, args.workers_per_gpu)
-    print(f"harness: {plan.describe()}, packs of up to {args.pack}", file=sys.stderr)
     t0 = time.perf_counter()
-    jobs = make_jobs(work.trials, args.pack, args.data_dir, results, {"driver": "bench"}, checkpoint_every=math.inf)
+    plan = plan_workers(args.workers, args.workers_per_gpu)
+    pack, how = resolve_pack(args.pack, work.trials, plan, args.data_dir)
+    print(f"harness: {plan.describe()}, {how}", file=sys.stderr)
+    jobs = make_jobs(work.trials, pack, args.data_dir, results, {"driver": "bench"}, checkpoint_every=math.inf)
     rows = run_with_progress(jobs, plan, results / ".workers", "harness")
     return time.perf_counter() - t0, rows, plan.workers
 
 
-def default_workers() -> int | None:
-    """One single-threaded worker per core on CPU; the drivers' default (a worker per GPU) otherwise."""
-    from sweep.backend import visible_gpus
+PEAK_SIZE = {"cpu": 2048, "gpu": 8192}  # the matrix product that measures the device's peak
 
-    return None if visible_gpus() else (os.cpu_count() or 1)
+
+def measure_peak(repeats: int = 5) -> tuple[float, str]:
+    """The device's float32 matrix-product rate (FLOP/s, best of `repeats`) with all its
+    cores, timed in this process: the ceiling the other figures are a fraction of."""
+    from sweep import backend
+
+    backend.keras_ready()
+    import keras
+    import numpy as np
+
+    n = PEAK_SIZE["cpu" if backend.device_description() == "cpu" else "gpu"]
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.matmul(a, a)))  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.matmul(a, a)))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best, f"{n}x{n} float32 matrix product, best of {repeats}"
 
 
 def _si(value: float) -> str:
@@ -166,13 +183,12 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs", "pack", "train_images", "limit")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "train_images", "limit", "naive_epochs")
+    pack_size(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
         raise SpecError("--modes: " + did_you_mean("mode", unknown[0] if unknown else args.modes, MODES))
-    if args.workers is None:
-        args.workers = default_workers()
 
     from sweep.data import TRAIN_IMAGES_ENV, dataset_for
     from sweep.run import grid_trials, unique_trials
@@ -203,9 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     times = {}
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         if "naive" in modes:
-            seconds, mse = run_naive(work, dataset)
+            naive_epochs = min(args.naive_epochs or work.epochs, work.epochs)
+            scaled = [replace(s, protocol=replace(s.protocol, epochs=naive_epochs)) for s in trials]
+            seconds, mse = run_naive(plan_work(scaled, dataset, naive_epochs), dataset)
+            seconds *= work.epochs / naive_epochs
             times["naive"] = seconds
-            _report("naive", seconds, work, f"mean test MSE {mse:.5f}")
+            scaling = f"; timed on {naive_epochs} epoch(s), time x{work.epochs / naive_epochs:g}" if naive_epochs != work.epochs else ""
+            _report("naive", seconds, work, f"mean test MSE {mse:.5f}{scaling}")
         if "harness" in modes:
             seconds, rows, workers = run_harness(work, args, Path(tmp))
             times["harness"] = seconds
@@ -215,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             mse = sum(r["test_mse"] for r in done) / len(done)
             note = f"mean test MSE {mse:.5f}; {time_shares(done, workers, seconds)}"
             _report("harness", seconds, work, note)
+    if not args.no_peak:
+        peak, how = measure_peak()
+        shares = ", ".join(f"{mode} {work.flops / seconds / peak:.1%}" for mode, seconds in times.items())
+        print(f"peak     {_si(peak)}FLOP/s ({how}, all cores of this device); achieved: {shares}")
     if len(times) == 2:
         print(f"speedup: {times['naive'] / times['harness']:.2f}")
     return 0

@@ -55,7 +55,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
 
     run = parser.add_argument_group("where and how to run")
     run.add_argument("--results", default="results", help="results directory (default: %(default)s)")
-    run.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one using all cores)")
+    run.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one single-threaded worker per core)")
     run.add_argument("--workers-per-gpu", type=int, default=1, help="pack several trials on each GPU (default: 1)")
     run.add_argument(
         "--checkpoint-every", type=float, default=10.0, metavar="SECONDS",
@@ -84,6 +84,19 @@ def protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in QUICK.items():
             overrides[key] = overrides.get(key) or value
     return overrides
+
+
+def pack_size(args: argparse.Namespace) -> None:
+    """`--pack`: an int >= 1, or 'auto' (kept as the string, for `sweep.run.resolve_pack`)."""
+    value = args.pack
+    if value == "auto":
+        return
+    try:
+        args.pack = int(value)
+    except ValueError:
+        raise SweepError(must_be("--pack", None, "an int >= 1 or 'auto'", value)) from None
+    if args.pack < 1:
+        raise SweepError(must_be("--pack", None, "an int >= 1 or 'auto'", args.pack))
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

@@ -24,6 +24,7 @@ from sweep.cli.common import (
     add_common_arguments,
     check_positive,
     code_version,
+    pack_size,
     protocol_overrides,
     run_with_progress,
     write_run_record,
@@ -44,12 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
     parser.add_argument(
         "--pack",
-        type=int,
-        default=1,
+        default="auto",
         metavar="K",
         help="train up to K trials of one protocol together in one compiled step (packs balanced by FLOPs; "
-        "each member's results are its own). Pays on a GPU, where one small model leaves it idle; "
-        "a pack is not checkpointed mid-training (default: %(default)s)",
+        "each member's results are its own); 'auto': measure the fastest size on the GPU, 1 without one. "
+        "A pack is not checkpointed mid-training (default: %(default)s)",
     )
     parser.add_argument(
         "--repeats",
@@ -116,7 +116,7 @@ def colorization_table(done) -> str:
 
 def run_local(args, space, trials, plan, results: Path) -> None:
     from sweep.results import completed_keys
-    from sweep.run import make_jobs, unique_trials
+    from sweep.run import make_jobs, resolve_pack, unique_trials
 
     specs = [spec for _, spec in unique_trials(trials)]
     keys = [spec.key for spec in specs]
@@ -130,9 +130,11 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     )
     if not todo:
         return
-    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": args.pack})
+    pack, how = resolve_pack(args.pack, todo, plan, args.data_dir)
+    print(f"sweep.grid: {how}", file=sys.stderr)
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": pack})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
-    run_with_progress(make_jobs(todo, args.pack, args.data_dir, results, extra, args.checkpoint_every), plan, results / ".workers", "grid")
+    run_with_progress(make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every), plan, results / ".workers", "grid")
 
 
 def run_shared(args, space, trials, plan, results: Path) -> None:
@@ -188,7 +190,8 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period", "pack")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period")
+    pack_size(args)
 
     from sweep.results import check_writable, export, load_results
     from sweep.run import grid_trials, plan_workers
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch is not None:
         space = space.with_arch(args.arch)
     space.require_grid()
-    if args.storage and args.pack > 1:
+    if args.storage and args.pack not in (1, "auto"):
         raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
     results = check_writable(args.results)
     trials = grid_trials(space, args.data_dir)

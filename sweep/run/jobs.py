@@ -22,9 +22,21 @@ from sweep.files import atomic_write
 from sweep.results import spec_columns, write_row
 from sweep.space import SearchSpace
 from sweep.spec import TrialSpec
-from sweep.train import make_packs, run_pack, run_trial, trial_dir
+from sweep.run.schedule import WorkerPlan
+from sweep.train import make_packs, probe_pack_size, run_pack, run_trial, trial_dir
 
-__all__ = ["MAX_ATTEMPTS", "PackJob", "RUN_ID", "TrialJob", "grid_trials", "make_jobs", "trial_for", "unique_trials"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "PACK_AUTO",
+    "PackJob",
+    "RUN_ID",
+    "TrialJob",
+    "grid_trials",
+    "make_jobs",
+    "resolve_pack",
+    "trial_for",
+    "unique_trials",
+]
 
 MAX_ATTEMPTS = 2  # a trial whose worker died this many times in one run is recorded as failed
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this driver invocation; workers inherit it in their jobs
@@ -195,3 +207,31 @@ def make_jobs(specs: list[TrialSpec], pack: int, data_dir: str | None, results: 
         PackJob(tuple(members), data_dir, str(results), extra, checkpoint_every)
         for members in make_packs(list(specs), pack, cost)
     ]
+
+
+PACK_AUTO = "auto"
+PROBE_MAX_PACK = 16
+
+
+def resolve_pack(pack: int | str, specs: list[TrialSpec], plan: WorkerPlan, data_dir: str | None) -> tuple[int, str]:
+    """The pack size to run with, and a line saying how it was chosen. `auto`: 1 without a
+    GPU (measured on CPU, packs do not pay: BENCHMARKS.md); on a GPU, the size that trained
+    fastest in a short probe of pack sizes 1, 2, 4, ... (`sweep.train.probe_pack_size`), run
+    in a process of its own on the first GPU so its memory is freed before the workers start."""
+    if pack != PACK_AUTO:
+        return int(pack), f"packs of up to {pack}"
+    if not plan.gpus or not specs:
+        return 1, "packs of 1 (--pack auto: no GPU)"
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        size, rates = pool.apply(_probe, (list(specs), data_dir, plan.gpus[0]))
+    measured = ", ".join(f"{k}: {v:,.0f}" for k, v in rates.items())
+    return size, f"packs of up to {size} (--pack auto; training images/s by pack size: {measured})"
+
+
+def _probe(specs: list[TrialSpec], data_dir: str | None, gpu: str) -> tuple[int, dict[int, float]]:
+    from sweep import backend
+
+    backend.configure_process(gpu, None)
+    return probe_pack_size(specs, dataset_for(specs[0].protocol, data_dir), PROBE_MAX_PACK)

@@ -37,9 +37,15 @@ class WorkerPlan:
         return f"{self.workers} CPU worker(s), {self.threads} thread(s) each"
 
 
+CPU_WORKER_MEMORY = 2 * 2**30  # bytes a CPU worker may need (the seed grid's peak ~1.3 GiB, BENCHMARKS.md)
+
+
 def plan_workers(workers: int | None = None, workers_per_gpu: int = 1) -> WorkerPlan:
-    """Default: one worker per visible GPU (times `workers_per_gpu`), else one CPU worker
-    using every core. `workers` overrides the count."""
+    """Default: one worker per visible GPU (times `workers_per_gpu`); without a GPU, one
+    single-threaded worker per core, as many as memory allows (CPU_WORKER_MEMORY each), the
+    cores shared among them. Measured (BENCHMARKS.md): a small trial's tracing and
+    evaluation run on one core, so separate processes keep every core busy where one
+    multi-threaded process would not. `workers` overrides the count."""
     gpus = tuple(backend.visible_gpus())
     cores = os.cpu_count() or 1
     if gpus:
@@ -47,8 +53,15 @@ def plan_workers(workers: int | None = None, workers_per_gpu: int = 1) -> Worker
         count = min(count, len(gpus) * workers_per_gpu) if workers is None else count
         per_gpu = max(1, -(-count // len(gpus)))
     else:
-        count, per_gpu = workers or 1, workers_per_gpu
+        count, per_gpu = workers or max(1, min(cores, _memory_bytes() // CPU_WORKER_MEMORY)), workers_per_gpu
     return WorkerPlan(count, gpus, per_gpu, max(1, cores // count))
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return CPU_WORKER_MEMORY
 
 
 class Job(Protocol):

@@ -21,7 +21,7 @@ Keras is imported inside the functions that build or train, never at import.
 from sweep.train.arrays import splits_for, task_arrays
 from sweep.train.epochs import Pruning
 from sweep.train.evaluate import predict_rgb
-from sweep.train.pack import make_packs, packable, run_pack
+from sweep.train.pack import make_packs, packable, probe_pack_size, run_pack
 from sweep.train.rows import trial_dir
 from sweep.train.step import epoch_order
 from sweep.train.trial import run_trial
@@ -32,6 +32,7 @@ __all__ = [
     "make_packs",
     "packable",
     "predict_rgb",
+    "probe_pack_size",
     "run_pack",
     "run_trial",
     "splits_for",

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from sweep import backend
 from sweep.data import Dataset
 from sweep.errors import must_be
@@ -27,7 +29,7 @@ from sweep.train.epochs import Tracker
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
 from sweep.train.step import build_model, compile_model, fit, make_loss, make_optimizer, validation_loss
 
-__all__ = ["make_packs", "packable", "run_pack"]
+__all__ = ["make_packs", "pack_model", "packable", "probe_pack_size", "run_pack"]
 
 
 def packable(spec: TrialSpec) -> bool:
@@ -64,6 +66,68 @@ def make_packs(specs: list[Any], size: int, cost: Callable[[Any], float]) -> lis
         packs.extend(bins)
     packs.extend(singles)
     return sorted(packs, key=lambda pack: sum(cost(s) for s in pack), reverse=True)
+
+
+def pack_model(members: list, names: list[str], input_shape: tuple[int, ...], protocol, loss):
+    """One compiled Keras model whose heads `names` are the `members`, with one optimizer
+    (built) and the sum of the members' losses."""
+    import keras
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
+    pack.compile(optimizer=make_optimizer(protocol), loss={name: loss for name in names})
+    pack.optimizer.build(pack.trainable_variables)
+    return pack
+
+
+PROBE_STEPS = 20  # training steps timed per pack size
+PROBE_GAIN = 1.10  # a bigger pack must train this much faster (images/s) to be chosen
+
+
+def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16) -> tuple[int, dict[int, float]]:
+    """Measure the pack size that trains fastest on this process's device: packs of 1, 2,
+    4, ... copies of the median-cost packable trial, each timed over PROBE_STEPS steps after
+    a first (compiling) call; grow while images/s improves by PROBE_GAIN and memory fits.
+    Returns the chosen size and the measured images/s per size tried."""
+    from sweep.train.step import build_model, epoch_plan
+
+    candidates = [s for s in specs if packable(s)]
+    if not candidates:
+        return 1, {}
+    backend.keras_ready()
+    spec = sorted(candidates, key=lambda s: s.key)[len(candidates) // 2]
+    protocol = spec.protocol
+    task, splits, arrays = task_arrays(dataset, protocol)
+    input_shape = arrays["x_train"].shape[1:]
+    x, y = backend.resident(arrays["x_train"]), backend.resident(arrays["y_train"])
+    order, weights = epoch_plan(protocol, 0, len(splits.train), pad=True)
+    if order.ndim == 1:  # unpadded (batch normalisation): whole batches only
+        order = order[: len(order) // protocol.batch_size * protocol.batch_size].reshape(-1, protocol.batch_size)
+    reps = -(-PROBE_STEPS // len(order))
+    order = np.tile(order, (reps, 1))[:PROBE_STEPS]
+    weights = None if weights is None else np.tile(weights, (reps, 1))[:PROBE_STEPS]
+    rates: dict[int, float] = {}
+    best, size = 1, 1
+    while size <= max(1, min(max_size, len(specs))):
+        names = [f"m{i}" for i in range(size)]
+        try:
+            members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i in range(size)]
+            model = pack_model(members, names, input_shape, protocol, make_loss(protocol, arrays["y_train"]))
+            loop = backend.train_loop(model, names)
+            loop(x, y, order, weights)  # compile
+            t0 = time.perf_counter()
+            loop(x, y, order, weights)
+            backend.synchronize(model)
+            rates[size] = size * order.size / (time.perf_counter() - t0)
+        except Exception:  # out of memory: the last size that fitted
+            break
+        finally:
+            members = model = loop = None
+            backend.clear()
+        if size > 1 and rates[size] < rates[best] * PROBE_GAIN:
+            break
+        best, size = size, size * 2
+    return best, rates
 
 
 def run_pack(
@@ -105,11 +169,8 @@ def run_pack(
         task, splits, arrays = task_arrays(dataset, protocol)
         input_shape = arrays["x_train"].shape[1:]
         members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i, spec in enumerate(specs)]
-        inputs = keras.Input(shape=input_shape, name="image")
-        pack = keras.Model(inputs, {name: member(inputs) for name, member in zip(names, members)}, name="pack")
         loss = make_loss(protocol, arrays["y_train"])
-        pack.compile(optimizer=make_optimizer(protocol), loss={name: loss for name in names})
-        pack.optimizer.build(pack.trainable_variables)
+        pack = pack_model(members, names, input_shape, protocol, loss)
         for spec, row, member in zip(specs, rows, members):
             row.update(data_columns(spec, arrays, backend_name), pack_size=len(specs), resumed_from_epoch=None, params=int(member.count_params()))
 

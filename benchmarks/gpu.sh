@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU figures of BENCHMARKS.md in one command (under 9 minutes on one H200): on the
+# 36-model grid, 10 epochs x 50,000 training images (the CIFAR-10 subset repeated), the
+# harness as `python -m sweep.grid` runs it by default (one worker per GPU, --pack auto),
+# then the naive loop on the same work timed on 1 epoch and scaled by 10 (its line says so),
+# then the device's measured peak and the fraction of it each achieved.
+#
+#   bash benchmarks/gpu.sh                               # on the GPU machine
+#   DATA_DIR=/data TRAIN_IMAGES=256 EPOCHS=2 bash benchmarks/gpu.sh --limit 4   # a small CPU rehearsal
+#
+# Runs with JAX and without TensorFlow. Where Keras, Optuna and the rest are not installed,
+# it installs them from wheels in .whl/ (prepared on a machine with a package index by
+# `../shared/tools/device-wheels.sh tqdm scikit-image imageio tifffile lazy-loader networkx
+# pillow cmaes scikit-learn threadpoolctl` in the project root). Extra arguments go to
+# `python -m sweep.bench`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_DIR=${DATA_DIR:-../shared/data}
+TRAIN_IMAGES=${TRAIN_IMAGES:-50000}
+EPOCHS=${EPOCHS:-10}
+export KERAS_BACKEND=jax
+if ! python3 -c "import keras, optuna, skimage, tqdm" 2>/dev/null; then
+  if [ ! -d .whl ]; then
+    echo "gpu.sh: Keras, Optuna, scikit-image or tqdm is missing and there is no .whl/ to install them from" >&2
+    exit 2
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD"
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+echo "gpu.sh: $(date -u +%Y-%m-%dT%H:%MZ); $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1 || echo 'no GPU')"
+python3 -c "import jax, keras; print(f'gpu.sh: JAX {jax.__version__} on {jax.devices()[0]}, Keras {keras.__version__}')"
+exec timeout 530 python3 -m sweep.bench --data-dir "$DATA_DIR" --epochs "$EPOCHS" --train-images "$TRAIN_IMAGES" --naive-epochs 1 "$@"
