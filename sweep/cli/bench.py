@@ -1,7 +1,7 @@
 """`python -m sweep.bench`: a sweep's throughput, the naive loop and the harness side by side.
 
     python -m sweep.bench --data-dir ../shared/data --epochs 1
-    python -m sweep.bench --data-dir ../shared/data --epochs 10 --train-images 50000 --pack 6   # on a GPU
+    python -m sweep.bench --data-dir ../shared/data --epochs 10 --train-images 50000 --naive-epochs 1   # a GPU
     KERAS_BACKEND=jax python -m sweep.bench ...
 
 Both modes do the same work: the same configurations, epochs, training images, batch size
@@ -11,14 +11,16 @@ and seed, a validation pass every epoch and a test evaluation at the end.
   process: a fresh model, `model.fit` on in-memory numpy arrays with Keras' shuffling and
   `validation_data`, then `model.evaluate` on the test images. Its time starts after
   Keras has been imported.
-- harness: `python -m sweep.grid`'s own execution (worker processes, packing, the
-  store, every metric and artefact of a trial) into a throw-away results directory,
-  timed from the start, worker start-up included.
+- harness: what `python -m sweep.grid` runs with no options on this machine (its worker
+  plan and `--pack auto`, unless --workers or --pack say otherwise; the store, every
+  metric and artefact of a trial) into a throw-away results directory, timed from the
+  start, worker start-up (and the pack-size probe on a GPU) included.
 
 It prints, per mode, the wall time, training images per second, the FLOPs of the work
 (counted from the layer shapes: a training step is taken as 3x the forward pass) and the
-FLOP/s achieved; the harness line also says where its time went; and last a line
-`speedup: X.XX` (naive time / harness time).
+FLOP/s achieved; the harness line also says where its time went; then the device's
+measured peak (a large matrix product, timed in the same run) and the fraction of it each
+mode achieved; and last a line `speedup: X.XX` (naive time / harness time).
 """
 
 from __future__ import annotations

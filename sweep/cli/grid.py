@@ -4,7 +4,7 @@
     python -m sweep.grid --data-dir ../data --epochs 1     # on local CIFAR-10 files
     python -m sweep.grid --quick --dataset synthetic       # a one-minute offline smoke run
     python -m sweep.grid --storage postgresql://host/db    # one grid shared by many machines
-    python -m sweep.grid --pack 6                          # train 6 small models per step (GPU)
+    python -m sweep.grid --pack 6                          # train 6 small models per step (default: auto)
 
 Trials already complete in the results directory are skipped, so running the same
 command again resumes a sweep that crashed or was interrupted. With `--storage`, the grid
