@@ -259,23 +259,25 @@ def clear() -> None:
     # A full garbage collection costs 0.2-0.3 s with a framework loaded, more than a small
     # trial's training: collect only once memory has grown since the last one (the trials'
     # reference cycles are then freed together; memory stays flat, see BENCHMARKS.md).
-    if _resident_bytes() - _COLLECTED_AT > COLLECT_AFTER_GROWTH:
+    used = _resident_bytes()
+    if used is None or used - _COLLECTED_AT > COLLECT_AFTER_GROWTH:
         gc.collect()
         _return_freed_memory()
-        _COLLECTED_AT = _resident_bytes()
+        _COLLECTED_AT = _resident_bytes() or 0
 
 
 COLLECT_AFTER_GROWTH = 256 * 2**20  # bytes of resident memory gained since the last full collection
 _COLLECTED_AT = 0
 
 
-def _resident_bytes() -> int:
-    """This process's resident memory (0 where /proc is not there: then every call collects)."""
+def _resident_bytes() -> int | None:
+    """This process's resident memory; None where /proc is not there (then `clear` collects
+    after every trial)."""
     try:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return COLLECT_AFTER_GROWTH * 2**10
+        return None
 
 
 def _forget_custom_gradients() -> None:
