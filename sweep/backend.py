@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import weakref
 from functools import cache
 from typing import Any, Callable
 
@@ -157,6 +158,9 @@ def train_loop(model, outputs: list[str] | None = None) -> Callable:
     per epoch, or one step at a time when something must happen after every step."""
     import keras
 
+    kept = _LOOPS.get(model)
+    if kept is not None and kept[0] == outputs:
+        return kept[1]  # a reused model: its traced loop too
     backend = keras.backend.backend()
     make = {"jax": _jax_loop, "tensorflow": _tf_loop}.get(backend, _eager_loop)
     loop = None
@@ -171,7 +175,11 @@ def train_loop(model, outputs: list[str] | None = None) -> Callable:
             loop = make(model, outputs)
         loop(x, y, order, weights)
 
+    _LOOPS[model] = (outputs, run)
     return run
+
+
+_LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (outputs, its `train_loop`)
 
 
 def synchronize(model) -> None:

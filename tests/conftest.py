@@ -27,6 +27,8 @@ def fresh_task_arrays():
     yield
     if "sweep.train.arrays" in sys.modules:
         sys.modules["sweep.train.arrays"].clear_caches()
+    if "sweep.train.step" in sys.modules:
+        sys.modules["sweep.train.step"].forget_models()  # nor reuse another test's compiled model
 
 
 @pytest.fixture(scope="session")

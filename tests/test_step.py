@@ -177,3 +177,44 @@ def test_training_data_is_placed_on_the_device_once():
     assert backend.resident(array) is first  # the same tensor: no second copy
     assert backend.resident(array.copy()) is not first
     np.testing.assert_array_equal(np.asarray(first), array)
+
+
+def test_a_reused_compiled_model_trains_as_a_new_one(synthetic, tmp_path):
+    """Trials of one shape (other seeds, another learning rate) reuse the first one's model
+    and traced step with fresh values: rows and saved weights equal those of new models."""
+    import json
+
+    import keras
+
+    from sweep.train import run_trial, trial_dir
+    from sweep.train.step import forget_models, kept_models, step_key
+
+    arch = ARCHS[1]
+    specs = [TrialSpec(arch, TrainingProtocol(**{**PROTOCOL.to_dict(), **change}), "synthetic")
+             for change in ({"seed": 1}, {"seed": 2}, {"seed": 2, "learning_rate": 0.003})]  # fmt: skip
+    assert len({step_key(s) for s in specs}) == 1 and len({s.key for s in specs}) == 3
+    assert step_key(TrialSpec(arch, TrainingProtocol(**{**PROTOCOL.to_dict(), "batch_size": 8}), "synthetic")) != step_key(specs[0])
+
+    def rows(where, reuse: bool):
+        out = []
+        for spec in specs:
+            if not reuse:
+                forget_models()
+            out.append(run_trial(spec, synthetic, tmp_path / where, checkpoint_every_s=float("inf")))
+        return out
+
+    forget_models()
+    reused = rows("reused", reuse=True)
+    assert kept_models() == 1  # one model served the three trials
+    fresh = rows("fresh", reuse=False)
+    for a, b in zip(reused, fresh, strict=True):
+        assert a["status"] == b["status"] == "complete", (a["error"], b["error"])
+        for h, g in zip(json.loads(a["history"]), json.loads(b["history"]), strict=True):
+            assert h == pytest.approx(g, rel=1e-6)
+        assert a["test_mse"] == pytest.approx(b["test_mse"], rel=1e-6)
+    assert reused[0]["test_mse"] != reused[1]["test_mse"] != reused[2]["test_mse"]  # really different trials
+    for spec in specs:
+        saved = [keras.models.load_model(trial_dir(tmp_path / d, spec.key) / "model.keras").get_weights() for d in ("reused", "fresh")]
+        for w, v in zip(*saved, strict=True):
+            np.testing.assert_allclose(w, v, rtol=1e-6, atol=1e-8)
+    forget_models()

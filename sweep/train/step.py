@@ -11,7 +11,11 @@ one shape and is traced once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +33,14 @@ __all__ = [
     "epoch_order",
     "epoch_plan",
     "fit",
+    "forget_models",
+    "kept_models",
     "has_batch_norm",
     "make_loss",
     "make_optimizer",
     "precision",
+    "step_key",
+    "trial_model",
     "validation_loss",
 ]
 
@@ -65,6 +73,59 @@ def build_model(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, name:
     head = "linear" if spec.protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
     with precision(spec.protocol):
         return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
+
+
+_KEPT: OrderedDict[str, Any] = OrderedDict()  # step_key -> a compiled model whose traced step is reused
+KEPT_MODELS = 4  # per process: the most recent shapes (a worker's repeats of a configuration come together)
+
+# What a compiled training step depends on besides the architecture and the data: the
+# protocol fields that change the computation. Not the seed or the learning rate (variables
+# of the model and the optimizer), nor epochs, early stopping or the plateau (outside the step).
+STEP_FIELDS = ("task", "encoding", "loss", "optimizer", "batch_size", "precision",
+               "image_size", "train_fraction", "val_fraction", "train_limit")  # fmt: skip
+
+
+def step_key(spec: TrialSpec) -> str:
+    """Trials with equal keys train with the same compiled step: the same architecture as
+    built, the same step fields, the same data (ab classification's loss weights come from
+    the training targets)."""
+    protocol = spec.protocol.to_dict()
+    fields = {"arch": spec.arch.canonical(), "step": {k: protocol[k] for k in STEP_FIELDS}, "data": spec.data_id}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def trial_model(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, loss):
+    """The trial's compiled model, initialised from its seed as `build_model` and
+    `compile_model` make it, with a fresh optimizer at its learning rate. An earlier trial's
+    model of the same `step_key` (another seed, repeat or learning rate) is reused with
+    these values assigned to all its variables, so its traced training step is reused
+    instead of traced again; the numbers are those of a new model (a test holds them equal)."""
+    fresh = build_model(spec, input_shape, task)
+    compile_model(fresh, spec.protocol, loss)
+    key = step_key(spec)
+    kept = _KEPT.get(key)
+    if kept is None:
+        _KEPT[key] = fresh
+        while len(_KEPT) > KEPT_MODELS:
+            _KEPT.popitem(last=False)
+        return fresh
+    _KEPT.move_to_end(key)
+    for group, values in ((kept.variables, fresh.variables), (kept.optimizer.variables, fresh.optimizer.variables)):
+        for variable, value in zip(group, values, strict=True):
+            variable.assign(value)  # weights, random-seed states; optimizer moments, iteration count, learning rate
+    kept.reset_metrics()
+    kept.stop_training = False
+    return kept
+
+
+def forget_models() -> None:
+    """Drop the kept models (a test that patches model building must not get an old one)."""
+    _KEPT.clear()
+
+
+def kept_models() -> int:
+    """How many compiled models this process keeps for reuse."""
+    return len(_KEPT)
 
 
 def make_optimizer(protocol: TrainingProtocol):

@@ -24,7 +24,7 @@ from sweep.train.checkpoint import Checkpoint, Saved
 from sweep.train.epochs import Plateau, Pruning, Tracker, batch_failpoint_callback, epoch_callback
 from sweep.train.evaluate import evaluate, validation_metric
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
-from sweep.train.step import build_model, compile_model, fit, make_loss, validation_loss
+from sweep.train.step import build_model, compile_model, fit, make_loss, trial_model, validation_loss
 
 __all__ = ["run_trial"]
 
@@ -53,8 +53,7 @@ def run_trial(
         task, splits, arrays = task_arrays(dataset, protocol)
         row.update(data_columns(spec, arrays, backend_name), pack_size=1)
         loss = make_loss(protocol, arrays["y_train"])
-        model = build_model(spec, arrays["x_train"].shape[1:], task)
-        compile_model(model, protocol, loss)
+        model = trial_model(spec, arrays["x_train"].shape[1:], task, loss)
         row["params"] = int(model.count_params())
 
         tracker = Tracker(protocol.epochs, protocol.early_stopping_patience)
