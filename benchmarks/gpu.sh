@@ -3,7 +3,8 @@
 # 36-model grid, 10 epochs x 50,000 training images (the CIFAR-10 subset repeated), the
 # harness as `python -m sweep.grid` runs it by default (one worker per GPU, --pack auto),
 # then the naive loop on the same work timed on 1 epoch and scaled by 10 (its line says so),
-# then the device's measured peak and the fraction of it each achieved.
+# then the device's measured peak and the fraction of it each achieved; last the harness
+# again in mixed_bfloat16, for its speed and test MSE beside float32's.
 #
 #   bash benchmarks/gpu.sh                               # on the GPU machine
 #   DATA_DIR=/data TRAIN_IMAGES=256 EPOCHS=2 bash benchmarks/gpu.sh --limit 4   # a small CPU rehearsal
@@ -30,4 +31,9 @@ fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 echo "gpu.sh: $(date -u +%Y-%m-%dT%H:%MZ); $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1 || echo 'no GPU')"
 python3 -c "import jax, keras; print(f'gpu.sh: JAX {jax.__version__} on {jax.devices()[0]}, Keras {keras.__version__}')"
-exec timeout 530 python3 -m sweep.bench --data-dir "$DATA_DIR" --epochs "$EPOCHS" --train-images "$TRAIN_IMAGES" --naive-epochs 1 "$@"
+timeout 400 python3 -m sweep.bench --data-dir "$DATA_DIR" --epochs "$EPOCHS" --train-images "$TRAIN_IMAGES" --naive-epochs 1 "$@"
+# The same harness in bfloat16 (tensor cores): its speed and test MSE beside float32's above.
+bf16=$(mktemp --suffix=.yaml)
+sed -e 's/^name: seed002_grid$/name: seed002_grid_bf16/' -e 's/^  seed: 0$/  seed: 0\n  precision: mixed_bfloat16/' search_spaces/seed002_grid.yaml > "$bf16"
+echo "gpu.sh: the harness again with precision: mixed_bfloat16"
+exec timeout 130 python3 -m sweep.bench --data-dir "$DATA_DIR" --epochs "$EPOCHS" --train-images "$TRAIN_IMAGES" --modes harness --no-peak --space "$bf16" "$@"

@@ -53,3 +53,12 @@ def test_repeated_training_images_cycle_and_change_the_data_id(synthetic):
     assert len(big.x_train) == 1300 and np.array_equal(big.x_train[512], synthetic.x_train[0])
     assert np.array_equal(big.x_test, synthetic.x_test)
     assert big.data_id != synthetic.data_id and big.data_id.startswith("synthetic-repeated-1300-")
+
+
+@pytest.mark.slow
+def test_the_harness_alone_times_a_protocol_the_naive_loop_would_refuse(tmp_path):
+    """`--modes harness` measures what only the harness runs, e.g. mixed precision."""
+    space = small_space(tmp_path, precision="mixed_bfloat16")
+    result = run_cli("sweep.bench", "--space", space, "--modes", "harness", "--workers", "1", "--no-peak")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["harness"]

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     naive_recipe = {"loss": "mse", "optimizer": "adam", "early_stopping_patience": None, "reduce_lr_patience": None,
                     "augment_flip": False, "augment_rotation": 0.0, "precision": "float32"}  # fmt: skip
     differing = sorted({k for s in trials for k, v in naive_recipe.items() if getattr(s.protocol, k) != v})
-    if differing or len({s.protocol.task for s in trials}) != 1:
+    if "naive" in modes and (differing or len({s.protocol.task for s in trials}) != 1):
         raise SpecError(
             f"{space.path}: protocol: the naive loop trains with Adam on MSE, without early stopping, learning-rate "
             f"plateaus, augmentation or mixed precision, on one task; this space sets {', '.join(differing) or 'several tasks'}"
