@@ -234,6 +234,7 @@ def epoch_batches(
 
 
 def augmented(protocol: TrainingProtocol) -> bool:
+    """Whether the protocol draws new flips or rotations every epoch."""
     return bool(protocol.augment_flip or protocol.augment_rotation)
 
 
