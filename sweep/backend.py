@@ -213,6 +213,8 @@ def _jax_loop(model, outputs):
         return state
 
     compiled = jax.jit(steps, donate_argnums=0)
+    if hasattr(model, "_record_training_state_sharding_spec"):
+        model._record_training_state_sharding_spec()  # what older Keras (3.5) `fit` does first; its train_step reads it
 
     def run(x, y, order, weights) -> None:
         groups = (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables, model.metrics_variables)
