@@ -2,7 +2,8 @@
 # The GPU figures of BENCHMARKS.md in one command (under 9 minutes on one H200): on the
 # 36-model grid, 10 epochs x 50,000 training images (the CIFAR-10 subset repeated), the
 # harness as `python -m sweep.grid` runs it by default (one worker per GPU, --pack auto),
-# then the naive loop on the same work timed on 1 epoch and scaled by 10 (its line says so),
+# then the naive loop on the same work timed on 1 epoch and scaled by 10 (its line says so;
+# scaling multiplies its per-model fixed costs too, which favours the harness),
 # then the device's measured peak and the fraction of it each achieved; last the harness
 # again in mixed_bfloat16, for its speed and test MSE beside float32's.
 #
@@ -20,6 +21,9 @@ DATA_DIR=${DATA_DIR:-../shared/data}
 TRAIN_IMAGES=${TRAIN_IMAGES:-50000}
 EPOCHS=${EPOCHS:-10}
 export KERAS_BACKEND=jax
+# The pack-size probe and the harness are separate JAX processes on one GPU: none may take
+# most of its memory up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 if ! python3 -c "import keras, optuna, skimage, tqdm" 2>/dev/null; then
   if [ ! -d .whl ]; then
     echo "gpu.sh: Keras, Optuna, scikit-image or tqdm is missing and there is no .whl/ to install them from" >&2

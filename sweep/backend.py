@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import weakref
 from functools import cache
 from typing import Any, Callable
 
@@ -158,7 +157,7 @@ def train_loop(model, outputs: list[str] | None = None) -> Callable:
     per epoch, or one step at a time when something must happen after every step."""
     import keras
 
-    kept = _LOOPS.get(model)
+    kept = getattr(model, LOOP_ATTRIBUTE, None)
     if kept is not None and kept[0] == outputs:
         return kept[1]  # a reused model: its traced loop too
     backend = keras.backend.backend()
@@ -175,11 +174,12 @@ def train_loop(model, outputs: list[str] | None = None) -> Callable:
             loop = make(model, outputs)
         loop(x, y, order, weights)
 
-    _LOOPS[model] = (outputs, run)
+    # Kept on the model itself (not tracked by Keras): model and loop are freed together.
+    object.__setattr__(model, LOOP_ATTRIBUTE, (outputs, run))
     return run
 
 
-_LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (outputs, its `train_loop`)
+LOOP_ATTRIBUTE = "_sweep_train_loop"
 
 
 def synchronize(model) -> None:
@@ -230,7 +230,9 @@ def _jax_loop(model, outputs):
 def _tf_loop(model, outputs):
     import tensorflow as tf
 
-    @tf.function(autograph=False, reduce_retracing=True)
+    # XLA where Keras' own fit would use it (`jit_compile="auto"` resolves to GPUs; on this
+    # project's CPUs an XLA-compiled epoch ran 10x slower).
+    @tf.function(autograph=False, reduce_retracing=True, jit_compile=bool(model.jit_compile))
     def steps(x, y, order, weights):
         def body(i):
             wb = None if weights is None else weights[i]

@@ -218,3 +218,27 @@ def test_a_reused_compiled_model_trains_as_a_new_one(synthetic, tmp_path):
         for w, v in zip(*saved, strict=True):
             np.testing.assert_allclose(w, v, rtol=1e-6, atol=1e-8)
     forget_models()
+
+
+def test_a_models_compiled_loop_is_kept_with_it_and_freed_with_it():
+    """A model trained through `train_loop` is freed once nothing uses it (memory stays flat
+    over a worker's many trials), and a reused model gets its own loop back."""
+    import gc
+    import weakref
+
+    import keras
+
+    from sweep import backend
+
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(3, 1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    loop = backend.train_loop(model)
+    x = backend.resident(np.random.default_rng(0).random((8, 4, 4, 3), dtype=np.float32))
+    loop(x, x, np.arange(8, dtype=np.int32).reshape(2, 4), None)
+    assert backend.train_loop(model) is loop
+    assert backend.train_loop(model, ["head"]) is not loop  # another head layout: another loop
+    alive = weakref.ref(model)
+    del model, loop
+    gc.collect()
+    assert alive() is None

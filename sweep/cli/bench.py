@@ -4,7 +4,9 @@
     python -m sweep.bench --data-dir ../shared/data --epochs 10 --train-images 50000 --naive-epochs 1   # a GPU
     KERAS_BACKEND=jax python -m sweep.bench ...
 
-Both modes do the same work: the same configurations, epochs, training images, batch size
+The harness runs first, so on a one-GPU machine, where it runs in this process, its time
+includes loading the framework and the pack-size probe has the device to itself. Both modes
+do the same work: the same configurations, epochs, training images, batch size
 and seed, a validation pass every epoch and a test evaluation at the end.
 
 - naive: the loop the seed notebooks run, one configuration after another in this
@@ -136,7 +138,7 @@ def run_harness(work: Work, args, results: Path) -> tuple[float, list[dict], int
     plan = plan_workers(args.workers, args.workers_per_gpu)
     pack, how = resolve_pack(args.pack, work.trials, plan, args.data_dir)
     print(f"harness: {plan.describe()}, {how}", file=sys.stderr)
-    jobs = make_jobs(work.trials, pack, args.data_dir, results, {"driver": "bench"}, checkpoint_every=math.inf)
+    jobs = make_jobs(work.trials, pack, args.data_dir, results, {"driver": "bench"}, args.checkpoint_every)
     rows = run_with_progress(jobs, plan, results / ".workers", "harness")
     return time.perf_counter() - t0, rows, plan.workers
 
@@ -145,8 +147,10 @@ PEAK_SIZE = {"cpu": 2048, "gpu": 8192}  # the matrix product that measures the d
 
 
 def measure_peak(repeats: int = 5) -> tuple[float, str]:
-    """The device's float32 matrix-product rate (FLOP/s, best of `repeats`) with all its
-    cores, timed in this process: the ceiling the other figures are a fraction of."""
+    """The device's matrix-product rate on float32 arrays (FLOP/s, best of `repeats`) with
+    all its cores, at the backend's default precision (on recent NVIDIA GPUs JAX multiplies
+    float32 in TF32, as the models' convolutions do), timed in this process: the ceiling the
+    other figures are a fraction of."""
     from sweep import backend
 
     backend.keras_ready()
@@ -220,14 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     times = {}
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
-        if "naive" in modes:
-            naive_epochs = min(args.naive_epochs or work.epochs, work.epochs)
-            scaled = [replace(s, protocol=replace(s.protocol, epochs=naive_epochs)) for s in trials]
-            seconds, mse = run_naive(plan_work(scaled, dataset, naive_epochs), dataset)
-            seconds *= work.epochs / naive_epochs
-            times["naive"] = seconds
-            scaling = f"; timed on {naive_epochs} epoch(s), time x{work.epochs / naive_epochs:g}" if naive_epochs != work.epochs else ""
-            _report("naive", seconds, work, f"mean test MSE {mse:.5f}{scaling}")
         if "harness" in modes:
             seconds, rows, workers = run_harness(work, args, Path(tmp))
             times["harness"] = seconds
@@ -237,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
             mse = sum(r["test_mse"] for r in done) / len(done)
             note = f"mean test MSE {mse:.5f}; {time_shares(done, workers, seconds)}"
             _report("harness", seconds, work, note)
+        if "naive" in modes:
+            naive_epochs = min(args.naive_epochs or work.epochs, work.epochs)
+            scaled = [replace(s, protocol=replace(s.protocol, epochs=naive_epochs)) for s in trials]
+            seconds, mse = run_naive(plan_work(scaled, dataset, naive_epochs), dataset)
+            seconds *= work.epochs / naive_epochs
+            times["naive"] = seconds
+            scaling = f"; timed on {naive_epochs} epoch(s), time x{work.epochs / naive_epochs:g}" if naive_epochs != work.epochs else ""
+            _report("naive", seconds, work, f"mean test MSE {mse:.5f}{scaling}")
     if not args.no_peak:
         peak, how = measure_peak()
         shares = ", ".join(f"{mode} {work.flops / seconds / peak:.1%}" for mode, seconds in times.items())

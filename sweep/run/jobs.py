@@ -224,8 +224,11 @@ def resolve_pack(pack: int | str, specs: list[TrialSpec], plan: WorkerPlan, data
         return 1, "packs of 1 (--pack auto: no GPU)"
     import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        size, rates = pool.apply(_probe, (list(specs), data_dir, plan.gpus[0]))
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            size, rates = pool.apply(_probe, (list(specs), data_dir, plan.gpus[0]))
+    except Exception as err:  # the probe itself failed: run unpacked, and say why
+        return 1, f"packs of 1 (--pack auto: the probe failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     measured = ", ".join(f"{k}: {v:,.0f}" for k, v in rates.items())
     return size, f"packs of up to {size} (--pack auto; training images/s by pack size: {measured})"
 

@@ -47,7 +47,7 @@ def plan_workers(workers: int | None = None, workers_per_gpu: int = 1) -> Worker
     evaluation run on one core, so separate processes keep every core busy where one
     multi-threaded process would not. `workers` overrides the count."""
     gpus = tuple(backend.visible_gpus())
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if gpus:
         count = workers or len(gpus) * workers_per_gpu
         count = min(count, len(gpus) * workers_per_gpu) if workers is None else count

@@ -95,13 +95,13 @@ def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16
     if not candidates:
         return 1, {}
     backend.keras_ready()
-    spec = sorted(candidates, key=lambda s: s.key)[len(candidates) // 2]
-    protocol = spec.protocol
-    task, splits, arrays = task_arrays(dataset, protocol)
+    task, splits, arrays = task_arrays(dataset, candidates[0].protocol)
     input_shape = arrays["x_train"].shape[1:]
+    spec = sorted(candidates, key=lambda s: (s.forward_flops(input_shape), s.key))[len(candidates) // 2]
+    protocol = spec.protocol
     x, y = backend.resident(arrays["x_train"]), backend.resident(arrays["y_train"])
     order, weights = epoch_plan(protocol, 0, len(splits.train), pad=True)
-    if order.ndim == 1:  # unpadded (batch normalisation): whole batches only
+    if order.ndim == 1:  # flat (whole batches, or unpadded for batch normalisation): whole batches only
         order = order[: len(order) // protocol.batch_size * protocol.batch_size].reshape(-1, protocol.batch_size)
     reps = -(-PROBE_STEPS // len(order))
     order = np.tile(order, (reps, 1))[:PROBE_STEPS]
@@ -119,7 +119,9 @@ def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16
             loop(x, y, order, weights)
             backend.synchronize(model)
             rates[size] = size * order.size / (time.perf_counter() - t0)
-        except Exception:  # out of memory: the last size that fitted
+        except Exception as err:  # out of memory: the last size that fitted
+            if not _out_of_memory(err):
+                raise
             break
         finally:
             members = model = loop = None
@@ -128,6 +130,11 @@ def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16
             break
         best, size = size, size * 2
     return best, rates
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}".lower()
+    return isinstance(err, MemoryError) or "resource_exhausted" in text or "resourceexhausted" in text or "out of memory" in text
 
 
 def run_pack(

@@ -193,9 +193,10 @@ def epoch_plan(protocol: TrainingProtocol, epoch: int, n: int, pad: bool = True)
 
     With `pad`, a partial last batch is padded to full size with weight-0 images and its
     real images weighted batch / real, so its loss is still exactly their mean: every step
-    has one shape and the training step is traced once, not twice. Without (models with
-    batch normalisation: the padding would enter their batch statistics), the order is
-    returned flat, for the caller to split."""
+    has one shape and the training step is traced once, not twice. Without padding (models
+    with batch normalisation: the padding would enter their batch statistics), or when the
+    images fill whole batches, the order is returned flat (and no weights), for the caller
+    to split into batches."""
     batch = protocol.batch_size
     order = epoch_order(protocol.seed, epoch, n)
     real = len(order) % batch
