@@ -21,7 +21,7 @@ from sweep.data import DATASETS
 from sweep.encodings import ENCODINGS, TASKS, task_for
 from sweep.errors import SpecError, did_you_mean, must_be
 
-__all__ = ["LOSSES", "OPTIMIZERS", "PRECISIONS", "TrainingProtocol", "TrialSpec", "protocol_fields", "protocol_from_dict", "protocol_key_error"]
+__all__ = ["LOSSES", "OPTIMIZERS", "PRECISIONS", "TrainingProtocol", "TrialSpec", "digest", "protocol_fields", "protocol_from_dict", "protocol_key_error"]
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 LOSSES = ("mse", "mae", "huber", "ab_classification")
@@ -145,7 +145,8 @@ def protocol_from_dict(values: dict[str, Any], base: TrainingProtocol | None = N
     return dataclasses.replace(base or TrainingProtocol(), **values)
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
+    """A stable 16-hex-digit hash of JSON-able `value` (trial keys, compiled-step keys)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -176,12 +177,12 @@ class TrialSpec:
     def key(self) -> str:
         """The trial key: a stable hash of the effective configuration. Equal models trained
         the same way on the same data have equal keys, whatever fields spelled them."""
-        return _digest(self.canonical())
+        return digest(self.canonical())
 
     @property
     def config_key(self) -> str:
         """The key without the seed: replicates of one configuration share it."""
-        return _digest(self.canonical(seed=False))
+        return digest(self.canonical(seed=False))
 
     def forward_flops(self, image_shape: tuple[int, ...]) -> int:
         """Forward FLOPs per image of the trial's model on images of `image_shape` (H, W, ...),

@@ -62,3 +62,28 @@ def test_the_harness_alone_times_a_protocol_the_naive_loop_would_refuse(tmp_path
     result = run_cli("sweep.bench", "--space", space, "--modes", "harness", "--workers", "1", "--no-peak")
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["harness"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_the_gpu_script_runs_as_its_header_says(shared_data, tmp_path):
+    """`bash benchmarks/gpu.sh` (README, BENCHMARKS.md) as its header's small rehearsal runs it:
+    the harness, the naive loop scaled from 1 epoch, the peak, then the harness in bfloat16, under JAX."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    env = {**os.environ, "DATA_DIR": str(shared_data), "TRAIN_IMAGES": "64", "EPOCHS": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    result = subprocess.run(["bash", "benchmarks/gpu.sh", "--limit", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "Keras backend jax" in next(line for line in lines if line.startswith("sweep.bench: 2 configurations"))
+    naive = next(line for line in lines if line.startswith("naive"))
+    assert "timed on 1 epoch(s), time x2" in naive
+    assert any(line.startswith("peak") for line in lines) and any(line.startswith("speedup:") for line in lines)
+    assert "gpu.sh: the harness again with precision: mixed_bfloat16" in lines[-3]
+    assert lines[-2].startswith("sweep.bench: 2 configurations") and lines[-1].startswith("harness")  # harness only

@@ -11,8 +11,6 @@ one shape and is traced once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 from collections import OrderedDict
 from typing import Any
@@ -22,7 +20,7 @@ import numpy as np
 from sweep.arch import build_autoencoder
 from sweep.data import Splits, augment
 from sweep.encodings import Task
-from sweep.spec import TrainingProtocol, TrialSpec
+from sweep.spec import TrainingProtocol, TrialSpec, digest
 
 __all__ = [
     "PREDICT_VALUES",
@@ -91,7 +89,7 @@ def step_key(spec: TrialSpec) -> str:
     the training targets)."""
     protocol = spec.protocol.to_dict()
     fields = {"arch": spec.arch.canonical(), "step": {k: protocol[k] for k in STEP_FIELDS}, "data": spec.data_id}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(fields)
 
 
 def trial_model(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, loss):
