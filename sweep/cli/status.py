@@ -1,0 +1,260 @@
+"""`python -m sweep.status`: what a sweep is doing now, on one machine or a whole cluster.
+
+    python -m sweep.status --storage postgresql://user@host/db   # every study in the database
+    python -m sweep.status --results results                      # a local results folder
+    python -m sweep.status --storage URL --study NAME             # one study
+    python -m sweep.status --storage URL --window 30              # throughput over the last 30 minutes
+
+For each study: trials by state, grid points complete, every running trial with its worker,
+run time and heartbeat age (older than --grace-period: stale, the next worker retries it), the
+trials finished per minute and an ETA; then the shared results table's rows by status and host.
+For a folder: its rows, the newest grid run's plan, the trials running on this host, the rate.
+It only reads: a database without Optuna's tables or the results table is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sweep.errors import StoreError, SweepError, did_you_mean, must_be
+
+STATES = ("complete", "running", "waiting", "fail", "pruned")  # Optuna's TrialState names, lower-cased
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.status",
+        description="Show what a sweep is doing now: trials by state, running trials and their heartbeats, throughput and ETA.",
+        epilog="Example: python -m sweep.status --storage postgresql://user@host/db --window 30",
+    )
+    parser.add_argument("--storage", metavar="URL", help="the sweep's database: sqlite:///..., postgresql://..., mysql+pymysql://...")
+    parser.add_argument("--results", metavar="DIR", help="a local results folder (default without --storage: results)")
+    parser.add_argument("--study", help="show this study only (default: every study)")
+    parser.add_argument("--window", type=float, default=10.0, metavar="MINUTES", help="throughput over the last MINUTES (default: %(default)g)")
+    parser.add_argument(
+        "--grace-period", type=int, default=120,
+        help="seconds without a heartbeat after which a running trial counts as dead and is retried (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+def duration(seconds: float) -> str:
+    """3m12s, 2h05m, 1d03h."""
+    s = max(int(round(seconds)), 0)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def throughput(done: int, other: int, remaining: int, window: float, grid: bool = False) -> str:
+    """The trials finished per minute over the window, and the ETA of `remaining` at that rate."""
+    rate = done / window
+    line = f"  last {window:g} min: {done} complete ({rate:.2f}/min), {other} failed/pruned; "
+    if remaining <= 0:
+        return line + ("every point complete" if grid else "no target")
+    eta = f"ETA {duration(remaining / rate * 60)}" if rate else "ETA unknown"
+    return line + f"{eta} for {remaining} {'points' if grid else 'trials'} left"
+
+
+def hosts(counter: Counter) -> str:
+    return ", ".join(f"{host} ({n})" for host, n in sorted(counter.items(), key=lambda kv: str(kv[0])))
+
+
+# ---- a database: Optuna studies and the shared results table -----------------------------------
+
+
+def storage_report(url: str, args) -> list[str]:
+    from sweep.results.shared import mask_url
+
+    try:
+        return storage_lines(url, args)
+    except SweepError:
+        raise
+    except Exception as err:  # unreachable server, bad URL, missing driver: one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise StoreError(f"--storage {mask_url(url)}: cannot read the database ({type(err).__name__}: {first})") from None
+
+
+def storage_lines(url: str, args) -> list[str]:
+    import sqlalchemy as sa
+
+    from sweep.results.shared import TABLE, engine_options, mask_url
+
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") and not Path(parsed.database).exists():
+        raise FileNotFoundError(f"no such file {parsed.database}")  # connecting would create it
+    engine = sa.create_engine(url, **engine_options(url))
+    inspector = sa.inspect(engine)
+    has = {name: inspector.has_table(name) for name in ("studies", "trial_heartbeats", TABLE)}
+    lines, studies = [f"storage {mask_url(url)}: no Optuna studies"], []
+    if has["studies"]:  # else opening Optuna's storage would create its tables
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+        studies = sorted((s for s in storage.get_all_studies() if not s.study_name.endswith(".enqueue-lock")), key=lambda s: s.study_name)
+    if args.study:
+        names = [s.study_name for s in studies]
+        if args.study not in names:
+            raise StoreError(f"--storage {mask_url(url)}: {did_you_mean('study', args.study, names)}")
+        studies = [s for s in studies if s.study_name == args.study]
+    if studies:
+        lines = [f"storage {mask_url(url)}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}"]
+    for study in studies:
+        lines += study_block(storage, engine, study, args, has["trial_heartbeats"])
+    if has[TABLE]:
+        lines.append(results_table(engine, TABLE, args.study))
+    return lines
+
+
+def heartbeat_ages(engine, trial_ids: list[int]) -> dict[int, float]:
+    """Seconds since each trial's last heartbeat, on the database's clock, compared as Optuna's
+    RDBStorage does when it looks for stale trials (its now() made naive, minus the stored value)."""
+    import sqlalchemy as sa
+
+    if not trial_ids:
+        return {}
+    beats = sa.table("trial_heartbeats", sa.column("trial_id", sa.Integer), sa.column("heartbeat", sa.DateTime))
+    with engine.connect() as conn:
+        now = conn.execute(sa.select(sa.func.now())).scalar().replace(tzinfo=None)
+        rows = conn.execute(sa.select(beats.c.trial_id, beats.c.heartbeat).where(beats.c.trial_id.in_(trial_ids))).all()
+    return {trial_id: (now - beat).total_seconds() for trial_id, beat in rows}
+
+
+def study_block(storage, engine, study, args, heartbeats: bool) -> list[str]:
+    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    counts = Counter(t.state.name.lower() for t in trials)
+    lines = [f"study {study.study_name}: {len(trials)} trials: " + ", ".join(f"{counts[s]} {s.replace('fail', 'failed')}" for s in STATES)]
+    size = study.user_attrs.get("grid_size")
+    if size is not None:
+        points = {t.user_attrs.get("grid_point") for t in trials if t.state.name == "COMPLETE"} - {None}
+        remaining = size - len(points)
+        lines.append(f"  grid: {len(points)} of {size} points complete, {remaining} not yet")
+    else:
+        remaining = counts["waiting"] + counts["running"]
+    running = sorted((t for t in trials if t.state.name == "RUNNING"), key=lambda t: (str(t.user_attrs.get("worker")), t.number))
+    ages = heartbeat_ages(engine, [t._trial_id for t in running]) if heartbeats else {}
+    now = datetime.now()  # Optuna stamps trial start and end with the worker's local clock
+    if running:
+        by_host = Counter(str(t.user_attrs.get("worker", "?")).rpartition(":")[0] or "?" for t in running)
+        lines.append(f"  running on {hosts(by_host)}:")
+    for t in running:
+        host, _, pid = str(t.user_attrs.get("worker", "?:?")).rpartition(":")
+        age = ages.get(t._trial_id)
+        beat = "no heartbeat yet" if age is None else f"heartbeat {duration(age)} ago"
+        if age is not None and age > args.grace_period:
+            beat += ", stale (will be retried)"
+        ran = duration((now - t.datetime_start).total_seconds()) if t.datetime_start else "?"
+        lines.append(f"    #{t.number} {t.user_attrs.get('trial_key', '?')} on {host or '?'} pid {pid}: running {ran}, {beat}")
+    since = now - timedelta(minutes=args.window)
+    recent = Counter(t.state.name for t in trials if t.datetime_complete and t.datetime_complete >= since)
+    lines.append(throughput(recent["COMPLETE"], recent["FAIL"] + recent["PRUNED"], remaining, args.window, size is not None))
+    return lines
+
+
+def results_table(engine, table: str, study: str | None) -> str:
+    import sqlalchemy as sa
+
+    t = sa.table(table, sa.column("status"), sa.column("host"), sa.column("study_name"))
+    query = sa.select(t.c.status, t.c.host, sa.func.count()).group_by(t.c.status, t.c.host)
+    with engine.connect() as conn:
+        rows = conn.execute(query.where(t.c.study_name == study) if study else query).all()
+    statuses, by_host = Counter(), Counter()
+    for status, host, n in rows:
+        statuses[status] += n
+        by_host[host or "?"] += n
+    of = f" (study {study})" if study else ""
+    detail = ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+    return f"results table {table}{of}: {sum(statuses.values())} rows" + (f" ({detail}) from {hosts(by_host)}" if rows else "")
+
+
+# ---- a local results folder --------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    return True
+
+
+def newest_plan(results: Path) -> tuple[Path | None, list[str]]:
+    """The newest grid run record that lists its trials, and those trial keys."""
+    for path in sorted((results / "runs").glob("*.json"), reverse=True):  # names start with the time
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("driver") == "grid" and isinstance(record.get("trials"), list):
+            return path, record["trials"]
+    return None, []
+
+
+def finished_ago(row: dict) -> float | None:
+    try:
+        when = datetime.fromisoformat(str(row.get("finished_at")))
+    except ValueError:
+        return None
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - when).total_seconds()
+
+
+def local_report(results: Path, args) -> list[str]:
+    from sweep.results.store import read_rows
+
+    if not results.is_dir():
+        raise StoreError(f"--results {results}: no such directory")
+    rows = {row.get("trial_key"): row for row in read_rows(results)}
+    statuses = Counter(row.get("status") for row in rows.values())
+    by_host = Counter(row.get("host") or "?" for row in rows.values())
+    detail = ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+    lines = [f"results folder {results}: {len(rows)} rows" + (f" ({detail}) from {hosts(by_host)}" if rows else "")]
+    running = {}
+    for path in sorted((results / "trials").glob("*/attempts.json")):
+        key = path.parent.name
+        try:
+            pid, written = int(json.loads(path.read_text())["pid"]), path.stat().st_mtime
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if rows.get(key, {}).get("status") != "complete" and alive(pid):
+            running[key] = (pid, time.time() - written)
+    record, planned = newest_plan(results)
+    remaining = len(running)
+    if record is not None:
+        state = Counter("running" if k in running else rows.get(k, {}).get("status", "waiting") for k in planned)
+        remaining = state["waiting"] + state["running"]
+        parts = ", ".join(f"{state[s]} {s}" for s in ("complete", "running", "waiting", "failed", "pruned") if state[s] or s != "pruned")
+        lines.append(f"  newest grid run ({record.name}): {len(planned)} planned: {parts}")
+    if running:
+        lines.append(f"  running on this host ({len(running)}):")
+    for key, (pid, ago) in running.items():
+        lines.append(f"    {key} pid {pid}: started {duration(ago)} ago")
+    recent = Counter(row.get("status") for row in rows.values() if (ago := finished_ago(row)) is not None and ago <= args.window * 60)
+    lines.append(throughput(recent["complete"], recent["failed"] + recent["pruned"], remaining, args.window))
+    if (results / "optuna.db").exists():
+        lines += storage_report(f"sqlite:///{(results / 'optuna.db').resolve()}", args)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.window > 0:
+        raise SweepError(must_be("--window", None, "> 0", args.window))
+    if args.grace_period < 1:
+        raise SweepError(must_be("--grace-period", None, ">= 1", args.grace_period))
+    lines = storage_report(args.storage, args) if args.storage else []
+    if args.results or not args.storage:
+        lines += local_report(Path(args.results or "results"), args)
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,194 @@
+"""`python -m sweep.status`: a study's trials, running workers and heartbeats, throughput and ETA;
+a local results folder's rows, plan and running trials; fast help and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import ROOT, run_cli
+from sweep.cli.status import duration, main
+from sweep.results import write_row
+
+POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def grid_study(url: str, name: str = "tiny-grid", size: int = 6, complete: int = 3):
+    """A grid study as `sweep.grid --storage` leaves it: `size` enqueued points, `complete` of
+    them done by hostA and hostB, one running on hostA:123 with a heartbeat, the rest waiting."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*[Hh]eartbeat", module="optuna")
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    study = optuna.create_study(study_name=name, storage=storage)
+    optuna.create_study(study_name=f"{name}.enqueue-lock", storage=storage)
+    for index in range(size):
+        study.enqueue_trial({"x": index}, user_attrs={"grid_point": index})
+    study.set_user_attr("grid_size", size)
+    for index in range(complete + 1):
+        trial = study.ask()
+        trial.suggest_int("x", 0, size)
+        trial.set_user_attr("trial_key", f"key{index}")
+        trial.set_user_attr("worker", f"host{'AB'[index % 2]}:{100 + index}")
+        if index < complete:
+            study.tell(trial, 0.1 * index)
+    trial.set_user_attr("worker", "hostA:123")
+    storage.record_heartbeat(trial._trial_id)
+    return storage, trial
+
+
+def backdate_heartbeat(url: str, trial_id: int, seconds: float) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    beats = sa.table("trial_heartbeats", sa.column("trial_id", sa.Integer), sa.column("heartbeat", sa.DateTime))
+    with engine.begin() as conn:
+        now = conn.execute(sa.select(sa.func.now())).scalar().replace(tzinfo=None)
+        conn.execute(sa.update(beats).where(beats.c.trial_id == trial_id).values(heartbeat=now - timedelta(seconds=seconds)))
+    engine.dispose()
+
+
+def test_durations_read_like_clocks():
+    assert [duration(s) for s in (0, 59.6, 192, 7500, 90000)] == ["0s", "1m00s", "3m12s", "2h05m", "1d01h"]
+
+
+def test_a_grid_study_shows_counts_points_running_trial_and_eta(tmp_path, capsys):
+    from sweep.results.shared import SharedRows
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    _, running = grid_study(url)
+    table = SharedRows(url)
+    for key, host in (("key0", "hostA"), ("key1", "hostB"), ("key2", "hostA")):
+        table.push({"trial_key": key, "status": "complete", "host": host})
+    assert main(["--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert f"storage {url}: 1 study" in out and "enqueue-lock" not in out
+    assert "study tiny-grid: 6 trials: 3 complete, 1 running, 2 waiting, 0 failed, 0 pruned" in out
+    assert "grid: 3 of 6 points complete, 3 not yet" in out
+    assert "running on hostA (1):" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith(f"#{running.number} "))
+    assert re.fullmatch(r"\s+#3 key3 on hostA pid 123: running \d+s, heartbeat \ds ago", line), line
+    assert "last 10 min: 3 complete (0.30/min), 0 failed/pruned; ETA 10m00s for 3 points left" in out
+    assert "results table sweep_trials: 3 rows (3 complete) from hostA (2), hostB (1)" in out
+
+
+def test_a_stale_heartbeat_is_flagged(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    _, running = grid_study(url, complete=0)
+    backdate_heartbeat(url, running._trial_id, 600)
+    assert main(["--storage", url, "--study", "tiny-grid", "--window", "5"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"#0 key0 on hostA pid 123: running \d+s, heartbeat 10m0\ds ago, stale \(will be retried\)", out), out
+    assert "last 5 min: 0 complete (0.00/min), 0 failed/pruned; ETA unknown for 6 points left" in out
+    assert "results table" not in out  # none was created
+    assert main(["--storage", url, "--grace-period", "900"]) == 0
+    assert "will be retried" not in capsys.readouterr().out
+
+
+def test_an_unknown_study_or_missing_database_is_one_error(tmp_path):
+    from sweep.errors import StoreError
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    grid_study(url, complete=0)
+    with pytest.raises(StoreError, match=r"--storage sqlite:.*: unknown study .tiny-gird.; did you mean .tiny-grid."):
+        main(["--storage", url, "--study", "tiny-gird"])
+    with pytest.raises(StoreError, match=r"--storage sqlite:///.*nothing\.db: cannot read the database .*no such file"):
+        main(["--storage", f"sqlite:///{tmp_path / 'nothing.db'}"])
+    assert not (tmp_path / "nothing.db").exists()
+    with pytest.raises(StoreError, match="--results .*: no such directory"):
+        main(["--results", str(tmp_path / "nowhere")])
+
+
+def test_a_results_folder_shows_rows_plan_and_trials_running_here(tmp_path, capsys):
+    results = tmp_path / "results"
+    now = datetime.now(timezone.utc)
+    for key, status, ago in (("a", "complete", 60), ("b", "complete", 120), ("c", "failed", 30), ("old", "complete", 3600)):
+        write_row(results, {"trial_key": key, "status": status, "host": "here", "finished_at": (now - timedelta(seconds=ago)).isoformat()})
+    runs = results / "runs"
+    runs.mkdir()
+    (runs / "20240101T000000-grid-1.json").write_text(json.dumps({"driver": "grid", "trials": ["x"]}))
+    (runs / "20250101T000000-grid-2.json").write_text(json.dumps({"driver": "grid", "trials": ["a", "b", "c", "d", "e"]}))
+    (runs / "20260101T000000-optuna-3.json").write_text(json.dumps({"driver": "optuna"}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for key, pid in (("d", os.getpid()), ("e", dead.pid), ("a", os.getpid())):
+        (results / "trials" / key).mkdir(parents=True)
+        (results / "trials" / key / "attempts.json").write_text(json.dumps({"attempts": 1, "run": "r", "pid": pid}))
+    assert main(["--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert f"results folder {results}: 4 rows (3 complete, 1 failed) from here (4)" in out
+    assert "newest grid run (20250101T000000-grid-2.json): 5 planned: 2 complete, 1 running, 1 waiting, 1 failed" in out
+    assert "running on this host (1):" in out and re.search(rf"\n    d pid {os.getpid()}: started \ds ago\n", out), out
+    assert f"pid {dead.pid}" not in out and "\n    a pid" not in out
+    assert "last 10 min: 2 complete (0.20/min), 1 failed/pruned; ETA 10m00s for 2 trials left" in out
+    assert "storage" not in out  # no optuna.db here
+
+
+def test_a_results_folder_with_an_optuna_db_shows_its_studies_too(tmp_path, capsys):
+    grid_study(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert main(["--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"results folder {tmp_path}: 0 rows" in out and "no target" in out
+    assert "study tiny-grid: 6 trials" in out and "#3 key3 on hostA pid 123" in out
+
+
+def test_help_is_fast_and_imports_no_framework():
+    start = time.perf_counter()
+    out = run_cli("sweep.status", "--help", timeout=60)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0 and "--grace-period" in out.stdout and "--window" in out.stdout
+    assert elapsed < 2, f"--help took {elapsed:.2f} s"
+    probe = "import sys, sweep.cli.status; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    heavy = {"tensorflow", "keras", "jax", "optuna", "sqlalchemy", "pandas"} & set(eval(loaded))
+    assert not heavy, f"importing sweep.cli.status loaded {heavy}"
+
+
+def test_an_unreachable_storage_is_exit_2_and_one_line():
+    out = run_cli("sweep.status", "--storage", "postgresql://nobody@127.0.0.1:9/none", timeout=60)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --storage postgresql://nobody@127.0.0.1:9/none: cannot read"), out.stderr
+
+
+@pytest.fixture
+def postgres():
+    try:
+        import sqlalchemy
+
+        sqlalchemy.create_engine(POSTGRES_URL).connect().close()
+    except Exception as err:
+        if os.environ.get("SWEEP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable at {POSTGRES_URL}: {err}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    import optuna
+
+    for study_name in (name, f"{name}.enqueue-lock"):
+        try:
+            optuna.delete_study(study_name=study_name, storage=POSTGRES_URL)
+        except KeyError:
+            pass
+
+
+@pytest.mark.postgres
+def test_heartbeat_ages_on_postgresql_use_the_database_clock(postgres, capsys):
+    _, running = grid_study(POSTGRES_URL, name=postgres)
+    assert main(["--storage", POSTGRES_URL, "--study", postgres]) == 0
+    out = capsys.readouterr().out
+    assert f"study {postgres}: 6 trials: 3 complete, 1 running, 2 waiting" in out
+    assert re.search(r"#3 key3 on hostA pid 123: running \d+s, heartbeat \ds ago\n", out), out
+    backdate_heartbeat(POSTGRES_URL, running._trial_id, 300)
+    assert main(["--storage", POSTGRES_URL, "--study", postgres]) == 0
+    assert re.search(r"heartbeat 5m0\ds ago, stale \(will be retried\)", capsys.readouterr().out)
