@@ -78,8 +78,8 @@ CASES = [
     ),
     (
         "storage URL that cannot be reached",
-        lambda t: ["--storage", "postgresql+psycopg2://nobody@127.0.0.1:9/none"],
-        ["--storage postgresql+psycopg2://nobody@127.0.0.1:9/none", "cannot open the study storage"],
+        lambda t: ["--storage", "postgresql://nobody@127.0.0.1:9/none"],
+        ["--storage postgresql://nobody@127.0.0.1:9/none", "cannot open the study storage"],
     ),
     ("bad option value", lambda t: ["--workers", "0"], ["--workers must be >= 1. Got 0 instead."]),
 ]

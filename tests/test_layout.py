@@ -16,7 +16,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "sweep"
 FRAMEWORKS = ("tensorflow", "keras", "jax", "torch")
-COMMANDS = ("sweep.grid", "sweep.optuna", "sweep.report", "sweep.arch", "sweep.bench")
+COMMANDS = ("sweep.grid", "sweep.optuna", "sweep.report", "sweep.arch", "sweep.bench", "sweep.status")
 
 
 def test_the_import_contracts_hold():
@@ -150,7 +150,8 @@ NEEDS = {
     "scikit-image": ("0.23.1", "the first release that imports with NumPy 2"),
     "pandas": ("2.2.2", "the first 2.2 release built for NumPy 2"),
     "tensorflow": ("2.18", "the first release that works with NumPy 2"),
-    "psycopg2-binary": ("2.9.5", "the first release with Python 3.11 wheels"),
+    "psycopg": ("3.2", "postgresql:// URLs: SQLAlchemy 2.1's default PostgreSQL driver (3.2: wheels for Python 3.11-3.13)"),
+    "sqlalchemy": ("2.1", "a plain postgresql:// URL means psycopg 3 (sweep.results.shared)"),
     "import-linter": ("2.6", "the acyclic_siblings contract (pyproject.toml)"),
 }
 

@@ -18,7 +18,7 @@ from sweep.results import load_results
 
 pytestmark = pytest.mark.slow
 
-POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def tiny_space(tmp_path, factors: dict, name: str = "tiny", **protocol) -> str:

@@ -152,3 +152,23 @@ def test_an_unreadable_checkpoint_restarts_the_trial_with_the_same_result(spec, 
     assert "cannot resume from" in capfd.readouterr().err
     assert row["resumed_from_epoch"] is None
     assert_same_trial(row, uninterrupted[0], weights(results, spec), uninterrupted[1])
+
+
+def test_a_trial_resumes_on_another_machine_from_the_shared_artefact_store(spec, synthetic, tmp_path, uninterrupted):
+    """`--artifacts`: the checkpoint uploaded by a machine that died lets a machine with a
+    results folder of its own resume the trial, which ends as the uninterrupted one; the
+    store then holds the trial's files and no checkpoint."""
+    from sweep.artifacts import Artifacts
+
+    store = Artifacts(str(tmp_path / "shared-artifacts"))
+    faults.configure(f"trial.epoch_end:{spec.key}=interrupt@3")
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, synthetic, tmp_path / "machine-a", checkpoint_every_s=0, artifacts=store)
+    faults.configure("")
+    assert (tmp_path / "shared-artifacts" / spec.key / "checkpoint.npz").exists()
+
+    row = run_trial(spec, synthetic, tmp_path / "machine-b", checkpoint_every_s=0, artifacts=store)
+    assert row["resumed_from_epoch"] == 3  # after epochs 0, 1, 2 of machine A
+    assert_same_trial(row, uninterrupted[0], weights(tmp_path / "machine-b", spec), uninterrupted[1])
+    shared = sorted(p.name for p in (tmp_path / "shared-artifacts" / spec.key).iterdir())
+    assert shared == ["history.json", "model.keras", "reconstructions.png", "spec.json"]

@@ -264,17 +264,18 @@ def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
     return fig
 
 
-def gallery(results_dir: str | Path, picks: dict[str, pd.Series], metric: str = stats.DEFAULT_METRIC) -> plt.Figure:
+def gallery(results_dir: str | Path | None, picks: dict[str, pd.Series], metric: str = stats.DEFAULT_METRIC) -> plt.Figure:
     """Originals above reconstructions for each picked configuration ({"first": row, ...} with
-    rows from `stats.best/worst/first`), composed from the trials' stored PNGs."""
+    rows from `stats.best/worst/first`), composed from the trials' stored PNGs
+    (`results_dir/trials/<key>/reconstructions.png`; None: no pictures at hand)."""
     fig, axes = plt.subplots(len(picks), 1, figsize=(9.6, 2.9 * len(picks)), squeeze=False)
     for ax, (name, row) in zip(axes[:, 0], picks.items()):
-        path = Path(results_dir) / "trials" / str(row["trial_key"]) / "reconstructions.png"
+        path = None if results_dir is None else Path(results_dir) / "trials" / str(row["trial_key"]) / "reconstructions.png"
         ax.set_axis_off()
-        if path.exists():
+        if path is not None and path.exists():
             ax.imshow(plt.imread(path))
         else:
-            ax.text(0.5, 0.5, f"no {path.name} for trial {row['trial_key']}", ha="center", va="center")
+            ax.text(0.5, 0.5, f"no reconstructions.png for trial {row['trial_key']} at hand", ha="center", va="center")
         value = row[metric]
         extra = f", latent {int(row['latent_size']):,}" if pd.notna(row.get("latent_size")) else ""
         seeds = f" (seed {row['seeds'][0]} of {row['n_seeds']})" if row.get("n_seeds", 1) > 1 else ""
@@ -285,7 +286,7 @@ def gallery(results_dir: str | Path, picks: dict[str, pd.Series], metric: str = 
     return fig
 
 
-def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path, metric: str = stats.DEFAULT_METRIC) -> plt.Figure | None:
+def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path | None, metric: str = stats.DEFAULT_METRIC) -> plt.Figure | None:
     """For colorization trials (task 'colorize'): the best configuration of each encoding, its
     stored panel of gray input, truth and prediction. None when there are no such trials."""
     configs = stats.configurations(frame)

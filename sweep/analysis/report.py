@@ -56,10 +56,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # --------------------------------------------------------------------------- coverage
 
 
-def coverage(frame, results_dir: Path) -> dict[str, int]:
-    """Trials by status, and the trials the recorded runs planned that have no row yet."""
+def coverage(frame, results_dir: Path | None) -> dict[str, int]:
+    """Trials by status, and the trials the recorded runs planned that have no row yet (runs
+    are recorded in a results folder; none for a storage URL)."""
     planned: set[str] = set()
-    for path in sorted((results_dir / "runs").glob("*.json")):
+    for path in sorted((results_dir / "runs").glob("*.json")) if results_dir is not None else []:
         try:
             planned |= set(json.loads(path.read_text()).get("trials") or [])
         except (OSError, json.JSONDecodeError):
@@ -103,8 +104,12 @@ def write_report(
     storage: str | None = None,
     study: str | None = None,
     command: str | None = None,
+    pictures: str | Path | None = None,
 ) -> Path:
-    """Write the figures, `report.md` and `summary.json` for `results_dir`; return report.md."""
+    """Write the figures, `report.md` and `summary.json` for `results_dir` (a results folder,
+    or a storage URL: the whole cluster's rows, `load_results(URL)`); return report.md.
+    `pictures`: the folder holding `trials/<key>/reconstructions.png` (default: the results
+    folder; for a URL, none unless given)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, no display needed
@@ -112,15 +117,20 @@ def write_report(
     from sweep.analysis import figures as F
     from sweep.results import load_results
 
-    results_dir = Path(results_dir)
-    frame = load_results(results_dir)
+    from sweep.results import is_url, mask_url
+
+    url = str(results_dir) if is_url(results_dir) else None
+    results_dir = Path(mask_url(url)) if url else Path(results_dir)  # (a URL's Path is only ever printed)
+    frame = load_results(url or results_dir)
+    local = None if url else results_dir  # runs/ and trials/ exist only in a folder
+    pictures = Path(pictures) if pictures is not None else local
     configs = A.configurations(frame)
     if len(configs) and (metric not in configs.columns or configs[metric].isna().all()):
         measured = [m for m in A.METRICS if m in configs.columns and configs[m].notna().any()]
         raise SpecError(f"--metric {metric}: no complete trial in {results_dir} has it; these do: {', '.join(measured)}")
-    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    out = Path(out_dir) if out_dir is not None else (local / "report" if local else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
-    counts = coverage(frame, results_dir)
+    counts = coverage(frame, local)
     name = A.metric_label(metric).split(" (")[0]
     summary: dict[str, Any] = {"results": str(results_dir), "metric": metric, "coverage": counts}
     written: dict[str, str] = {}
@@ -159,11 +169,11 @@ def write_report(
         law = A.power_law(configs, metric)
         md += _answer(A, configs, metric, name, spearman, law)
         md += _correlation_section(A, configs, metric, name, spearman, law, summary)
-        md += _reference_section(A, F, frame, configs, metric, name, spearman, law, out, written, summary, results_dir, data_dirs, reference, notes)
+        md += _reference_section(A, F, frame, configs, metric, name, spearman, law, out, written, summary, local, data_dirs, reference, notes)
         md += _top_section(A, F, configs, metric, name, top, summary)
         md += _effects_section(A, F, configs, metric, name, out, written, summary)
         md += _pareto_section(A, F, configs, metric, name, out, written, summary)
-        md += _pictures_section(A, F, frame, configs, metric, out, written, results_dir)
+        md += _pictures_section(A, F, frame, configs, metric, out, written, pictures)
     md += _optuna_section(A, F, frame, storage, study, out, written, summary)
     md += _failed_section(A, frame)
     if notes:
@@ -233,7 +243,7 @@ def _reference_section(A, F, frame, configs, metric, name, spearman, law, out, w
     ref = None
     md: list[str] = []
     if reference and metric.endswith("mse") and "latent_size" in configs:
-        dirs = list(data_dirs or []) + A.recorded_data_dirs(results_dir)
+        dirs = list(data_dirs or []) + (A.recorded_data_dirs(results_dir) if results_dir is not None else [])
         try:
             ref = A.pca_reference(frame, dirs)
         except SweepError as err:

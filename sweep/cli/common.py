@@ -62,19 +62,30 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
         help="checkpoint a training trial at the end of an epoch at most this often, so a crash costs at most "
         "this much work (default: %(default)s; 0: every epoch)",
     )  # fmt: skip
+    run.add_argument(
+        "--artifacts", metavar="DIR_OR_URL",
+        help="also keep every trial's model, pictures, history and checkpoints in this shared place: a folder every "
+        "machine mounts, or s3://bucket/prefix; a trial retried on another machine resumes from its checkpoint there",
+    )  # fmt: skip
     run.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
     study = parser.add_argument_group("Optuna study (several machines share one through --storage)")
     study.add_argument(
         "--storage",
-        help="Optuna storage URL, e.g. postgresql://user@host/db (every machine runs the same command); "
-        "the Optuna driver defaults to sqlite:///RESULTS/optuna.db",
+        help="database URL, e.g. postgresql://user@host/db, shared by every machine running the same command: it "
+        "holds the Optuna study and a table of every machine's rows (load_results(URL)); the Optuna driver "
+        "defaults to sqlite:///RESULTS/optuna.db",
     )
     study.add_argument("--study", help="study name (default: derived from the space, protocol and data)")
     study.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's heartbeats (default: %(default)s)")
     study.add_argument(
         "--grace-period", type=int, default=120,
         help="seconds without a heartbeat after which a trial counts as dead and is retried (default: %(default)s)",
+    )  # fmt: skip
+    study.add_argument(
+        "--storage-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="while the --storage database does not answer, retry for this long, then stop (finished rows stay in "
+        "--results and are pushed on the next start; default: %(default)s)",
     )  # fmt: skip
 
 

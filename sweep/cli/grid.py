@@ -4,12 +4,15 @@
     python -m sweep.grid --data-dir ../data --epochs 1     # on local CIFAR-10 files
     python -m sweep.grid --quick --dataset synthetic       # a one-minute offline smoke run
     python -m sweep.grid --storage postgresql://host/db    # one grid shared by many machines
+    python -m sweep.grid --storage postgresql://host/db --artifacts /shared/artifacts
     python -m sweep.grid --pack 6                          # train 6 small models per step (default: auto)
 
 Trials already complete in the results directory are skipped, so running the same
 command again resumes a sweep that crashed or was interrupted. With `--storage`, the grid
 points are enqueued once into an Optuna study and every machine running the command takes
-waiting points until none is left, so each point runs exactly once.
+waiting points until none is left, so each point runs exactly once; every row goes to the
+database's results table as well (`sweep.results.load_results(URL)` reads the whole
+cluster's), and `--artifacts` keeps models and checkpoints where every machine finds them.
 """
 
 from __future__ import annotations
@@ -134,7 +137,8 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     print(f"sweep.grid: {how}", file=sys.stderr)
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": pack})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
-    run_with_progress(make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every), plan, results / ".workers", "grid")
+    jobs = make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every, args.artifacts)
+    run_with_progress(jobs, plan, results / ".workers", "grid")
 
 
 def run_shared(args, space, trials, plan, results: Path) -> None:
@@ -142,6 +146,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
     points until none is left, and wait for points other machines are still running."""
     import optuna
 
+    from sweep.results import RowStore, is_url
     from sweep.run import unique_trials
     from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, mask_url, open_study, study_name_for
 
@@ -154,8 +159,13 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
         pruner="none",  # a grid runs every point to the end
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
+        storage_timeout=args.storage_timeout,
     )
     study = open_study(config)
+    shared = args.storage if is_url(args.storage) else None  # a journal file has no results table
+    pushed = RowStore(str(results), shared, args.storage_timeout).push_missing()
+    if pushed:
+        print(f"sweep.grid: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
     points = [point for point, _ in unique_trials(trials)]
     added = enqueue_grid(study, points, config)
     size = len(points)
@@ -176,7 +186,9 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
         optuna.storages.fail_stale_trials(study)
         waiting = len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
         if waiting:
-            job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True)
+            job = OptunaTrialJob(
+                config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts
+            )  # fmt: skip
             run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points())
             continue
         running = len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
@@ -190,10 +202,12 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period")
+    check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period", "storage_timeout")
     pack_size(args)
 
-    from sweep.results import check_writable, export, load_results
+    from sweep.artifacts import Artifacts
+    from sweep.results import check_writable, export, is_url, load_results
+    from sweep.results.shared import mask_url
     from sweep.run import grid_trials, plan_workers
     from sweep.space import load_space
 
@@ -204,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage and args.pack not in (1, "auto"):
         raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
     results = check_writable(args.results)
+    if args.artifacts:
+        Artifacts(args.artifacts).check()
     trials = grid_trials(space, args.data_dir)
     plan = plan_workers(args.workers, args.workers_per_gpu)
     if args.storage:
@@ -214,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = {spec.key for _, spec in trials}
     reference = space.reference_point()
     reference_key = next((spec.key for point, spec in trials if point == reference), None)
-    frame = load_results(results)
+    shared = args.storage if args.storage and is_url(args.storage) else None
+    frame = load_results(shared or results)  # with --storage: every machine's rows
     frame = frame[frame["trial_key"].isin(keys)]
     print(summarize(frame, reference_key))
     print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
+    if shared:
+        print(f"every machine's rows: sweep.results.load_results({mask_url(shared)!r}); python -m sweep.report --results {mask_url(shared)}")
     export(results)
     return 0

@@ -3,6 +3,7 @@
     python -m sweep.report --results results                 # writes results/report/report.md
     python -m sweep.report --results /tmp/r1 --metric test_ssim
     python -m sweep.report --results runs/opt --storage sqlite:///opt.db --study opt
+    python -m sweep.report --results postgresql://user@host/db --artifacts /shared/artifacts   # a cluster's sweep
 
 The report itself is `sweep.analysis.report.write_report`. It never trains and never
 imports Keras.
@@ -30,8 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
         "power law, linear reference, factor effects, top models and galleries of a sweep.",
         epilog="Example: python -m sweep.report --results /tmp/r1",
     )
-    parser.add_argument("--results", default="results", help="results directory of a sweep (default: %(default)s)")
-    parser.add_argument("--out", help="where to write the report (default: RESULTS/report)")
+    parser.add_argument(
+        "--results", default="results",
+        help="results directory of a sweep, or the --storage URL of a sweep run on many machines (its results "
+        "table holds every machine's rows) (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--out", help="where to write the report (default: RESULTS/report; ./report for a URL)")
+    parser.add_argument(
+        "--artifacts", metavar="DIR_OR_URL",
+        help="the sweep's --artifacts store, where the galleries' pictures are (default: the results directory's trials/)",
+    )  # fmt: skip
     parser.add_argument("--metric", default="test_mse", choices=RANKED, help="the error to analyse (default: %(default)s)")
     parser.add_argument(
         "--data-dir",
@@ -49,19 +58,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    results = Path(args.results)
-    if not results.is_dir():
-        raise StoreError(f"--results {args.results}: no such directory; give the --results folder of a sweep")
-    if not any((results / "rows").glob("*.json")):
-        raise StoreError(f"--results {args.results}: no trial rows (rows/*.json) yet; run python -m sweep.grid --results {args.results} first")
     if args.top < 1:
         raise SweepError(must_be("--top", None, ">= 1", args.top))
+    from sweep.results import is_url, mask_url
+
+    if is_url(args.results):
+        from sweep.results.shared import shared_rows
+
+        if not shared_rows(args.results).statuses():
+            raise StoreError(f"--results {mask_url(args.results)}: the results table has no rows yet; run python -m sweep.grid --storage URL first")
+        results: str | Path = args.results
+    else:
+        results = Path(args.results)
+        if not results.is_dir():
+            raise StoreError(f"--results {args.results}: no such directory; give the --results folder of a sweep, or its --storage URL")
+        if not any((results / "rows").glob("*.json")):
+            raise StoreError(f"--results {args.results}: no trial rows (rows/*.json) yet; run python -m sweep.grid --results {args.results} first")
     from sweep.analysis.report import write_report  # pandas, scipy, matplotlib: not for --help
 
+    out = Path(args.out) if args.out else (Path("report") if isinstance(results, str) else results / "report")
+    pictures = fetch_pictures(args.artifacts, results, out) if args.artifacts else None
     command = "python -m sweep.report " + " ".join(sys.argv[1:] if argv is None else argv)
     path = write_report(
-        results, args.out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
-        top=args.top, storage=args.storage, study=args.study, command=command.strip(),
+        results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
+        top=args.top, storage=args.storage, study=args.study, command=mask_url(command.strip()), pictures=pictures,
     )  # fmt: skip
     print(f"report: {path} (figures beside it)")
     return 0
+
+
+def fetch_pictures(where: str, results: str | Path, out: Path) -> Path:
+    """Copy the complete trials' reconstruction pictures from the artefact store `where` to
+    OUT/.pictures/trials/<key>/ (where the galleries look); return OUT/.pictures."""
+    from sweep.artifacts import Artifacts
+    from sweep.results import load_results
+
+    store, pictures = Artifacts(where), out / ".pictures"
+    store.check()
+    frame = load_results(results)
+    for key in frame.loc[frame["status"] == "complete", "trial_key"]:
+        target = pictures / "trials" / key / "reconstructions.png"
+        if not target.exists():
+            store.get(key, "reconstructions.png", target)
+    return pictures

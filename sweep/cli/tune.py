@@ -111,10 +111,11 @@ def summarize(study, config, results, frame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, "trials", "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period")
+    check_positive(args, "trials", "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period", "storage_timeout")
 
+    from sweep.artifacts import Artifacts
     from sweep.data import dataset_for
-    from sweep.results import check_writable, export, load_results
+    from sweep.results import RowStore, check_writable, export, is_url, load_results
     from sweep.run import plan_workers
     from sweep.run.study import OptunaTrialJob, StudyConfig, check_pruning, default_storage_url, mask_url, open_study, parse_objectives, study_name_for
     from sweep.space import load_space
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     objectives = parse_objectives(args.objectives)
     check_pruning(objectives, args.pruner)
     results = check_writable(args.results)
+    if args.artifacts:
+        Artifacts(args.artifacts).check()
     datasets = space.factors["dataset"].grid() if "dataset" in space.factors else [space.protocol.dataset]
     data_ids = [dataset_for(dataclasses.replace(space.protocol, dataset=name), args.data_dir).data_id for name in datasets]
     config = StudyConfig(
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         pruner=args.pruner,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
+        storage_timeout=args.storage_timeout,
         epochs=space.protocol.epochs,
         grid=StudyConfig.grid_of(space),
     )
@@ -149,11 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_run_record(results, "optuna", {"space": space.path, "protocol": space.protocol.to_dict(), "study": config.study_name, "storage": mask_url(config.storage_url), "trials": args.trials})
     extra = {"driver": "optuna", "space": space.name, "code_version": code_version()}
-    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every)
+    shared = args.storage if args.storage and is_url(args.storage) else None  # rows for every machine
+    pushed = RowStore(str(results), shared, args.storage_timeout).push_missing()
+    if pushed:
+        print(f"sweep.optuna: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
+    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts)
     run_with_progress([job] * args.trials, plan, results / ".workers", "optuna")
 
     study = open_study(config, create=False)
-    frame = load_results(results)
+    frame = load_results(shared or results)
     frame = frame[frame["study_name"] == config.study_name]
     print(summarize(study, config, results, frame))
     export(results)

@@ -1,5 +1,9 @@
 """The results store: one row per trial, read back as one pandas DataFrame.
 
+With `--storage URL`, a job writes each row to the folder and then to the shared table of
+that database (`sweep.results.shared`), through a `RowStore`; `load_results(URL)` reads
+the whole cluster's rows from that table.
+
 Layout under a results directory::
 
     rows/<trial_key>.json     one row per trial: the store itself
@@ -19,6 +23,7 @@ import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,8 +31,9 @@ from sweep.errors import StoreError
 from sweep.faults import failpoint
 from sweep.files import TEMPORARY_SUFFIX, atomic_path
 from sweep.results.schema import COLUMNS, STATUSES, unknown_columns
+from sweep.results.shared import DEFAULT_TIMEOUT, SharedRows, is_url, shared_rows
 
-__all__ = ["check_writable", "completed_keys", "export", "load_results", "read_row", "read_rows", "write_row"]
+__all__ = ["RowStore", "check_writable", "completed_keys", "export", "load_results", "read_row", "read_rows", "write_row"]
 
 STALE_TMP_SECONDS = 3600  # a row is written in milliseconds; an older temporary is a crash's leftover
 
@@ -115,14 +121,15 @@ def completed_keys(results_dir: str | Path, statuses: Iterable[str] = ("complete
     return {row["trial_key"] for row in read_rows(results_dir) if row.get("status") in wanted}
 
 
-def load_results(results_dir: str | Path):
-    """Every trial under `results_dir` as one DataFrame, one row per trial. Its columns are
-    the schema's in declared order: the core ones always, the others when some row has them;
-    numbers are numeric and flags boolean whatever rows are missing them. Columns the schema
-    does not know (rows of an older version) come last."""
+def load_results(results: str | Path):
+    """Every trial of a results folder, or of the shared table of a storage URL (the whole
+    cluster's: `load_results("postgresql://user@host/db")`), as one DataFrame, one row per
+    trial. Its columns are the schema's in declared order: the core ones always, the others
+    when some row has them; numbers are numeric and flags boolean whatever rows are missing
+    them. Columns the schema does not know (rows of an older version) come last."""
     import pandas as pd
 
-    frame = pd.DataFrame(read_rows(results_dir))
+    frame = pd.DataFrame(shared_rows(str(results)).rows() if is_url(results) else read_rows(results))
     known = [c for c in COLUMNS if c.core or c.name in frame.columns]
     for column in known:
         if column.name not in frame.columns:
@@ -145,3 +152,37 @@ def export(results_dir: str | Path) -> Path:
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False)
     return target
+
+
+@dataclass(frozen=True)
+class RowStore:
+    """Where a job's rows go: the results folder, and with a storage URL the shared table of
+    that database too (the folder first, so a row survives the database being away; see
+    `SharedRows.push_missing`). Picklable: a worker opens the table itself."""
+
+    results_dir: str
+    storage: str | None = None  # a database URL, or None: the folder alone
+    timeout: float = DEFAULT_TIMEOUT  # seconds to retry a database that does not answer
+
+    @property
+    def shared(self) -> SharedRows | None:
+        return shared_rows(self.storage, self.timeout) if self.storage and is_url(self.storage) else None
+
+    def write(self, row: dict[str, Any]) -> bool:
+        """Write `row`; False when the shared table already had a complete row of its key
+        (another machine's, which stays: the local copy is written all the same)."""
+        write_row(self.results_dir, row)
+        return self.shared.push(row) if self.shared is not None else True
+
+    def complete_row(self, key: str) -> dict[str, Any] | None:
+        """The complete row of `key` from the folder or, failing that, the shared table."""
+        row = read_row(self.results_dir, key)
+        if row is not None and row.get("status") == "complete":
+            return row
+        row = self.shared.get(key) if self.shared is not None else None
+        return row if row is not None and row.get("status") == "complete" else None
+
+    def push_missing(self) -> int:
+        """Push the folder's rows the shared table lacks (rows finished while the database was
+        away); return how many."""
+        return self.shared.push_missing(read_rows(self.results_dir)) if self.shared is not None else 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweep.artifacts import Artifacts
 from sweep.data import Dataset, dataset_for
 from sweep.encodings import task_for
 from sweep.errors import SpecError
@@ -72,6 +73,7 @@ class TrialJob:
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     run_id: str = RUN_ID  # set in the driver, so every worker counts attempts of the same run
+    artifacts: str | None = None  # --artifacts: the shared artefact store
 
     def __call__(self) -> dict[str, Any] | None:
         directory = trial_dir(self.results_dir, self.spec.key)
@@ -85,7 +87,9 @@ class TrialJob:
             }
         else:
             dataset = dataset_for(self.spec.protocol, self.data_dir)
-            row = {**run_trial(self.spec, dataset, self.results_dir, checkpoint_every_s=self.checkpoint_every_s), **self.row_extra}
+            artifacts = Artifacts(self.artifacts) if self.artifacts else None
+            trained = run_trial(self.spec, dataset, self.results_dir, checkpoint_every_s=self.checkpoint_every_s, artifacts=artifacts)
+            row = {**trained, **self.row_extra}
         write_row(self.results_dir, row)
         clear_attempts(directory)
         return row
@@ -112,6 +116,7 @@ class PackJob:
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     run_id: str = RUN_ID
+    artifacts: str | None = None
 
     @property
     def size(self) -> int:
@@ -137,6 +142,8 @@ class PackJob:
             row = {**row, **self.row_extra}
             write_row(self.results_dir, row)
             clear_attempts(d)
+            if self.artifacts:
+                Artifacts(self.artifacts).put_trial(row["trial_key"], d)
             rows.append(row)
         return rows
 
@@ -146,7 +153,7 @@ class PackJob:
             (d / SPLIT_FILE).write_text(self.run_id)
 
     def _alone(self, spec: TrialSpec) -> dict[str, Any] | None:
-        return TrialJob(spec, self.data_dir, self.results_dir, self.row_extra, self.checkpoint_every_s, self.run_id)()
+        return TrialJob(spec, self.data_dir, self.results_dir, self.row_extra, self.checkpoint_every_s, self.run_id, self.artifacts)()
 
 
 assert MAX_ATTEMPTS >= 2, "an isolated pack member must get at least one attempt of its own"
@@ -190,10 +197,12 @@ def unique_trials(trials: list[tuple[dict[str, Any], TrialSpec]]) -> list[tuple[
     return unique
 
 
-def make_jobs(specs: list[TrialSpec], pack: int, data_dir: str | None, results: Path, extra: dict, checkpoint_every: float) -> list:
+def make_jobs(
+    specs: list[TrialSpec], pack: int, data_dir: str | None, results: Path, extra: dict, checkpoint_every: float, artifacts: str | None = None
+) -> list:
     """One job per trial, or with `pack` > 1 one job per pack of trials balanced by FLOPs."""
     if pack <= 1:
-        return [TrialJob(spec, data_dir, str(results), extra, checkpoint_every) for spec in specs]
+        return [TrialJob(spec, data_dir, str(results), extra, checkpoint_every, artifacts=artifacts) for spec in specs]
     costs: dict[str, int] = {}
 
     def cost(spec: TrialSpec) -> int:  # once per trial: for a preset it builds the model
@@ -204,7 +213,7 @@ def make_jobs(specs: list[TrialSpec], pack: int, data_dir: str | None, results: 
         return costs[spec.key]
 
     return [
-        PackJob(tuple(members), data_dir, str(results), extra, checkpoint_every)
+        PackJob(tuple(members), data_dir, str(results), extra, checkpoint_every, artifacts=artifacts)
         for members in make_packs(list(specs), pack, cost)
     ]
 

@@ -11,6 +11,11 @@ timeout eight writers produced no errors. `--storage postgresql://...` is the wa
 one study from many machines. A journal file (`--storage journal:PATH`) works but has no
 heartbeat.
 
+With `--storage URL`, every row is also written to the shared results table of that database
+(`sweep.results.shared`), and a configuration complete there, whichever machine ran it, is
+not trained again. Every call to the database is retried with back-off while it does not
+answer (a restarted server, a link that went down), for at most `--storage-timeout` seconds.
+
 Every Optuna trial is also a row in the results store, keyed by the same `trial_key` as a
 grid trial, and a configuration already complete in the store is not trained again: its
 stored values are reported to the study instead.
@@ -27,6 +32,7 @@ import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,8 +41,9 @@ from typing import Any
 
 from sweep.errors import SpecError, StoreError, did_you_mean
 from sweep.faults import failpoint
-from sweep.results import OBJECTIVES, read_row, write_row
+from sweep.results import OBJECTIVES, RowStore
 from sweep.results.schema import per_epoch_metric
+from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, mask_url, retrying
 from sweep.run.jobs import trial_for
 from sweep.run.schedule import worker_slot
 from sweep.train import Pruning, run_trial
@@ -66,11 +73,6 @@ def default_storage_url(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'optuna.db'}"
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 def parse_objectives(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
@@ -95,7 +97,7 @@ def study_name_for(kind: str, space, data_ids: list[str], objectives: tuple[str,
 
 
 @functools.lru_cache(maxsize=8)
-def _storage(url: str, heartbeat_interval: int, grace_period: int):
+def _storage(url: str, heartbeat_interval: int, grace_period: int, timeout: float = DEFAULT_TIMEOUT):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,19 +111,15 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int):
             path = Path(url.removeprefix("journal:")).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        engine_kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            engine_kwargs["connect_args"] = {"timeout": 60}  # wait for other writers instead of failing
-        else:
-            engine_kwargs["pool_pre_ping"] = True
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(
+                return _retrying_rdb_storage()(
                     url,
-                    engine_kwargs=engine_kwargs,
+                    engine_kwargs=engine_options(url),
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                    timeout=timeout,
                 )
             except Exception as err:
                 # Machines that start together on an empty database race to create Optuna's
@@ -132,6 +130,34 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int):
     except Exception as err:  # unreachable server, bad URL, missing driver: one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StoreError(f"--storage {mask_url(url)}: cannot open the study storage ({type(err).__name__}: {first[:200]})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _retrying_rdb_storage():
+    """Optuna's RDBStorage whose every call is retried while the database does not answer
+    (`sweep.results.shared.retrying`). Opening it is not retried: a database unreachable at
+    the start is a wrong URL until proven otherwise, and says so at once."""
+    from optuna.storages import BaseStorage, RDBStorage
+
+    class RetryingRDBStorage(RDBStorage):
+        def __init__(self, url: str, *, timeout: float, **kwargs):
+            self.retry_timeout = timeout
+            super().__init__(url, **kwargs)
+
+    def wrap(name: str):
+        method = getattr(RDBStorage, name)
+
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            return retrying(lambda: method(self, *args, **kwargs), url=self.url, timeout=self.retry_timeout, what="the study storage")
+
+        return call
+
+    names = [n for n in dir(BaseStorage) if not n.startswith("_")] + ["record_heartbeat", "_get_stale_trial_ids", "_get_trials"]
+    for name in names:
+        if callable(getattr(RDBStorage, name, None)):
+            setattr(RetryingRDBStorage, name, wrap(name))
+    return RetryingRDBStorage
 
 
 def pruned_on(objectives: tuple[str, ...], pruner: str) -> str | None:
@@ -166,6 +192,7 @@ class StudyConfig:
     pruner: str = "median"
     heartbeat_interval: int = 30
     grace_period: int = 120
+    storage_timeout: float = DEFAULT_TIMEOUT  # seconds to retry a database that does not answer
     epochs: int = 10  # Hyperband's maximum resource
     grid: tuple[tuple[str, tuple[Any, ...]], ...] | None = None  # the grid sampler's space
 
@@ -178,7 +205,7 @@ class StudyConfig:
         return [OBJECTIVES[name] for name in self.objectives]
 
     def storage(self):
-        return _storage(self.storage_url, self.heartbeat_interval, self.grace_period)
+        return _storage(self.storage_url, self.heartbeat_interval, self.grace_period, self.storage_timeout)
 
     def make_sampler(self, worker: int = 0):
         import optuna
@@ -237,6 +264,12 @@ def open_study(config: StudyConfig, create: bool = True, worker: int = 0):
     return study
 
 
+TAKEN_OVER = (
+    "the trial was failed meanwhile by another machine (no heartbeat from here for --grace-period) and retried "
+    "there; its result here is in --results, and in the shared table unless a complete row was there first"
+)
+
+
 class TrialFailed(Exception):
     """The trial ran and failed; its row says why. Optuna records it as FAIL and goes on."""
 
@@ -284,7 +317,10 @@ def heartbeat(storage, trial_id: int):
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # the database is away: the trial goes on; others may retry it meanwhile
+                pass
             if stop.wait(interval):
                 return
 
@@ -294,13 +330,16 @@ def heartbeat(storage, trial_id: int):
         yield
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=1.0)  # a beat stuck on an unanswering database is left to finish alone
 
 
 @dataclass(frozen=True)
 class OptunaTrialJob:
     """Run one trial of a study in a worker: sample (or take an enqueued grid point), train
-    unless the store already has it, store the row, report to the study."""
+    unless the store already has it, store the row, report to the study.
+
+    `shared`: the storage URL whose results table also gets every row (`--storage`), and
+    whose complete rows count as done; `artifacts`: the shared artefact store, if any."""
 
     config: StudyConfig
     space: Any  # SearchSpace
@@ -309,14 +348,27 @@ class OptunaTrialJob:
     row_extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     enqueued_only: bool = False  # grid studies: run only enqueued grid points, never sample
+    shared: str | None = None
+    artifacts: str | None = None
+
+    @property
+    def rows(self) -> RowStore:
+        return RowStore(self.results_dir, self.shared, self.config.storage_timeout)
 
     def __call__(self) -> dict[str, Any] | None:
+        """Sample a trial (`Study.optimize`, so samplers such as the grid's can stop the
+        study) or, with `enqueued_only`, take an enqueued one; run it; tell the study."""
         import optuna
 
         study = _worker_study(self.config, worker_slot())
         result: dict[str, Any] = {}
         if not self.enqueued_only:
-            study.optimize(lambda trial: self._objective(trial, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+            try:
+                study.optimize(lambda trial: self._objective(trial, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+            except ValueError as err:  # "Cannot tell a FAIL trial": failed by another machine meanwhile
+                if not str(err).startswith("Cannot tell a"):
+                    raise
+                print(f"{TAKEN_OVER} ({err})", file=sys.stderr)
             return result.get("row")
         storage = self.config.storage()
         optuna.storages.fail_stale_trials(study)  # so dead workers' grid points are waiting again
@@ -329,24 +381,26 @@ class OptunaTrialJob:
             try:
                 values = self._objective(trial, result)
             except optuna.TrialPruned:
-                study.tell(trial, state=State.PRUNED)
+                _tell(study, storage, trial_id, trial, state=State.PRUNED)
             except TrialFailed:
-                study.tell(trial, state=State.FAIL)
+                _tell(study, storage, trial_id, trial, state=State.FAIL)
             except BaseException:
-                study.tell(trial, state=State.FAIL)
+                _tell(study, storage, trial_id, trial, state=State.FAIL)
                 raise
             else:
-                study.tell(trial, values)
+                _tell(study, storage, trial_id, trial, values)
         return result.get("row")
 
     def _objective(self, trial, result: dict[str, Any]):
         import optuna
 
+        from sweep.artifacts import Artifacts
+
         spec, dataset = trial_for(self.space, self.space.suggest(trial), self.data_dir)
         trial.set_user_attr("trial_key", spec.key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        stored = read_row(self.results_dir, spec.key)
-        if stored is not None and stored.get("status") == "complete":
+        stored = self.rows.complete_row(spec.key)
+        if stored is not None:
             values = objective_values(stored, self.config.objectives)
             if values is not None:
                 trial.set_user_attr("reused_row", True)
@@ -361,13 +415,15 @@ class OptunaTrialJob:
                 return trial.should_prune()
 
             pruning = Pruning(self.config.pruned_on, should_prune)
-        row = run_trial(spec, dataset, self.results_dir, pruning=pruning, checkpoint_every_s=self.checkpoint_every_s)
+        artifacts = Artifacts(self.artifacts) if self.artifacts else None
+        row = run_trial(spec, dataset, self.results_dir, pruning=pruning, checkpoint_every_s=self.checkpoint_every_s, artifacts=artifacts)
         values = objective_values(row, self.config.objectives) if row["status"] == "complete" else None
         if row["status"] == "complete" and values is None:
             row.update(status="failed", error=f"an objective ({', '.join(self.config.objectives)}) is missing or not finite")
         state = {"complete": "COMPLETE", "pruned": "PRUNED"}.get(row["status"], "FAIL")
         row.update(self.row_extra, study_name=self.config.study_name, optuna_trial=trial.number, optuna_state=state)
-        write_row(self.results_dir, row)
+        if not self.rows.write(row):
+            print(f"trial {spec.key}: another machine stored a complete row of it first; that row stays (this one is in {self.results_dir})", file=sys.stderr)
         failpoint("study.before_tell")
         result["row"] = row
         if row["status"] == "pruned":
@@ -376,6 +432,16 @@ class OptunaTrialJob:
             trial.set_user_attr("error", row["error"])
             raise TrialFailed(row["error"])
         return values if len(values) > 1 else values[0]
+
+
+def _tell(study, storage, trial_id: int, trial, values=None, state=None) -> None:
+    """Tell the study how a trial ended, unless it was failed meanwhile by another machine (no
+    heartbeat from here for the grace period: a cut link, a stalled machine) and retried
+    there: then say so; the row is in the store either way (one complete row per key)."""
+    if storage.get_trial(trial_id).state.is_finished():
+        print(f"trial #{trial.number} ({trial.user_attrs.get('trial_key')}): {TAKEN_OVER}", file=sys.stderr)
+        return
+    study.tell(trial, values, state=state, skip_if_finished=True)
 
 
 def enqueue_grid(study, points: list[dict[str, Any]], config: StudyConfig) -> int:

@@ -18,7 +18,10 @@ then takes these values; training goes on from epoch `e + 1`.
 
 The file is `trials/<key>/checkpoint.npz`: arrays only, read without pickle. It is replaced
 atomically, so it is always a whole checkpoint or absent; one that cannot be read (a disk
-error) is reported and the trial starts afresh, which gives the same result, later.
+error) is reported and the trial starts afresh, which gives the same result, later. With a
+shared artefact store (`--artifacts`, `sweep.artifacts`), each checkpoint is also uploaded
+there, and a trial with no checkpoint of its own (a retry on another machine) takes the
+store's.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sweep.artifacts import Artifacts
 from sweep.files import atomic_path
 
 __all__ = ["CHECKPOINT_FILE", "Checkpoint", "Saved", "clock"]
@@ -55,10 +59,11 @@ class Saved:
 class Checkpoint:
     """The checkpoint of one trial: when one is due, and saving, loading, restoring it."""
 
-    def __init__(self, directory: Path, key: str, every_s: float):
+    def __init__(self, directory: Path, key: str, every_s: float, shared: Artifacts | None = None):
         self.path = Path(directory) / CHECKPOINT_FILE
         self.key = key
         self.every_s = every_s
+        self.shared = shared  # the artefact store every checkpoint is uploaded to, if any
         self.last = clock()
 
     def due(self) -> bool:
@@ -80,12 +85,15 @@ class Checkpoint:
         with atomic_path(self.path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
+        if self.shared is not None:
+            self.shared.put(self.key, self.path)
         self.last = clock()
 
     def load(self) -> Saved | None:
         """The saved checkpoint, or None when there is none (or it cannot be used: then the
-        reason is printed and the trial starts afresh)."""
-        if not self.path.exists():
+        reason is printed and the trial starts afresh). Without a local checkpoint, the shared
+        store's is downloaded, if there is one."""
+        if not self.path.exists() and (self.shared is None or not self.shared.get(self.key, CHECKPOINT_FILE, self.path)):
             return None
         try:
             with np.load(self.path, allow_pickle=False) as saved:

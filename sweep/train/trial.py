@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sweep import backend
+from sweep.artifacts import Artifacts
 from sweep.data import Dataset
 from sweep.spec import TrialSpec
 from sweep.train.arrays import task_arrays
-from sweep.train.checkpoint import Checkpoint, Saved
+from sweep.train.checkpoint import CHECKPOINT_FILE, Checkpoint, Saved
 from sweep.train.epochs import Plateau, Pruning, Tracker, batch_failpoint_callback, epoch_callback
 from sweep.train.evaluate import evaluate, validation_metric
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
@@ -37,12 +38,14 @@ def run_trial(
     pruning: Pruning | None = None,
     checkpoint_every_s: float = 10.0,
     save_model: bool = True,
+    artifacts: Artifacts | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate `spec` on `dataset`; return its row (status complete/failed/pruned).
 
     `pruning` reports a validation value after every epoch and may stop the trial (status
     'pruned'); `checkpoint_every_s` bounds the work a crash can cost (0: a checkpoint after
-    every epoch; inf: none)."""
+    every epoch; inf: none). With `artifacts`, checkpoints go to that shared store as well
+    (a retry on another machine resumes from them) and so do the finished trial's files."""
     t0 = time.perf_counter()
     out = trial_dir(results_dir, spec.key)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ def run_trial(
         plateau = None
         if protocol.reduce_lr_patience is not None:
             plateau = Plateau(protocol.reduce_lr_patience, protocol.reduce_lr_factor, protocol.reduce_lr_min)
-        checkpoint = Checkpoint(out, spec.key, checkpoint_every_s)
+        checkpoint = Checkpoint(out, spec.key, checkpoint_every_s, artifacts)
         saved = checkpoint.load()
         if saved is not None and not _resume(saved, model, tracker, plateau, spec.key):
             saved = None  # not this model's checkpoint: start afresh from a fresh model
@@ -100,6 +103,9 @@ def run_trial(
         except Exception:  # cleaning up must never hide the trial's own outcome
             pass
     close_row(spec, row, out, t0)
+    if artifacts is not None:  # after the trial: a failure to upload is the store's, not the trial's
+        artifacts.remove(spec.key, CHECKPOINT_FILE)
+        artifacts.put_trial(spec.key, out)
     return row
 
 

@@ -1,0 +1,297 @@
+"""The shared results table: every machine's rows in the database of `--storage URL`.
+
+With `--storage URL` (PostgreSQL for a cluster; any SQLAlchemy URL Optuna accepts: MySQL or
+MariaDB through `mysql+pymysql://`, SQLite), each trial's row is also written to the table
+`sweep_trials` of that database, so `load_results(URL)` gives the whole cluster's DataFrame.
+Its columns are the schema's (`sweep.results.schema`: one typed SQL column per declared
+column, for queries in SQL), plus `row_json`, the row exactly as the folder stores it (what
+`load_results` reads back), and who pushed it when.
+
+The rules a row obeys, whichever machine writes it (each push is one transaction):
+
+- one row per `trial_key` (the primary key);
+- a complete row is final: it is never replaced, neither by a failed or pruned row nor by a
+  second complete one, so a worker whose trial was failed and retried elsewhere and that
+  comes back with a late result (a "zombie") never creates a second complete row;
+- a failed or pruned row is replaced by any later row of its key (a retry).
+
+Database trouble: every statement is retried with back-off while the database does not
+answer (`retrying`), for at most `--storage-timeout` seconds, then the command stops with one
+line. Rows finished meanwhile stay in the local `--results` folder, and `push_missing` sends
+them on the next start. The module imports SQLAlchemy only when a table is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import random
+import re
+import socket
+import sys
+import time
+from typing import Any, Callable, Iterable, TypeVar
+
+from sweep.errors import StoreError
+from sweep.results.schema import COLUMNS, STATUSES
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "SharedRows",
+    "TABLE",
+    "engine_options",
+    "is_url",
+    "mask_url",
+    "retrying",
+    "shared_rows",
+    "transient",
+]
+
+TABLE = "sweep_trials"
+DEFAULT_TIMEOUT = 300.0  # seconds a worker keeps retrying a database that does not answer
+_SQL_TYPES = {"str": "Text", "json": "Text", "int": "BigInteger", "float": "Double", "bool": "Boolean"}
+T = TypeVar("T")
+
+
+def is_url(text: str | os.PathLike) -> bool:
+    """Whether a `--results`/`--storage` value is a database URL rather than a folder."""
+    return bool(re.match(r"^[a-z][a-z0-9+]*://", str(text)))
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for a storage URL, shared by Optuna's storage and the table.
+
+    SQLite waits for other writers instead of failing. A network database checks a pooled
+    connection before using it (one the server closed by restarting is replaced), gives up
+    connecting after 10 s, and has TCP notice a dead link within about 15 s (keepalives and
+    a user timeout) instead of the operating system's 15 minutes: a statement in flight when
+    the link goes down fails, and `retrying` takes over."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        options["connect_args"] = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15000,
+        }
+    elif url.startswith("mysql"):
+        options["connect_args"] = {"connect_timeout": 10, "read_timeout": 30, "write_timeout": 30}
+    return options
+
+
+def transient(err: BaseException) -> bool:
+    """Whether `err` is the database not answering (down, restarting, unreachable, locked),
+    which retrying can cure, rather than a mistake that retrying would repeat."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if names & {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError", "ConnectionError"}:
+        return True
+    if "StorageInternalError" in names or "DBAPIError" in names:  # Optuna's and SQLAlchemy's wrappers
+        cause = err.__cause__ or err.__context__
+        if getattr(err, "connection_invalidated", False):
+            return True
+        return cause is not None and cause is not err and transient(cause)
+    return False
+
+
+def retrying(call: Callable[[], T], *, url: str, timeout: float = DEFAULT_TIMEOUT, what: str = "the database") -> T:
+    """`call()`, retried with exponential back-off (0.5 s doubling to 15 s, jittered) while
+    the database does not answer, for at most `timeout` seconds; then one clear StoreError.
+    Errors that are not the database's absence are raised at once."""
+    deadline = time.monotonic() + timeout
+    delay, announced = 0.5, False
+    while True:
+        try:
+            result = call()
+        except Exception as err:
+            if not transient(err):
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise StoreError(
+                    f"--storage {mask_url(url)}: {what} did not answer for {timeout:.0f} s ({type(err).__name__}: {first}); "
+                    "rows finished here are kept in --results and pushed on the next start"
+                ) from None
+            if not announced:
+                print(f"sweep: {mask_url(url)} does not answer; retrying for up to {remaining:.0f} s", file=sys.stderr, flush=True)
+                announced = True
+            time.sleep(min(delay * (0.75 + random.random() / 2), remaining))
+            delay = min(delay * 2, 15.0)
+        else:
+            if announced:
+                print(f"sweep: {mask_url(url)} answers again", file=sys.stderr, flush=True)
+            return result
+
+
+def _sql_value(column, value: Any) -> Any:
+    """A row's value as its SQL column holds it (JSON values as text; no NaN)."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        value = value.item()
+    if column.dtype in ("str", "json"):
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if column.dtype == "float":
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if column.dtype == "int":
+        return int(value)
+    return bool(value)
+
+
+class SharedRows:
+    """The table `sweep_trials` in one database. Create it with `shared_rows(url)`."""
+
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT):
+        import sqlalchemy as sa
+
+        self.url, self.timeout = url, timeout
+        self.engine = sa.create_engine(url, **engine_options(url))
+        self.metadata = sa.MetaData()
+        columns = [sa.Column("trial_key", sa.String(64), primary_key=True)]
+        columns += [sa.Column(c.name, getattr(sa, _SQL_TYPES[c.dtype])()) for c in COLUMNS if c.name != "trial_key"]
+        columns += [
+            sa.Column("row_json", sa.Text, nullable=False),
+            sa.Column("pushed_at", sa.Double),
+            sa.Column("pushed_by", sa.String(255)),
+        ]
+        self.table = sa.Table(TABLE, self.metadata, *columns)
+        self._retry(self._create, "creating the results table")
+
+    def _retry(self, call: Callable[[], T], what: str = "the database") -> T:
+        return retrying(call, url=self.url, timeout=self.timeout, what=what)
+
+    def _create(self) -> None:
+        """Create the table, or add the columns a newer schema declared. Machines that start
+        together race to do it; losing the race is not an error."""
+        import sqlalchemy as sa
+
+        try:
+            self.metadata.create_all(self.engine, checkfirst=True)
+        except sa.exc.ProgrammingError as err:
+            if not re.search(r"already exists|duplicate", str(err), re.I):
+                raise
+        present = {c["name"] for c in sa.inspect(self.engine).get_columns(TABLE)}
+        for column in self.table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=self.engine.dialect)
+            name = self.engine.dialect.identifier_preparer.quote(column.name)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}"))
+            except sa.exc.SQLAlchemyError as err:
+                if not re.search(r"already exists|duplicate", str(err), re.I):
+                    raise
+
+    def push(self, row: dict[str, Any]) -> bool:
+        """Store `row` under the rules above, in one transaction; True when it was stored,
+        False when the key already has a complete row (which stays as it is)."""
+        key, status = row.get("trial_key"), row.get("status")
+        if not key or status not in STATUSES:
+            raise ValueError(f"a row needs a trial_key and a status in {STATUSES}; got {key!r}, {status!r}")
+        values = {c.name: _sql_value(c, row.get(c.name)) for c in COLUMNS}
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        values.update(
+            row_json=json.dumps(clean, sort_keys=True, default=_json_default),
+            pushed_at=time.time(),
+            pushed_by=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        return self._retry(lambda: self._push(key, values), f"storing the row of trial {key}")
+
+    def _push(self, key: str, values: dict[str, Any]) -> bool:
+        import sqlalchemy as sa
+
+        t = self.table
+        for _ in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    # The guard is in the statement itself: a complete row is never overwritten,
+                    # however many machines push the same key at the same moment.
+                    changed = conn.execute(
+                        sa.update(t).where(t.c.trial_key == key, t.c.status != "complete").values(**values)
+                    ).rowcount
+                    if changed:
+                        return True
+                    if conn.execute(sa.select(t.c.status).where(t.c.trial_key == key)).first() is not None:
+                        return False  # complete already
+                    conn.execute(sa.insert(t).values(**values))
+                    return True
+            except sa.exc.IntegrityError:
+                continue  # another machine inserted this key meanwhile: look again
+        raise StoreError(f"--storage {mask_url(self.url)}: could not store the row of trial {key} (kept changing under us)")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored row of `key`, or None."""
+        import sqlalchemy as sa
+
+        def read():
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(self.table.c.row_json).where(self.table.c.trial_key == key)).scalar()
+
+        text = self._retry(read, f"reading the row of trial {key}")
+        return None if text is None else json.loads(text)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every stored row, as the folder store reads them back."""
+        import sqlalchemy as sa
+
+        def read():
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(self.table.c.row_json).order_by(self.table.c.trial_key)).scalars().all()
+
+        return [json.loads(text) for text in self._retry(read, "reading the results table")]
+
+    def statuses(self) -> dict[str, str]:
+        """{trial_key: status} of every stored row."""
+        import sqlalchemy as sa
+
+        def read():
+            with self.engine.connect() as conn:
+                return dict(conn.execute(sa.select(self.table.c.trial_key, self.table.c.status)).all())
+
+        return self._retry(read, "reading the results table")
+
+    def push_missing(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Push the rows the table lacks or holds only unfinished (the local copies of rows a
+        worker could not push before it stopped); return how many were stored."""
+        stored = self.statuses()
+        pushed = 0
+        for row in rows:
+            have = stored.get(row.get("trial_key"))
+            if have == "complete" or (have is not None and row.get("status") != "complete"):
+                continue
+            pushed += self.push(row)
+        return pushed
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+@functools.lru_cache(maxsize=8)
+def shared_rows(url: str, timeout: float = DEFAULT_TIMEOUT) -> SharedRows:
+    """The results table of `url` (one per process and URL), created if needed. A URL that
+    cannot be used at all (a missing driver, a malformed URL) is one StoreError line."""
+    try:
+        return SharedRows(url, timeout)
+    except StoreError:
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise StoreError(f"--storage {mask_url(url)}: cannot use the results table ({type(err).__name__}: {first})") from None
