@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,32 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the test PostgreSQL server (SWEEP_TEST_POSTGRES), dropped afterwards:
+    its plain postgresql:// URL, as users type it. Skipped without a server, unless
+    SWEEP_REQUIRE_POSTGRES=1 (as in CI)."""
+    import sqlalchemy
+
+    try:
+        admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        admin.connect().close()
+    except Exception as err:
+        if os.environ.get("SWEEP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL required but unreachable at {POSTGRES_URL}: {err}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+    name = f"sweep_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield sqlalchemy.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def pytest_report_header(config) -> str:

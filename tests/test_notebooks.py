@@ -65,3 +65,18 @@ def test_a_broken_notebook_fails(tmp_path, synthetic_sweep, monkeypatch):
     nbformat.write(notebook, broken)
     with pytest.raises(CellExecutionError, match="'method' parameter of latent_correlation"):
         execute(broken, synthetic_sweep, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["latent_vs_error", "factor_effects"])
+def test_notebook_runs_on_a_clusters_rows_from_a_storage_url(name, synthetic_sweep, tmp_path, monkeypatch):
+    """RESULTS may be the --storage URL of a sweep run on many machines: the notebooks read the
+    shared results table (here a SQLite database holding the sweep's rows)."""
+    from sweep.results import RowStore
+
+    url = f"sqlite:///{tmp_path / 'cluster.db'}"
+    assert RowStore(str(synthetic_sweep), url).push_missing() == 4
+    notebook = execute(ROOT / "notebooks" / f"{name}.ipynb", url, monkeypatch)
+    text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"{url}: 4 trials, 4 complete, 0 failed -> 4 configurations" in text
+    assert outputs(notebook, "image/png"), f"{name} drew no figure"

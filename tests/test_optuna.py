@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
@@ -18,7 +17,6 @@ from sweep.results import load_results
 
 pytestmark = pytest.mark.slow
 
-POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def tiny_space(tmp_path, factors: dict, name: str = "tiny", **protocol) -> str:
@@ -35,7 +33,7 @@ def load_study(url: str, name: str):
 def only_study(url: str):
     import optuna
 
-    (summary,) = optuna.get_all_study_summaries(storage=url)
+    (summary,) = [s for s in optuna.get_all_study_summaries(storage=url) if not s.study_name.endswith(".enqueue-lock")]
     return load_study(url, summary.study_name)
 
 
@@ -201,31 +199,9 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch)
 # ---- PostgreSQL: several processes on one study -------------------------------------------------
 
 
-@pytest.fixture
-def postgres():
-    try:
-        import sqlalchemy
-
-        sqlalchemy.create_engine(POSTGRES_URL).connect().close()
-    except Exception as err:
-        if os.environ.get("SWEEP_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL required but unreachable at {POSTGRES_URL}: {err}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    yield name
-    import optuna
-
-    for study_name in (name, f"{name}.enqueue-lock"):
-        try:
-            optuna.delete_study(study_name=study_name, storage=POSTGRES_URL)
-        except KeyError:
-            pass
-
-
-def start_grid(space: str, results, study: str, *extra: str) -> subprocess.Popen:
+def start_grid(space: str, results, url: str, *extra: str) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "sweep.grid", "--space", space, "--results", str(results), "--storage", POSTGRES_URL,
-        "--study", study, "--workers", "1", *extra,
+        sys.executable, "-m", "sweep.grid", "--space", space, "--results", str(results), "--storage", url, "--workers", "1", *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -239,37 +215,44 @@ def grid_points_by_state(study):
 
 
 @pytest.mark.postgres
-def test_two_workers_run_a_12_point_grid_each_point_once(tmp_path, postgres):
+def test_two_workers_with_their_own_results_run_a_12_point_grid_each_point_once(tmp_path, postgres_url):
+    """The README's two terminals: the same command with the plain postgresql:// URL and a
+    results folder each; then the whole grid from the URL, and its report."""
     space = tiny_space(tmp_path, {"channel_factor": [1, 2, 4], "kernel_size": [3, 5], "fewer_layers": [False, True]})
-    results = tmp_path / "shared-results"
-    workers = [start_grid(space, results, postgres) for _ in range(2)]
+    folders = [tmp_path / "runs" / "a", tmp_path / "runs" / "b"]
+    workers = [start_grid(space, folder, postgres_url) for folder in folders]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
-    study = load_study(POSTGRES_URL, postgres)
+    study = only_study(postgres_url)
     table = grid_points_by_state(study)
     assert set(table) == set(range(12))
     assert all(states == ["COMPLETE"] for states in table.values()), table
-    frame = load_results(results)
+    frame = load_results(postgres_url)
     assert len(frame) == 12 and frame["trial_key"].is_unique and set(frame["status"]) == {"complete"}
     assert set(frame["trial_key"]) == {t.user_attrs["trial_key"] for t in study.trials}
-    # both machines did part of the work
-    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+    here = [set(load_results(folder)["trial_key"]) for folder in folders]
+    assert here[0] | here[1] == set(frame["trial_key"]) and not here[0] & here[1]  # both did part, none twice
+    assert here[0] and here[1]
+    assert "every machine's rows: sweep.results.load_results('postgresql://" in outputs[0]
+    out = run_cli("sweep.report", "--results", postgres_url, "--no-reference", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Covers **12 trials**: 12 complete" in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.postgres
-def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(tmp_path, postgres):
+def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(tmp_path, postgres_url):
     space = tiny_space(tmp_path, {"channel_factor": [1, 2, 4], "kernel_size": [3, 5]}, epochs=3, train_limit=64)
     results = tmp_path / "shared-results"
     beat = ("--heartbeat-interval", "1", "--grace-period", "3")
-    victim = start_grid(space, results, postgres, *beat)
+    victim = start_grid(space, results, postgres_url, *beat)
     # Wait until the victim is inside a trial, then kill it without warning.
     deadline = time.monotonic() + 240
     victim_trial = None
     while victim_trial is None and time.monotonic() < deadline:
         time.sleep(0.5)
         try:
-            study = load_study(POSTGRES_URL, postgres)
-        except KeyError:
+            study = only_study(postgres_url)
+        except (KeyError, ValueError):
             continue
         running = [t for t in study.trials if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
         victim_trial = running[0] if running else None
@@ -277,11 +260,11 @@ def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(tmp_path, 
     time.sleep(2)  # mid-training
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    survivor = start_grid(space, results, postgres, *beat)
+    survivor = start_grid(space, results, postgres_url, *beat)
     output = survivor.communicate(timeout=600)[0]
     assert survivor.returncode == 0, output
 
-    study = load_study(POSTGRES_URL, postgres)
+    study = only_study(postgres_url)
     killed = next(t for t in study.trials if t.number == victim_trial.number)
     assert killed.state.name == "FAIL"
     table = grid_points_by_state(study)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 
 import pytest
 
@@ -15,7 +14,6 @@ from sweep.results import RowStore, load_results, read_rows, write_row
 from sweep.results import shared as shared_module
 from sweep.results.shared import SharedRows, retrying, shared_rows
 
-POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("SWEEP_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
@@ -44,20 +42,15 @@ def url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'cluster.db'}"
         return
     if request.param == "postgresql":
-        problem = _reachable(POSTGRES_URL)
-        if problem:
-            if os.environ.get("SWEEP_REQUIRE_POSTGRES") == "1":
-                pytest.fail(f"PostgreSQL required but unreachable at {POSTGRES_URL}: {problem}")
-            pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
-        base = POSTGRES_URL
-    else:
-        problem = _reachable(MARIADB_URL)
-        if problem:
-            pytest.skip(f"no MariaDB at {MARIADB_URL} ({problem})")
-        base = MARIADB_URL
-    # One database per test: a fresh schema-free name in the server's test database is not
-    # possible everywhere, so the table is dropped before and after instead (tests in one
-    # file run in one process, one at a time).
+        shared_rows.cache_clear()
+        yield request.getfixturevalue("postgres_url")  # a fresh database
+        shared_rows.cache_clear()
+        return
+    problem = _reachable(MARIADB_URL)
+    if problem:
+        pytest.skip(f"no MariaDB at {MARIADB_URL} ({problem})")
+    base = MARIADB_URL
+    # The table is dropped before and after each test (tests of one file run one at a time).
     _drop(base)
     shared_rows.cache_clear()
     yield base
@@ -251,3 +244,14 @@ def test_a_bad_artifacts_option_is_one_line(tmp_path):
         Artifacts(str(tmp_path / "file" / "sub")).check()
     with pytest.raises(StoreError, match=r"^--artifacts ftp://x: not a folder or an s3://bucket/prefix URL"):
         Artifacts("ftp://x").check()
+
+
+def test_a_reader_changes_nothing_in_the_database(url):
+    import sqlalchemy
+
+    assert load_results(url).empty  # no table yet: no rows, and no table made
+    assert not sqlalchemy.inspect(sqlalchemy.create_engine(url)).has_table(shared_module.TABLE)
+    with pytest.raises(ValueError, match="takes no rows"):
+        shared_rows(url, writer=False).push(row("a"))
+    shared_rows(url).push(row("a"))
+    assert list(load_results(url)["trial_key"]) == ["a"]

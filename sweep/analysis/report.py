@@ -120,22 +120,22 @@ def write_report(
     from sweep.results import is_url, mask_url
 
     url = str(results_dir) if is_url(results_dir) else None
-    results_dir = Path(mask_url(url)) if url else Path(results_dir)  # (a URL's Path is only ever printed)
-    frame = load_results(url or results_dir)
-    local = None if url else results_dir  # runs/ and trials/ exist only in a folder
+    local = None if url else Path(results_dir)  # runs/ and trials/ exist only in a folder
+    label = mask_url(url) if url else str(local)  # what the report says it covers
+    frame = load_results(url or local)
     pictures = Path(pictures) if pictures is not None else local
     configs = A.configurations(frame)
     if len(configs) and (metric not in configs.columns or configs[metric].isna().all()):
         measured = [m for m in A.METRICS if m in configs.columns and configs[m].notna().any()]
-        raise SpecError(f"--metric {metric}: no complete trial in {results_dir} has it; these do: {', '.join(measured)}")
+        raise SpecError(f"--metric {metric}: no complete trial in {label} has it; these do: {', '.join(measured)}")
     out = Path(out_dir) if out_dir is not None else (local / "report" if local else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
     counts = coverage(frame, local)
     name = A.metric_label(metric).split(" (")[0]
-    summary: dict[str, Any] = {"results": str(results_dir), "metric": metric, "coverage": counts}
+    summary: dict[str, Any] = {"results": label, "metric": metric, "coverage": counts}
     written: dict[str, str] = {}
     notes: list[str] = []
-    md: list[str] = [f"# Sweep report: `{results_dir}`", ""]
+    md: list[str] = [f"# Sweep report: `{label}`", ""]
 
     md.append(
         f"Covers **{counts['trials']} trials**: {counts['complete']} complete, {counts['failed']} failed, "

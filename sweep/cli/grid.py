@@ -234,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     frame = load_results(shared or results)  # with --storage: every machine's rows
     frame = frame[frame["trial_key"].isin(keys)]
     print(summarize(frame, reference_key))
-    print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
     if shared:
+        here = load_results(results)
+        print(f"results: {results}/ ({here['trial_key'].isin(keys).sum()} rows of this space trained here; pandas: sweep.results.load_results({str(results)!r}))")
         print(f"every machine's rows: sweep.results.load_results({mask_url(shared)!r}); python -m sweep.report --results {mask_url(shared)}")
+    else:
+        print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
     export(results)
     return 0

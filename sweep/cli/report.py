@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.results import is_url, mask_url
 
     if is_url(args.results):
-        from sweep.results.shared import shared_rows
+        from sweep.results.shared import READ_TIMEOUT, shared_rows
 
-        if not shared_rows(args.results).statuses():
-            raise StoreError(f"--results {mask_url(args.results)}: the results table has no rows yet; run python -m sweep.grid --storage URL first")
+        if not shared_rows(args.results, READ_TIMEOUT, writer=False).statuses():
+            raise StoreError(f"--results {mask_url(args.results)}: no rows in its results table yet; run python -m sweep.grid --storage URL first")
         results: str | Path = args.results
     else:
         results = Path(args.results)

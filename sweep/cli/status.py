@@ -54,10 +54,12 @@ def duration(seconds: float) -> str:
     return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def throughput(done: int, other: int, remaining: int, window: float, grid: bool = False) -> str:
-    """The trials finished per minute over the window, and the ETA of `remaining` at that rate."""
-    rate = done / window
-    line = f"  last {window:g} min: {done} complete ({rate:.2f}/min), {other} failed/pruned; "
+def throughput(done: int, other: int, remaining: int, window: float, grid: bool = False, running_for: float | None = None) -> str:
+    """The trials finished per minute over the window (or since the sweep started, `running_for`
+    seconds ago, when that is shorter), and the ETA of `remaining` at that rate."""
+    minutes = min(window, max(running_for / 60, 0.1)) if running_for is not None else window
+    rate = done / minutes
+    line = f"  last {minutes:.3g} min: {done} complete ({rate:.2f}/min), {other} failed/pruned; "
     if remaining <= 0:
         return line + ("every point complete" if grid else "no target")
     eta = f"ETA {duration(remaining / rate * 60)}" if rate else "ETA unknown"
@@ -156,7 +158,9 @@ def study_block(storage, engine, study, args, heartbeats: bool) -> list[str]:
         lines.append(f"    #{t.number} {t.user_attrs.get('trial_key', '?')} on {host or '?'} pid {pid}: running {ran}, {beat}")
     since = now - timedelta(minutes=args.window)
     recent = Counter(t.state.name for t in trials if t.datetime_complete and t.datetime_complete >= since)
-    lines.append(throughput(recent["COMPLETE"], recent["FAIL"] + recent["PRUNED"], remaining, args.window, size is not None))
+    started = [t.datetime_start for t in trials if t.datetime_start]
+    running_for = (now - min(started)).total_seconds() if started else None
+    lines.append(throughput(recent["COMPLETE"], recent["FAIL"] + recent["PRUNED"], remaining, args.window, size is not None, running_for))
     return lines
 
 
@@ -201,9 +205,10 @@ def newest_plan(results: Path) -> tuple[Path | None, list[str]]:
     return None, []
 
 
-def finished_ago(row: dict) -> float | None:
+def finished_ago(row: dict, column: str = "finished_at") -> float | None:
+    """Seconds since the row's `column` (an ISO time, UTC when unzoned), or None."""
     try:
-        when = datetime.fromisoformat(str(row.get("finished_at")))
+        when = datetime.fromisoformat(str(row.get(column)))
     except ValueError:
         return None
     when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
@@ -241,7 +246,8 @@ def local_report(results: Path, args) -> list[str]:
     for key, (pid, ago) in running.items():
         lines.append(f"    {key} pid {pid}: started {duration(ago)} ago")
     recent = Counter(row.get("status") for row in rows.values() if (ago := finished_ago(row)) is not None and ago <= args.window * 60)
-    lines.append(throughput(recent["complete"], recent["failed"] + recent["pruned"], remaining, args.window))
+    starts = [ago for row in rows.values() if (ago := finished_ago(row, "started_at")) is not None]
+    lines.append(throughput(recent["complete"], recent["failed"] + recent["pruned"], remaining, args.window, running_for=max(starts, default=None)))
     if (results / "optuna.db").exists():
         lines += storage_report(f"sqlite:///{(results / 'optuna.db').resolve()}", args)
     return lines

@@ -39,6 +39,7 @@ from sweep.results.schema import COLUMNS, STATUSES
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "READ_TIMEOUT",
     "SharedRows",
     "TABLE",
     "engine_options",
@@ -51,6 +52,7 @@ __all__ = [
 
 TABLE = "sweep_trials"
 DEFAULT_TIMEOUT = 300.0  # seconds a worker keeps retrying a database that does not answer
+READ_TIMEOUT = 10.0  # ... and a reader (load_results, the report): a wrong URL is said at once
 _SQL_TYPES = {"str": "Text", "json": "Text", "int": "BigInteger", "float": "Double", "bool": "Boolean"}
 T = TypeVar("T")
 
@@ -104,10 +106,16 @@ def transient(err: BaseException) -> bool:
     return False
 
 
-def retrying(call: Callable[[], T], *, url: str, timeout: float = DEFAULT_TIMEOUT, what: str = "the database") -> T:
+WRITER_HINT = "; rows finished here are kept in --results and pushed on the next start"
+
+
+def retrying(
+    call: Callable[[], T], *, url: str, timeout: float = DEFAULT_TIMEOUT, what: str = "the database", flag: str = "--storage", hint: str = WRITER_HINT
+) -> T:
     """`call()`, retried with exponential back-off (0.5 s doubling to 15 s, jittered) while
-    the database does not answer, for at most `timeout` seconds; then one clear StoreError.
-    Errors that are not the database's absence are raised at once."""
+    the database does not answer, for at most `timeout` seconds; then one clear StoreError
+    naming `flag` and the URL (and `hint`). Errors that are not the database's absence are
+    raised at once."""
     deadline = time.monotonic() + timeout
     delay, announced = 0.5, False
     while True:
@@ -119,10 +127,7 @@ def retrying(call: Callable[[], T], *, url: str, timeout: float = DEFAULT_TIMEOU
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-                raise StoreError(
-                    f"--storage {mask_url(url)}: {what} did not answer for {timeout:.0f} s ({type(err).__name__}: {first}); "
-                    "rows finished here are kept in --results and pushed on the next start"
-                ) from None
+                raise StoreError(f"{flag} {mask_url(url)}: {what} did not answer for {timeout:.0f} s ({type(err).__name__}: {first}){hint}") from None
             if not announced:
                 print(f"sweep: {mask_url(url)} does not answer; retrying for up to {remaining:.0f} s", file=sys.stderr, flush=True)
                 announced = True
@@ -151,12 +156,14 @@ def _sql_value(column, value: Any) -> Any:
 
 
 class SharedRows:
-    """The table `sweep_trials` in one database. Create it with `shared_rows(url)`."""
+    """The table `sweep_trials` in one database. Get it with `shared_rows(url)`: a writer
+    creates the table (or adds a newer schema's columns); a reader (`writer=False`: the
+    report, `load_results`) changes nothing and sees no rows where there is no table."""
 
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, writer: bool = True):
         import sqlalchemy as sa
 
-        self.url, self.timeout = url, timeout
+        self.url, self.timeout, self.writer = url, timeout, writer
         self.engine = sa.create_engine(url, **engine_options(url))
         self.metadata = sa.MetaData()
         columns = [sa.Column("trial_key", sa.String(64), primary_key=True)]
@@ -167,10 +174,16 @@ class SharedRows:
             sa.Column("pushed_by", sa.String(255)),
         ]
         self.table = sa.Table(TABLE, self.metadata, *columns)
-        self._retry(self._create, "creating the results table")
+        if writer:
+            self._retry(self._create, "creating the results table")
+            self.present = True
+        else:
+            self.present = self._retry(lambda: sa.inspect(self.engine).has_table(TABLE), "reading the results table")
 
     def _retry(self, call: Callable[[], T], what: str = "the database") -> T:
-        return retrying(call, url=self.url, timeout=self.timeout, what=what)
+        if self.writer:
+            return retrying(call, url=self.url, timeout=self.timeout, what=what)
+        return retrying(call, url=self.url, timeout=self.timeout, what=what, flag="--results", hint="")
 
     def _create(self) -> None:
         """Create the table, or add the columns a newer schema declared. Machines that start
@@ -201,6 +214,8 @@ class SharedRows:
         key, status = row.get("trial_key"), row.get("status")
         if not key or status not in STATUSES:
             raise ValueError(f"a row needs a trial_key and a status in {STATUSES}; got {key!r}, {status!r}")
+        if not self.writer:
+            raise ValueError("a reader's table (shared_rows(url, writer=False)) takes no rows")
         values = {c.name: _sql_value(c, row.get(c.name)) for c in COLUMNS}
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         values.update(
@@ -236,6 +251,9 @@ class SharedRows:
         """The stored row of `key`, or None."""
         import sqlalchemy as sa
 
+        if not self.present:
+            return None
+
         def read():
             with self.engine.connect() as conn:
                 return conn.execute(sa.select(self.table.c.row_json).where(self.table.c.trial_key == key)).scalar()
@@ -247,6 +265,9 @@ class SharedRows:
         """Every stored row, as the folder store reads them back."""
         import sqlalchemy as sa
 
+        if not self.present:
+            return []
+
         def read():
             with self.engine.connect() as conn:
                 return conn.execute(sa.select(self.table.c.row_json).order_by(self.table.c.trial_key)).scalars().all()
@@ -256,6 +277,9 @@ class SharedRows:
     def statuses(self) -> dict[str, str]:
         """{trial_key: status} of every stored row."""
         import sqlalchemy as sa
+
+        if not self.present:
+            return {}
 
         def read():
             with self.engine.connect() as conn:
@@ -285,13 +309,15 @@ def _json_default(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def shared_rows(url: str, timeout: float = DEFAULT_TIMEOUT) -> SharedRows:
-    """The results table of `url` (one per process and URL), created if needed. A URL that
-    cannot be used at all (a missing driver, a malformed URL) is one StoreError line."""
+def shared_rows(url: str, timeout: float = DEFAULT_TIMEOUT, writer: bool = True) -> SharedRows:
+    """The results table of `url` (one per process, URL and role), created by a writer if
+    needed. A URL that cannot be used at all (a missing driver, a malformed URL) is one
+    StoreError line."""
     try:
-        return SharedRows(url, timeout)
+        return SharedRows(url, timeout, writer)
     except StoreError:
         raise
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise StoreError(f"--storage {mask_url(url)}: cannot use the results table ({type(err).__name__}: {first})") from None
+        flag = "--storage" if writer else "--results"
+        raise StoreError(f"{flag} {mask_url(url)}: cannot use the results table ({type(err).__name__}: {first})") from None

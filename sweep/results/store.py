@@ -31,7 +31,7 @@ from sweep.errors import StoreError
 from sweep.faults import failpoint
 from sweep.files import TEMPORARY_SUFFIX, atomic_path
 from sweep.results.schema import COLUMNS, STATUSES, unknown_columns
-from sweep.results.shared import DEFAULT_TIMEOUT, SharedRows, is_url, shared_rows
+from sweep.results.shared import DEFAULT_TIMEOUT, READ_TIMEOUT, SharedRows, is_url, shared_rows
 
 __all__ = ["RowStore", "check_writable", "completed_keys", "export", "load_results", "read_row", "read_rows", "write_row"]
 
@@ -129,7 +129,7 @@ def load_results(results: str | Path):
     them. Columns the schema does not know (rows of an older version) come last."""
     import pandas as pd
 
-    frame = pd.DataFrame(shared_rows(str(results)).rows() if is_url(results) else read_rows(results))
+    frame = pd.DataFrame(shared_rows(str(results), READ_TIMEOUT, writer=False).rows() if is_url(results) else read_rows(results))
     known = [c for c in COLUMNS if c.core or c.name in frame.columns]
     for column in known:
         if column.name not in frame.columns:
