@@ -174,11 +174,17 @@ class SharedRows:
             sa.Column("pushed_by", sa.String(255)),
         ]
         self.table = sa.Table(TABLE, self.metadata, *columns)
+        self.present = False  # whether the table is known to exist (a reader looks again each time until it does)
         if writer:
             self._retry(self._create, "creating the results table")
             self.present = True
-        else:
+
+    def _exists(self) -> bool:
+        import sqlalchemy as sa
+
+        if not self.present:
             self.present = self._retry(lambda: sa.inspect(self.engine).has_table(TABLE), "reading the results table")
+        return self.present
 
     def _retry(self, call: Callable[[], T], what: str = "the database") -> T:
         if self.writer:
@@ -251,7 +257,7 @@ class SharedRows:
         """The stored row of `key`, or None."""
         import sqlalchemy as sa
 
-        if not self.present:
+        if not self._exists():
             return None
 
         def read():
@@ -265,7 +271,7 @@ class SharedRows:
         """Every stored row, as the folder store reads them back."""
         import sqlalchemy as sa
 
-        if not self.present:
+        if not self._exists():
             return []
 
         def read():
@@ -278,7 +284,7 @@ class SharedRows:
         """{trial_key: status} of every stored row."""
         import sqlalchemy as sa
 
-        if not self.present:
+        if not self._exists():
             return {}
 
         def read():
