@@ -210,11 +210,16 @@ class Postgres:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
-    def restart(self) -> float:
-        """Restart the server (fast shutdown: open connections are cut); returns the seconds
-        until it accepted connections again."""
+    def restart(self, down: float = 0.0) -> float:
+        """Restart the server (fast shutdown: open connections are cut), keeping it stopped for
+        `down` seconds; returns the seconds until it accepted connections again."""
         began = time.monotonic()
-        self._pg_ctl("-w", "-t", "60", "-m", "fast", "-l", str(self.logfile), "restart")
+        if down > 0:
+            self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop")
+            time.sleep(down)
+            self._pg_ctl("-w", "-t", "60", "-l", str(self.logfile), "start")
+        else:
+            self._pg_ctl("-w", "-t", "60", "-m", "fast", "-l", str(self.logfile), "restart")
         self._wait_ready()
         return time.monotonic() - began
 

@@ -145,7 +145,17 @@ def test_three_hosts_share_the_36_point_grid_each_point_complete_once(cluster, d
     hosts = cluster.hosts[:3]
     results = [tmp_path / host.name for host in hosts]
     t0 = time.monotonic()
-    codes, outputs = finish([sweep_grid(host, space, folder, database, "--heartbeat-interval", "1") for host, folder in zip(hosts, results)])
+    workers = [sweep_grid(host, space, folder, database, "--heartbeat-interval", "1") for host, folder in zip(hosts, results)]
+
+    def watched_from_the_reader() -> str | None:
+        """`python -m sweep.status` on the fourth host, once it shows trials running on two hosts."""
+        out = cluster.hosts[3].run([sys.executable, "-m", "sweep.status", "--storage", database], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout if sum(f" on {host.name} pid " in out.stdout for host in hosts) >= 2 else None
+
+    status = wait_for(watched_from_the_reader, 120, "sweep.status to show trials running on two hosts", poll=0)
+    assert "grid:" in status and "points complete" in status and "heartbeat" in status, status
+    codes, outputs = finish(workers)
     elapsed = time.monotonic() - t0
     assert codes == [0, 0, 0], outputs
 
@@ -259,9 +269,9 @@ def test_a_database_restart_mid_sweep_loses_and_duplicates_nothing(cluster, data
             return 0
 
     downtimes = []
-    for after in (2, 6):
+    for after, down in ((2, 0.0), (6, 3.0)):  # a plain restart, then one that keeps the server away 3 s
         wait_for(lambda: complete() >= after, 240, f"{after} complete trials")
-        downtimes.append(cluster.server.restart())
+        downtimes.append(cluster.server.restart(down=down))
     codes, outputs = finish(workers)
     assert codes == [0, 0, 0], outputs
 
@@ -273,4 +283,5 @@ def test_a_database_restart_mid_sweep_loses_and_duplicates_nothing(cluster, data
     assert all(states.count("COMPLETE") == 1 for states in by_point.values()) and len(by_point) == 12, by_point
     retried = sum(states.count("FAIL") for states in by_point.values())
     noticed = sum("does not answer; retrying" in out for out in outputs)
+    assert noticed >= 1 and sum("answers again" in out for out in outputs) == noticed, outputs
     print(f"2 server restarts (down {', '.join(f'{d:.2f}' for d in downtimes)} s): {noticed} host(s) retried, {retried} trial(s) failed over")

@@ -5,6 +5,7 @@ database is away; and the shared artefact store (`--artifacts`)."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 import os
 
 import pytest
@@ -249,9 +250,103 @@ def test_a_bad_artifacts_option_is_one_line(tmp_path):
 def test_a_reader_changes_nothing_in_the_database(url):
     import sqlalchemy
 
+    if url.startswith("sqlite"):  # a misspelt file name is said, not created
+        with pytest.raises(StoreError, match=r"^--results sqlite:///.*: no such database file$"):
+            load_results(url)
+        sqlalchemy.create_engine(url).connect().close()  # an empty database
     assert load_results(url).empty  # no table yet: no rows, and no table made
     assert not sqlalchemy.inspect(sqlalchemy.create_engine(url)).has_table(shared_module.TABLE)
     with pytest.raises(ValueError, match="takes no rows"):
         shared_rows(url, writer=False).push(row("a"))
     shared_rows(url).push(row("a"))
     assert list(load_results(url)["trial_key"]) == ["a"]
+
+
+# ---- the study storage while the database is away ------------------------------------------------
+
+
+def test_every_call_of_the_study_storage_is_retried_while_the_database_is_away(tmp_path, monkeypatch):
+    """Statements fail now and then as a restarting server's would: creating, sampling and
+    telling a trial still go through (Optuna's cache layer calls private methods too)."""
+    import sqlite3
+
+    import optuna
+    import sqlalchemy
+
+    from sweep.run.study import StudyConfig, open_study
+
+    monkeypatch.setattr(shared_module.time, "sleep", lambda s: None)
+    config = StudyConfig(storage_url=f"sqlite:///{tmp_path / 'study.db'}", study_name="flaky", sampler="random", pruner="none", heartbeat_interval=1)
+    study = open_study(config)
+    storage = config.storage()
+    statements = {"seen": 0, "failed": 0}
+
+    @sqlalchemy.event.listens_for(storage.engine, "before_cursor_execute")
+    def away_every_third(conn, cursor, statement, parameters, context, executemany):
+        statements["seen"] += 1
+        if statements["seen"] % 3 == 0 and statements["failed"] < 12:
+            statements["failed"] += 1
+            raise sqlalchemy.exc.OperationalError(statement, parameters, sqlite3.OperationalError("database is locked"))
+
+    for value in (1.0, 2.0):
+        trial = study.ask()  # create_new_trial, through the cache layer
+        trial.suggest_int("x", 0, 10)  # _set_trial_param
+        storage.record_heartbeat(trial._trial_id)  # one attempt: a missed beat is no error
+        study.tell(trial, value)
+    sqlalchemy.event.remove(storage.engine, "before_cursor_execute", away_every_third)
+    assert statements["failed"] >= 5
+    assert [(t.state.name, t.value) for t in optuna.load_study(study_name="flaky", storage=config.storage_url).trials] == [("COMPLETE", 1.0), ("COMPLETE", 2.0)]
+
+
+def test_trials_running_without_a_heartbeat_for_the_grace_period_are_failed_and_retried(tmp_path, monkeypatch):
+    import optuna
+
+    from sweep.run.study import StudyConfig, fail_stale, open_study
+
+    config = StudyConfig(storage_url=f"sqlite:///{tmp_path / 'study.db'}", study_name="orphans", sampler="random", pruner="none", heartbeat_interval=1, grace_period=1)
+    study = open_study(config)
+    study.enqueue_trial({"x": 3}, user_attrs={"grid_point": 0})
+    orphan = study.ask()  # taken, then its worker died before its first heartbeat
+    time.sleep(1.2)
+
+    # A machine that was itself cut off from the database moments ago fails nobody...
+    calls = iter([OperationalError("server closed the connection"), None])
+    monkeypatch.setattr(shared_module.time, "sleep", lambda s: None)
+    retrying(lambda: (_ for _ in ()).throw(e) if (e := next(calls)) else None, url=config.storage_url, timeout=60)
+    fail_stale(study, config)
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+    # ... the others do, and the point waits again.
+    from sweep.run import study as study_module
+
+    monkeypatch.setattr(study_module, "recently_away", lambda seconds: False)
+    fail_stale(study, config)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"] and trials[0].number == orphan.number
+    assert trials[1].system_attrs["fixed_params"] == {"x": 3} and trials[1].user_attrs["grid_point"] == 0
+    fail_stale(study, config)  # failing it twice changes nothing
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+
+
+def test_what_counts_as_the_database_being_away():
+    import sqlite3
+
+    from sweep.results.shared import transient
+
+    class DriverError(OperationalError):
+        def __init__(self, *args, sqlstate=None):
+            super().__init__(*args)
+            self.sqlstate = sqlstate
+
+    assert transient(OperationalError("connection to server at 10.0.0.1 failed: Connection refused"))
+    assert transient(DriverError("terminating connection due to administrator command", sqlstate="57P01"))
+    assert transient(DriverError("could not receive data from server", sqlstate="08006"))
+    assert not transient(DriverError('column "x" does not exist', sqlstate="42703"))
+    assert not transient(OperationalError('connection failed: FATAL:  password authentication failed for user "me"'))
+    assert not transient(OperationalError('connection failed: FATAL:  database "sweeep" does not exist'))
+    assert transient(OperationalError(2003, "Can't connect to MySQL server on 'db' (timed out)"))
+    assert transient(OperationalError(2013, "Lost connection to MySQL server during query"))
+    assert not transient(OperationalError(1054, "Unknown column 'x' in 'field list'"))
+    assert not transient(OperationalError(1045, "Access denied for user 'me'@'host'"))
+    assert transient(sqlite3.OperationalError("database is locked"))
+    assert not transient(sqlite3.OperationalError("no such table: sweep_trials"))
+    assert not transient(ValueError("not the database"))

@@ -115,9 +115,7 @@ def write_report(
     matplotlib.use("Agg")  # files only: no window, no display needed
     from sweep import analysis as A
     from sweep.analysis import figures as F
-    from sweep.results import load_results
-
-    from sweep.results import is_url, mask_url
+    from sweep.results import is_url, load_results, mask_url
 
     url = str(results_dir) if is_url(results_dir) else None
     local = None if url else Path(results_dir)  # runs/ and trials/ exist only in a folder

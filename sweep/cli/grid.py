@@ -148,7 +148,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
 
     from sweep.results import RowStore, is_url
     from sweep.run import unique_trials
-    from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, mask_url, open_study, study_name_for
+    from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, fail_stale, mask_url, open_study, study_name_for
 
     data_ids = [spec.data_id for _, spec in trials]
     config = StudyConfig(
@@ -163,7 +163,8 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
     )
     study = open_study(config)
     shared = args.storage if is_url(args.storage) else None  # a journal file has no results table
-    pushed = RowStore(str(results), shared, args.storage_timeout).push_missing()
+    keys = {spec.key for _, spec in trials}
+    pushed = RowStore(str(results), shared, args.storage_timeout).push_missing(lambda row: row.get("trial_key") in keys)
     if pushed:
         print(f"sweep.grid: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
     points = [point for point, _ in unique_trials(trials)]
@@ -183,7 +184,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
 
     announced = False
     while True:
-        optuna.storages.fail_stale_trials(study)
+        fail_stale(study, config)
         waiting = len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
         if waiting:
             job = OptunaTrialJob(

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     write_run_record(results, "optuna", {"space": space.path, "protocol": space.protocol.to_dict(), "study": config.study_name, "storage": mask_url(config.storage_url), "trials": args.trials})
     extra = {"driver": "optuna", "space": space.name, "code_version": code_version()}
     shared = args.storage if args.storage and is_url(args.storage) else None  # rows for every machine
-    pushed = RowStore(str(results), shared, args.storage_timeout).push_missing()
+    pushed = RowStore(str(results), shared, args.storage_timeout).push_missing(lambda row: row.get("study_name") == config.study_name)
     if pushed:
         print(f"sweep.optuna: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
     job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts)

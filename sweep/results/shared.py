@@ -32,6 +32,7 @@ import re
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from sweep.errors import StoreError
@@ -44,7 +45,9 @@ __all__ = [
     "TABLE",
     "engine_options",
     "is_url",
+    "first_line",
     "mask_url",
+    "recently_away",
     "retrying",
     "shared_rows",
     "transient",
@@ -55,6 +58,7 @@ DEFAULT_TIMEOUT = 300.0  # seconds a worker keeps retrying a database that does 
 READ_TIMEOUT = 10.0  # ... and a reader (load_results, the report): a wrong URL is said at once
 _SQL_TYPES = {"str": "Text", "json": "Text", "int": "BigInteger", "float": "Double", "bool": "Boolean"}
 T = TypeVar("T")
+WRITER_HINT = "; rows finished here are kept in --results and pushed on the next start"
 
 
 def is_url(text: str | os.PathLike) -> bool:
@@ -64,21 +68,25 @@ def is_url(text: str | os.PathLike) -> bool:
 
 def mask_url(url: str) -> str:
     """The URL with any password hidden, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def engine_options(url: str) -> dict[str, Any]:
     """SQLAlchemy engine options for a storage URL, shared by Optuna's storage and the table.
 
     SQLite waits for other writers instead of failing. A network database checks a pooled
-    connection before using it (one the server closed by restarting is replaced), gives up
-    connecting after 10 s, and has TCP notice a dead link within about 15 s (keepalives and
-    a user timeout) instead of the operating system's 15 minutes: a statement in flight when
-    the link goes down fails, and `retrying` takes over."""
+    connection before using it (one the server closed by restarting is replaced). With the
+    default drivers (psycopg, PyMySQL) connecting gives up after 10 s and TCP notices a dead
+    link within about 15 s (keepalives and a user timeout) instead of the operating system's
+    15 minutes: a statement in flight when the link goes down fails, and `retrying` takes
+    over. Other drivers get their own defaults."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
+    from sqlalchemy.engine import make_url
+
     options: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("postgresql"):
+    driver = make_url(url).get_driver_name()
+    if driver in ("psycopg", "psycopg2"):
         options["connect_args"] = {
             "connect_timeout": 10,
             "keepalives": 1,
@@ -87,26 +95,54 @@ def engine_options(url: str) -> dict[str, Any]:
             "keepalives_count": 3,
             "tcp_user_timeout": 15000,
         }
-    elif url.startswith("mysql"):
+    elif driver == "pymysql":
         options["connect_args"] = {"connect_timeout": 10, "read_timeout": 30, "write_timeout": 30}
     return options
 
 
+# Server answers that mean "not now" rather than "never": PostgreSQL's SQLSTATE classes 08
+# (connection), 57P0x (shutting down, starting up), 53300 (too many connections), 40001/40P01
+# (serialization failure, deadlock); MySQL's client codes for a server gone or unreachable,
+# and its lock timeout, deadlock, too many connections and shutdown.
+_PG_TRANSIENT = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2003, 2006, 2013, 2055}
+_NEVER = re.compile(r"authentication failed|password|does not exist|no pg_hba\.conf entry|access denied|unknown database", re.I)
+
+
 def transient(err: BaseException) -> bool:
     """Whether `err` is the database not answering (down, restarting, unreachable, locked),
-    which retrying can cure, rather than a mistake that retrying would repeat."""
+    which retrying can cure, rather than a mistake retrying would repeat (wrong password, no
+    such database, a bad statement)."""
+    wrapped = err.__cause__ or err.__context__
     names = {cls.__name__ for cls in type(err).__mro__}
-    if names & {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError", "ConnectionError"}:
+    if "StorageInternalError" in names:  # Optuna's wrapper of SQLAlchemy's errors
+        return wrapped is not None and wrapped is not err and transient(wrapped)
+    if getattr(err, "connection_invalidated", False):
         return True
-    if "StorageInternalError" in names or "DBAPIError" in names:  # Optuna's and SQLAlchemy's wrappers
-        cause = err.__cause__ or err.__context__
-        if getattr(err, "connection_invalidated", False):
-            return True
-        return cause is not None and cause is not err and transient(cause)
-    return False
+    original = getattr(err, "orig", None) or err  # the driver's own error inside SQLAlchemy's
+    text = str(original)
+    state = getattr(original, "sqlstate", None)
+    if state:
+        return state.startswith(_PG_TRANSIENT)
+    code = original.args[0] if original.args and isinstance(original.args[0], int) else None
+    if code is not None:
+        return code in _MYSQL_TRANSIENT
+    if "sqlite3" in type(original).__module__:
+        return "locked" in text or "busy" in text
+    if _NEVER.search(text):
+        return False
+    kinds = {cls.__name__ for cls in type(original).__mro__} | names
+    return bool(kinds & {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError", "ConnectionError"})
 
 
-WRITER_HINT = "; rows finished here are kept in --results and pushed on the next start"
+_last_outage_end = -math.inf  # when this process last saw the database come back
+
+
+def recently_away(seconds: float) -> bool:
+    """Whether this process saw the database away less than `seconds` ago. A machine that
+    was cut off itself must not fail other machines' trials as silent: their heartbeats could
+    not reach the database either (see `sweep.run.study`)."""
+    return time.monotonic() - _last_outage_end < seconds
 
 
 def retrying(
@@ -115,28 +151,38 @@ def retrying(
     """`call()`, retried with exponential back-off (0.5 s doubling to 15 s, jittered) while
     the database does not answer, for at most `timeout` seconds; then one clear StoreError
     naming `flag` and the URL (and `hint`). Errors that are not the database's absence are
-    raised at once."""
+    raised at once. A writer (`--storage`) says on stderr when it starts retrying and when
+    the database answers again."""
+    global _last_outage_end
     deadline = time.monotonic() + timeout
-    delay, announced = 0.5, False
+    delay, away = 0.5, False
     while True:
         try:
             result = call()
         except Exception as err:
             if not transient(err):
                 raise
+            away = True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-                raise StoreError(f"{flag} {mask_url(url)}: {what} did not answer for {timeout:.0f} s ({type(err).__name__}: {first}){hint}") from None
-            if not announced:
+                _last_outage_end = time.monotonic()
+                raise StoreError(f"{flag} {mask_url(url)}: {what} did not answer for {timeout:.0f} s ({first_line(err)}){hint}") from None
+            if delay == 0.5 and flag == "--storage":
                 print(f"sweep: {mask_url(url)} does not answer; retrying for up to {remaining:.0f} s", file=sys.stderr, flush=True)
-                announced = True
             time.sleep(min(delay * (0.75 + random.random() / 2), remaining))
             delay = min(delay * 2, 15.0)
         else:
-            if announced:
-                print(f"sweep: {mask_url(url)} answers again", file=sys.stderr, flush=True)
+            if away:
+                _last_outage_end = time.monotonic()
+                if flag == "--storage":
+                    print(f"sweep: {mask_url(url)} answers again", file=sys.stderr, flush=True)
             return result
+
+
+def first_line(err: BaseException) -> str:
+    """`Type: the first line of the message` (at most 200 characters), for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
 
 
 def _sql_value(column, value: Any) -> Any:
@@ -164,6 +210,9 @@ class SharedRows:
         import sqlalchemy as sa
 
         self.url, self.timeout, self.writer = url, timeout, writer
+        database = sa.engine.make_url(url).database
+        if not writer and url.startswith("sqlite") and database and not Path(database).exists():
+            raise StoreError(f"--results {url}: no such database file")
         self.engine = sa.create_engine(url, **engine_options(url))
         self.metadata = sa.MetaData()
         columns = [sa.Column("trial_key", sa.String(64), primary_key=True)]
@@ -198,7 +247,7 @@ class SharedRows:
 
         try:
             self.metadata.create_all(self.engine, checkfirst=True)
-        except sa.exc.ProgrammingError as err:
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError) as err:  # (PostgreSQL: a duplicate key in pg_type)
             if not re.search(r"already exists|duplicate", str(err), re.I):
                 raise
         present = {c["name"] for c in sa.inspect(self.engine).get_columns(TABLE)}
@@ -245,8 +294,11 @@ class SharedRows:
                     ).rowcount
                     if changed:
                         return True
-                    if conn.execute(sa.select(t.c.status).where(t.c.trial_key == key)).first() is not None:
-                        return False  # complete already
+                    found = conn.execute(sa.select(t.c.status).where(t.c.trial_key == key)).first()
+                    if found is not None and found.status == "complete":
+                        return False
+                    if found is not None:
+                        continue  # another machine's unfinished row arrived meanwhile: update it
                     conn.execute(sa.insert(t).values(**values))
                     return True
             except sa.exc.IntegrityError:
@@ -324,6 +376,5 @@ def shared_rows(url: str, timeout: float = DEFAULT_TIMEOUT, writer: bool = True)
     except StoreError:
         raise
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         flag = "--storage" if writer else "--results"
-        raise StoreError(f"{flag} {mask_url(url)}: cannot use the results table ({type(err).__name__}: {first})") from None
+        raise StoreError(f"{flag} {mask_url(url)}: cannot use the results table ({first_line(err)})") from None

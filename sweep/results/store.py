@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sweep.errors import StoreError
 from sweep.faults import failpoint
@@ -182,7 +182,9 @@ class RowStore:
         row = self.shared.get(key) if self.shared is not None else None
         return row if row is not None and row.get("status") == "complete" else None
 
-    def push_missing(self) -> int:
+    def push_missing(self, select: Callable[[dict[str, Any]], bool] = lambda row: True) -> int:
         """Push the folder's rows the shared table lacks (rows finished while the database was
-        away); return how many."""
-        return self.shared.push_missing(read_rows(self.results_dir)) if self.shared is not None else 0
+        away), of those `select` picks (this sweep's: a folder may hold others); return how many."""
+        if self.shared is None:
+            return 0
+        return self.shared.push_missing(row for row in read_rows(self.results_dir) if select(row))

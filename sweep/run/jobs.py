@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,10 @@ class PackJob:
             write_row(self.results_dir, row)
             clear_attempts(d)
             if self.artifacts:
-                Artifacts(self.artifacts).put_trial(row["trial_key"], d)
+                try:
+                    Artifacts(self.artifacts).put_trial(row["trial_key"], d)
+                except Exception as err:  # the files stay in the trial's folder
+                    print(f"trial {row['trial_key']}: files not uploaded to --artifacts ({type(err).__name__}: {err})", file=sys.stderr)
             rows.append(row)
         return rows
 

@@ -35,6 +35,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from sweep.errors import SpecError, StoreError, did_you_mean
 from sweep.faults import failpoint
 from sweep.results import OBJECTIVES, RowStore
 from sweep.results.schema import per_epoch_metric
-from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, mask_url, retrying
+from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, first_line, mask_url, recently_away, retrying, transient
 from sweep.run.jobs import trial_for
 from sweep.run.schedule import worker_slot
 from sweep.train import Pruning, run_trial
@@ -55,6 +56,7 @@ __all__ = [
     "StudyConfig",
     "default_storage_url",
     "enqueue_grid",
+    "fail_stale",
     "mask_url",
     "check_pruning",
     "open_study",
@@ -128,8 +130,7 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int, timeout: floa
                     raise
                 time.sleep(0.2 + random.random())
     except Exception as err:  # unreachable server, bad URL, missing driver: one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StoreError(f"--storage {mask_url(url)}: cannot open the study storage ({type(err).__name__}: {first[:200]})") from None
+        raise StoreError(f"--storage {mask_url(url)}: cannot open the study storage ({first_line(err)})") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,10 +154,24 @@ def _retrying_rdb_storage():
 
         return call
 
-    names = [n for n in dir(BaseStorage) if not n.startswith("_")] + ["record_heartbeat", "_get_stale_trial_ids", "_get_trials"]
-    for name in names:
+    def record_heartbeat(self, trial_id: int) -> None:
+        """One attempt: a beat the database misses is simply the next one's to make."""
+        try:
+            RDBStorage.record_heartbeat(self, trial_id)
+        except Exception as err:
+            if not transient(err):
+                raise
+
+    # Every call of the storage interface, and the private ones Optuna's cache layer calls
+    # instead. A retried call whose first attempt did reach the database but whose answer was
+    # lost: setting a trial's state again is refused (see `_tell`, `pop_waiting_trial` and
+    # `fail_stale`, which cope), creating a trial again creates a second one (a grid point
+    # enqueued twice; its second run finds the first's row and reuses it).
+    private = ["_get_stale_trial_ids", "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id"]
+    for name in [n for n in dir(BaseStorage) if not n.startswith("_")] + private:
         if callable(getattr(RDBStorage, name, None)):
             setattr(RetryingRDBStorage, name, wrap(name))
+    RetryingRDBStorage.record_heartbeat = record_heartbeat
     return RetryingRDBStorage
 
 
@@ -317,10 +332,7 @@ def heartbeat(storage, trial_id: int):
 
     def beat() -> None:
         while True:
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception:  # the database is away: the trial goes on; others may retry it meanwhile
-                pass
+            storage.record_heartbeat(trial_id)  # (one attempt: a beat the database misses is the next one's)
             if stop.wait(interval):
                 return
 
@@ -330,7 +342,7 @@ def heartbeat(storage, trial_id: int):
         yield
     finally:
         stop.set()
-        thread.join(timeout=1.0)  # a beat stuck on an unanswering database is left to finish alone
+        thread.join(timeout=1.0)  # a beat waiting on an unanswering database is left to finish alone
 
 
 @dataclass(frozen=True)
@@ -371,7 +383,7 @@ class OptunaTrialJob:
                 print(f"{TAKEN_OVER} ({err})", file=sys.stderr)
             return result.get("row")
         storage = self.config.storage()
-        optuna.storages.fail_stale_trials(study)  # so dead workers' grid points are waiting again
+        fail_stale(study, self.config)  # so dead workers' grid points are waiting again
         popped = pop_waiting_trial(study, storage)
         if popped is None:
             return None
@@ -384,6 +396,8 @@ class OptunaTrialJob:
                 _tell(study, storage, trial_id, trial, state=State.PRUNED)
             except TrialFailed:
                 _tell(study, storage, trial_id, trial, state=State.FAIL)
+            except StoreError:
+                raise  # the database stayed away: nothing can be told; the trial is retried by others
             except BaseException:
                 _tell(study, storage, trial_id, trial, state=State.FAIL)
                 raise
@@ -438,10 +452,51 @@ def _tell(study, storage, trial_id: int, trial, values=None, state=None) -> None
     """Tell the study how a trial ended, unless it was failed meanwhile by another machine (no
     heartbeat from here for the grace period: a cut link, a stalled machine) and retried
     there: then say so; the row is in the store either way (one complete row per key)."""
-    if storage.get_trial(trial_id).state.is_finished():
-        print(f"trial #{trial.number} ({trial.user_attrs.get('trial_key')}): {TAKEN_OVER}", file=sys.stderr)
+    import optuna
+
+    try:
+        if not storage.get_trial(trial_id).state.is_finished():
+            study.tell(trial, values, state=state)
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        if storage.get_trial(trial_id).state == (state or optuna.trial.TrialState.COMPLETE):
+            return  # our own tell reached the database before its answer was lost
+    except ValueError as err:  # "Cannot tell a FAIL trial": failed by another machine a moment ago
+        if not str(err).startswith("Cannot tell a"):
+            raise
+    print(f"trial #{trial.number} ({trial.user_attrs.get('trial_key')}): {TAKEN_OVER}", file=sys.stderr)
+
+
+def fail_stale(study, config: StudyConfig) -> None:
+    """Fail the trials whose workers went silent, and re-enqueue them (Optuna's
+    `fail_stale_trials`), including trials RUNNING for longer than the grace period that never
+    sent a heartbeat at all (a worker killed, or its answer lost, between taking a trial and
+    its first beat). Not while this process itself was cut off from the database within the
+    grace period: the others' heartbeats may not have reached it either."""
+    import optuna
+
+    if recently_away(config.grace_period):
         return
-    study.tell(trial, values, state=state, skip_if_finished=True)
+    optuna.storages.fail_stale_trials(study)
+    storage = config.storage()
+    running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    if not running or not hasattr(storage, "engine"):
+        return
+    import sqlalchemy as sa
+
+    with storage.engine.connect() as conn:
+        beating = set(conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).scalars())
+    now = datetime.now()  # Optuna stamps datetime_start with the worker's clock
+    for trial_id, trial in running.items():
+        if trial_id in beating or trial.datetime_start is None or (now - trial.datetime_start).total_seconds() < config.grace_period:
+            continue
+        try:
+            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished, or failed by another machine first
+        callback = storage.get_heartbeat_stale_trial_callback()
+        if callback is not None:
+            callback(study, storage.get_trial(trial_id))
 
 
 def enqueue_grid(study, points: list[dict[str, Any]], config: StudyConfig) -> int:

@@ -86,7 +86,10 @@ class Checkpoint:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
         if self.shared is not None:
-            self.shared.put(self.key, self.path)
+            try:
+                self.shared.put(self.key, self.path)
+            except Exception as err:  # the shared store is away: train on; the local checkpoint stands
+                print(f"trial {self.key}: checkpoint not uploaded to --artifacts ({type(err).__name__}: {err})", file=sys.stderr)
         self.last = clock()
 
     def load(self) -> Saved | None:

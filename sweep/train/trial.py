@@ -103,9 +103,12 @@ def run_trial(
         except Exception:  # cleaning up must never hide the trial's own outcome
             pass
     close_row(spec, row, out, t0)
-    if artifacts is not None:  # after the trial: a failure to upload is the store's, not the trial's
-        artifacts.remove(spec.key, CHECKPOINT_FILE)
-        artifacts.put_trial(spec.key, out)
+    if artifacts is not None:  # a failure to upload is the store's, not the trial's: the files stay in `out`
+        try:
+            artifacts.remove(spec.key, CHECKPOINT_FILE)
+            artifacts.put_trial(spec.key, out)
+        except Exception as err:
+            print(f"trial {spec.key}: files not uploaded to --artifacts ({type(err).__name__}: {err}); they are in {out}", file=sys.stderr)
     return row
 
 
