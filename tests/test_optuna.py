@@ -94,6 +94,24 @@ def test_both_drivers_share_one_store_and_never_train_twice(tmp_path):
     assert trial.value == pytest.approx(row["val_mse"])
 
 
+def test_an_optuna_study_in_a_shared_database_puts_every_row_there_and_reuses_other_machines_rows(tmp_path):
+    """`sweep.optuna --storage URL` on two machines (two results folders): every row goes to
+    the database's results table, and a configuration another machine completed there is
+    reported from its row, not trained again."""
+    space = tiny_space(tmp_path, {"kernel_size": [3]})
+    url = f"sqlite:///{tmp_path / 'cluster.db'}"
+    first = run_cli("sweep.optuna", "--trials", "1", "--space", space, "--results", str(tmp_path / "a"), "--storage", url, "--sampler", "grid")
+    assert first.returncode == 0, first.stderr
+    (row,) = load_results(url).to_dict("records")
+    assert row["status"] == "complete" and row["study_name"] and row["optuna_trial"] == 0
+    second = run_cli("sweep.optuna", "--trials", "1", "--space", space, "--results", str(tmp_path / "b"), "--storage", url, "--study", "again")
+    assert second.returncode == 0, second.stderr
+    assert load_results(tmp_path / "b").empty  # nothing trained on the second machine
+    trial = load_study(url, "again").trials[0]
+    assert trial.user_attrs["reused_row"] is True and trial.value == pytest.approx(row["val_mse"])
+    assert len(load_results(url)) == 1
+
+
 def test_pruning_reads_the_objective_in_its_own_direction(tmp_path):
     """With --objectives val_psnr the pruner sees validation PSNR (dB, larger is better) after
     every epoch, not a loss: it prunes the worst trials of a maximised objective."""
