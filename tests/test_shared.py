@@ -350,3 +350,31 @@ def test_what_counts_as_the_database_being_away():
     assert transient(sqlite3.OperationalError("database is locked"))
     assert not transient(sqlite3.OperationalError("no such table: sweep_trials"))
     assert not transient(ValueError("not the database"))
+
+
+def test_artifacts_in_an_s3_bucket(tmp_path, monkeypatch):
+    """`--artifacts s3://bucket/prefix` through Optuna's Boto3ArtifactStore, against moto's
+    in-process S3 (the same calls a real bucket answers)."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from sweep.artifacts import Artifacts
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    trial = tmp_path / "trials" / "k1"
+    trial.mkdir(parents=True)
+    (trial / "model.keras").write_text("m")
+    (trial / "checkpoint.npz").write_text("c")
+    with moto.mock_aws():
+        boto3.client("s3").create_bucket(Bucket="sweep-bucket")
+        store = Artifacts("s3://sweep-bucket/runs/one")
+        store.check()
+        assert store.put_trial("k1", trial) == ["model.keras"]
+        store.put("k1", trial / "checkpoint.npz")
+        assert store.get("k1", "checkpoint.npz", tmp_path / "elsewhere" / "checkpoint.npz")
+        assert (tmp_path / "elsewhere" / "checkpoint.npz").read_text() == "c"
+        store.remove("k1", "checkpoint.npz")
+        assert not store.get("k1", "checkpoint.npz", tmp_path / "gone")
+        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="sweep-bucket")["Contents"]]
+        assert keys == ["runs/one/k1/model.keras"] and store.location("k1") == "s3://sweep-bucket/runs/one/k1/"
