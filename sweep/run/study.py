@@ -35,8 +35,8 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +163,11 @@ def _retrying_rdb_storage():
                 raise
 
     # Every call of the storage interface, and the private ones Optuna's cache layer calls
-    # instead. A retried call whose first attempt did reach the database but whose answer was
-    # lost: setting a trial's state again is refused (see `_tell`, `pop_waiting_trial` and
-    # `fail_stale`, which cope), creating a trial again creates a second one (a grid point
-    # enqueued twice; its second run finds the first's row and reuses it).
+    # instead. When a retried call's first attempt did reach the database but its answer was
+    # lost, setting a trial's state again is refused: `_tell` copes, and a waiting trial taken
+    # without knowing it is failed and re-enqueued by `fail_stale` after the grace period;
+    # creating a trial again creates a second one (a grid point enqueued twice: its second
+    # run finds the first's row and reuses it).
     private = ["_get_stale_trial_ids", "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id"]
     for name in [n for n in dir(BaseStorage) if not n.startswith("_")] + private:
         if callable(getattr(RDBStorage, name, None)):
