@@ -4,7 +4,7 @@
     python3 tasks.py grid [ARGS...]   # the 36-model grid: python -m sweep.grid ARGS
     python3 tasks.py test [ARGS...]   # the test suite:    lint-imports, then python -m pytest ARGS,
                                       #   then the tests marked `backends` again under KERAS_BACKEND=jax
-    python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench
+    python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench, status
 
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
 `constraints.txt`; later calls reuse it and reinstall only when `pyproject.toml` or
@@ -13,6 +13,7 @@ The first call creates `.venv/` and installs the package with its `dev` extra, p
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import subprocess
@@ -21,6 +22,8 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+ENTRY_POINTS = ("grid", "optuna", "report", "arch", "bench", "status")  # python -m sweep.<name>
+JOBS = ("grid", "test", "setup", *ENTRY_POINTS[1:])
 VENV = ROOT / ".venv"
 STAMP = VENV / ".sweep-install-stamp"
 INSTALL_INPUTS = ("pyproject.toml", "constraints.txt")
@@ -66,6 +69,11 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     job, rest = argv[0], argv[1:]
+    if job not in JOBS:
+        close = difflib.get_close_matches(job, JOBS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        print(f"tasks: unknown job '{job}'{hint} (jobs: {', '.join(JOBS)})", file=sys.stderr)
+        return 2
     try:
         python = ensure_environment()
     except subprocess.CalledProcessError as err:

@@ -7,16 +7,16 @@ before the backend is first imported lives here, so the rest of sweep uses `kera
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from functools import cache
 from typing import Any, Callable
+
+from sweep.files import held_native_stderr
 
 __all__ = [
     "clear",
@@ -85,30 +85,10 @@ def _after_import() -> None:
         torch.set_num_threads(int(os.environ["SWEEP_TORCH_THREADS"]))
 
 
-@contextlib.contextmanager
-def _held_native_stderr():
-    """Hold back what native code writes to stderr (TensorFlow's CUDA probing on machines
-    without a GPU prints several alarming lines); show it only if the block fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 @cache
 def keras_ready() -> str:
     """Import Keras once per process (after `configure_process`), return the backend name."""
-    with _held_native_stderr():
+    with held_native_stderr():
         import keras
 
         if keras.backend.backend() == "tensorflow":

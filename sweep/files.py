@@ -9,6 +9,9 @@ the real files picks them up, and a crash's leftovers are easy to recognise.
 YAML (search-space files, `FIELD=VALUE` on the command line) is read with a SafeLoader that
 constructs plain values only (never objects, never code) and reads `1e-3` as a float, as a
 person writing a learning rate expects (YAML 1.1 alone wants `1.0e-3`).
+
+And one thing about stderr: `held_native_stderr` holds back what native code writes there
+while a framework starts (shown only if starting fails).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-__all__ = ["TEMPORARY_SUFFIX", "atomic_path", "atomic_write", "load_yaml"]
+__all__ = ["TEMPORARY_SUFFIX", "atomic_path", "atomic_write", "held_native_stderr", "load_yaml"]
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -78,3 +83,23 @@ def load_yaml(text: str) -> Any:
     """Plain values (dicts, lists, strings, numbers, booleans, null) from YAML text; raises
     `yaml.YAMLError` on malformed text."""
     return yaml.load(text, Loader=_Loader)
+
+
+@contextlib.contextmanager
+def held_native_stderr():
+    """Hold back what native code writes to stderr (TensorFlow's CUDA probing on machines
+    without a GPU prints several alarming lines); show it only if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

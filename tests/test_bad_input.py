@@ -9,12 +9,13 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_space
+from conftest import ROOT, run_cli, small_space
 from sweep.results import write_row
 
 
@@ -55,6 +56,7 @@ CASES = [
     ("impossible architecture", lambda t: ["--space", small_space(t, {"compression_factor": [3]})], ["compression_factor", "Got 3"]),
     ("unknown preset", lambda t: ["--space", write(t, "arch: resnet50\nspace: {kernel_size: [3]}\n")], ["arch:", "unknown architecture preset 'resnet50'"]),
     ("unknown encoding", lambda t: ["--space", write(t, "space: {kernel_size: [3]}\nprotocol: {task: colorize, encoding: hsv}\n")], ["unknown encoding 'hsv'", "allowed:"]),
+    ("flag value out of range", lambda t: ["--train-fraction", "1.5"], ["--train-fraction 1.5:", "(0, 1]", "Got 1.5"]),
     ("missing data directory", lambda t: ["--dataset", "cifar10", "--data-dir", str(t / "nowhere")], ["--data-dir", "nowhere", "no such directory"]),
     (
         "truncated CIFAR batch",
@@ -153,6 +155,31 @@ def test_a_read_only_results_directory_is_one_line_and_keeps_its_rows(tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert f"--results {results}: not a writable directory" in out.stderr and "Traceback" not in out.stderr
     assert store_fingerprint(results) == before
+
+
+def test_a_flag_value_is_reported_as_the_flags_not_the_files(tmp_path):
+    out = run_cli("sweep.grid", "--space", small_space(tmp_path), "--train-fraction", "1.5", "--results", str(tmp_path / "r"))
+    assert out.returncode == 2 and out.stderr.startswith("error: --train-fraction 1.5: ") and "small.yaml" not in out.stderr
+
+
+@pytest.mark.slow
+def test_offline_without_data_the_one_line_names_both_ways_out_and_nothing_else_is_printed(tmp_path):
+    """The README's main job on a machine without the data or a network: no framework
+    start-up noise, and the error names --data-dir and the offline smoke run."""
+    env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    out = run_cli("sweep.grid", "--results", str(tmp_path / "r"), env=env)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if not line.startswith("Downloading data from")]  # (Keras' own line)
+    assert len(lines) == 1 and lines[0].startswith("error: could not download cifar10"), out.stderr
+    assert "--data-dir DIR" in lines[0] and "--dataset synthetic --quick" in lines[0]
+
+
+def test_an_unknown_tasks_job_is_one_line_listing_the_jobs():
+    out = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "grdi"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == "", out
+    assert out.stderr.splitlines() == [
+        "tasks: unknown job 'grdi'; did you mean 'grid'? (jobs: grid, test, setup, optuna, report, arch, bench, status)"
+    ]
 
 
 def test_the_optuna_driver_follows_the_same_rule(tmp_path):

@@ -41,6 +41,13 @@ def test_latent_scatter_with_fit_reference_and_legend(frame, tmp_path):
     assert any("capped" in t for t in legend) and any("identity" in t for t in legend)
     assert {"1", "2", "4", "5 conv", "3 conv (fewer layers)"} <= set(legend)  # both layer counts occur
     assert "Spearman rho" in ax.get_title() and "2 seeds" in ax.get_title()
+    # Configurations that share a latent size are spread sideways, so none hides another;
+    # the ticks stay at the true sizes, and the legend sits below the axes, not beside them.
+    points = max((c.get_offsets() for c in ax.collections), key=len)  # the scatter's
+    configs = analysis.configurations(frame)
+    assert len(points) == len(configs) and len({round(float(x), 9) for x, _ in points}) == len(configs)
+    assert configs["latent_size"].duplicated().any() and "spread sideways" in ax.get_title()
+    assert ax.get_legend().get_bbox_to_anchor().y0 < ax.get_position().y0 * fig.bbox.height
     paths = figures.save(fig, tmp_path, "scatter")
     assert [p.name for p in paths] == ["scatter.png", "scatter.svg"] and all(p.stat().st_size > 1000 for p in paths)
 
@@ -53,7 +60,13 @@ def test_effects_interaction_and_learning_curves(frame, tmp_path):
     keys = {"best": analysis.best(frame).iloc[0]["trial_key"], "worst": analysis.worst(frame).iloc[0]["trial_key"]}
     fig = figures.learning_curves(frame, keys)
     ax = fig.axes[0]
-    assert ax.get_yscale() == "log" and labelled(ax) and len(ax.get_legend().get_texts()) == 4
+    # A narrow range of losses gets a linear axis (log ticks would crowd it), a wide one a log axis.
+    losses = analysis.learning_curves(frame, keys.values())[["loss", "val_loss"]].to_numpy()
+    wide = losses.max() / losses.min() > figures.LOG_SPAN
+    assert ax.get_yscale() == ("log" if wide else "linear") and labelled(ax) and len(ax.get_legend().get_texts()) == 4
+    assert ax.get_ylabel().endswith("log scale" if wide else "linear scale")
+    lines = ax.get_lines()
+    assert [line.get_markerfacecolor() for line in lines[1::2]] == ["none"] * 2  # hollow validation markers, never hidden
     one = grid_frame(lambda p, s: 0.05, levels={"channel_factor": [1, 2]})
     assert figures.interaction_plot(one) is None  # one factor: no interaction to draw
     plt.close("all")

@@ -55,6 +55,8 @@ def test_a_study_continues_across_invocations(tmp_path):
         assert trial.user_attrs["trial_key"] == row["trial_key"]
         assert trial.value == pytest.approx(row["val_mse"])
     assert "best trial (val_mse, minimize)" in out.stdout and "optuna-dashboard sqlite:///" in out.stdout
+    assert "from only 4 complete trials: a rough guide until there are 20 or more" in out.stdout, out.stdout  # importances' caveat
+    assert re.search(r"#\d+ \dconv ch\d+ k[35] f\d+ learning_rate=[\d.e-]+: latent", out.stderr), out.stderr  # the sampled factor in the trial line
 
 
 def test_pareto_front_members_are_non_dominated_in_the_store(tmp_path):

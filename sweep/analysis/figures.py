@@ -93,6 +93,9 @@ def _layers(value) -> str:
     return "3 conv (fewer layers)" if bool(value) else "5 conv"
 
 
+DODGE = 0.03  # log10 units between configurations of one latent size (about 7%)
+
+
 def error_scatter(
     frame: pd.DataFrame,
     x: str = "latent_size",
@@ -111,7 +114,7 @@ def error_scatter(
     configs = stats.configurations(frame)
     configs = configs[configs[x].notna() & configs[metric].notna()].copy()
     if ax is None:
-        fig, ax = plt.subplots(figsize=(11, 5.8))
+        fig, ax = plt.subplots(figsize=(9, 6.4))
     fig = ax.figure
     hue = "channel factor" if "channel_factor" in configs and configs["channel_factor"].notna().all() else None
     style = "layers" if "fewer_layers" in configs and configs["fewer_layers"].notna().all() else None
@@ -120,10 +123,17 @@ def error_scatter(
     if style:
         configs[style] = configs["fewer_layers"].map(_layers)
     hue_order = sorted(configs[hue].unique()) if hue else None
+    # Configurations of one latent size share an x: spread them sideways (a few per cent on
+    # the log axis, ordered by channel factor and layers) so none hides another.
+    order = [c for c in ("channel_factor", "fewer_layers", "kernel_size") if c in configs]
+    configs = configs.sort_values([x, *order], kind="stable")
+    rank = configs.groupby(x).cumcount()
+    size = configs.groupby(x)[x].transform("size")
+    configs["_x"] = configs[x] * 10 ** ((rank - (size - 1) / 2) * DODGE) if x == "latent_size" else configs[x]
     if "n_seeds" in configs and (configs["n_seeds"] > 1).any() and f"{metric}_std" in configs:
-        ax.errorbar(configs[x], configs[metric], yerr=configs[f"{metric}_std"].fillna(0), fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
+        ax.errorbar(configs["_x"], configs[metric], yerr=configs[f"{metric}_std"].fillna(0), fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
     sns.scatterplot(
-        data=configs, x=x, y=metric, hue=hue, hue_order=hue_order, style=style,
+        data=configs, x="_x", y=metric, hue=hue, hue_order=hue_order, style=style,
         style_order=[s for s in ("5 conv", "3 conv (fewer layers)") if s in set(configs[style])] if style else None,
         palette="viridis" if hue else None, s=70, alpha=0.9, edgecolor="black", linewidth=0.5, ax=ax, zorder=3,
     )  # fmt: skip
@@ -164,11 +174,12 @@ def error_scatter(
     ax.set_ylabel(_metric_axis_label(metric, suffix="log scale"))
     n = len(configs)
     seeds = int(configs["n_seeds"].max()) if "n_seeds" in configs and n else 1
-    ax.set_title(f"{stats.metric_label(metric).split(' (')[0]} against {what.split(' (')[0]}: {n} configurations"
+    spread = " (one latent size's points spread sideways)" if x == "latent_size" and configs[x].duplicated().any() else ""
+    ax.set_title(f"{stats.metric_label(metric).split(' (')[0]} against {what.split(' (')[0]}: {n} configurations{spread}"
                  + (f", up to {seeds} seeds each (bars: ±1 sd)" if seeds > 1 else "")
                  + (f"\n{correlation.describe()}" if correlation is not None else ""), fontsize=10)  # fmt: skip
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)  # below: the plot keeps the width
     fig.tight_layout()
     return fig
 
@@ -238,9 +249,13 @@ def interaction_plot(frame: pd.DataFrame, metric: str = stats.DEFAULT_METRIC, pa
     return fig
 
 
+LOG_SPAN = 5  # learning curves get a log axis when the losses span more than this factor
+
+
 def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
-    """Training (solid) and validation (dashed) loss per epoch of the trials `picks` names
-    ({"best": trial_key, ...}), log scale."""
+    """Training (solid) and validation (dashed, hollow markers) loss per epoch of the trials
+    `picks` names ({"best": trial_key, ...}); a log axis when the losses span more than
+    `LOG_SPAN` times (else log ticks crowd a narrow range), linear otherwise."""
     curves = stats.learning_curves(frame, picks.values())
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = dict(zip(picks, sns.color_palette("tab10", len(picks))))
@@ -248,15 +263,19 @@ def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
         rows = curves[curves["trial_key"] == key]
         if rows.empty:
             continue
-        ax.plot(rows["epoch"], rows["loss"], "o-", color=colours[name], label=f"{name}: training")
-        ax.plot(rows["epoch"], rows["val_loss"], "s--", color=colours[name], label=f"{name}: validation")
-    ax.set_yscale("log")
-    _log_axis(ax.yaxis)
+        ax.plot(rows["epoch"], rows["loss"], "o-", color=colours[name], markersize=6, label=f"{name}: training", zorder=3)
+        ax.plot(rows["epoch"], rows["val_loss"], "s--", color=colours[name], markersize=8, markerfacecolor="none",
+                markeredgewidth=1.5, label=f"{name}: validation", zorder=2)  # hollow and larger: never hidden by the training point  # fmt: skip
+    values = pd.concat([curves["loss"], curves["val_loss"]]).dropna() if len(curves) else pd.Series(dtype=float)
+    if len(values) and values.min() > 0 and values.max() / values.min() > LOG_SPAN:
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis)
+    scale = "log scale" if ax.get_yscale() == "log" else "linear scale"
     epochs = int(curves["epoch"].max()) if len(curves) else 1
     ax.set_xticks(range(1, epochs + 1) if epochs <= 20 else np.linspace(1, epochs, 11).round().astype(int))
     ax.set_xlim(0.5, epochs + 0.5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (MSE per value), log scale")
+    ax.set_ylabel(f"loss (MSE per value), {scale}")
     ax.set_title("Learning curves" + (" (one epoch: a single point each)" if epochs == 1 else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -121,6 +121,13 @@ class ArchSpec(Family):
                 channels = value
         return total
 
+    def params(self, input_shape: tuple[int, int, int], output_channels: int) -> int:
+        """Trainable parameters (kernels and biases of the convolutions), without building."""
+        k = self.kernel_size
+        c1, c2, c3 = self.channels
+        widths = [input_shape[-1], c1, *([] if self.fewer_layers else [c2]), c3, *([] if self.fewer_layers else [c2]), output_channels]
+        return sum(k * k * cin * cout + cout for cin, cout in zip(widths, widths[1:]))
+
     def canonical(self) -> dict[str, Any]:
         """The layers as built: `base_channels` x `channel_factor` pairs that give the same
         widths, and any `c2` when `fewer_layers` drops the convolutions that use it, are one

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.run import grid_trials, unique_trials
     from sweep.space import load_space
 
-    space = load_space(args.space).with_protocol(**protocol_overrides(args))
+    space = load_space(args.space).with_protocol(from_flags=True, **protocol_overrides(args))
     if args.train_images:
         val = space.protocol.val_fraction
         os.environ[TRAIN_IMAGES_ENV] = str(math.ceil(args.train_images / (1 - val)))  # workers inherit it

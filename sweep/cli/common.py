@@ -141,8 +141,12 @@ def write_run_record(results_dir: Path, driver: str, record: dict[str, Any]) -> 
     return atomic_write(path, json.dumps({"argv": sys.argv, "driver": driver, **record}, indent=1, sort_keys=True, default=str))
 
 
-def one_line(row: dict[str, Any]) -> str:
-    """A finished trial as one progress line."""
+ARCH_FACTORS = ("fewer_layers", "channel_factor", "kernel_size", "compression_factor", "arch", "encoding")  # named by the line's architecture
+
+
+def one_line(row: dict[str, Any], factors: tuple[str, ...] = ()) -> str:
+    """A finished trial as one progress line; `factors` are the space's factors, and those
+    the architecture part does not name are shown as `name=value` (a sampled learning rate)."""
     if row.get("family") == "conv_ae":
         layers = "3conv" if row.get("fewer_layers") else "5conv"
         arch = f"{layers} ch{row.get('channel_factor')} k{row.get('kernel_size')} f{row.get('compression_factor')}"
@@ -151,6 +155,10 @@ def one_line(row: dict[str, Any]) -> str:
     if row.get("task") == "colorize":
         arch = f"{arch} {row.get('encoding')}"
     number = f" #{row['optuna_trial']}" if row.get("optuna_trial") is not None else ""
+    for name in factors:
+        if name not in ARCH_FACTORS and row.get(name) is not None:
+            value = row[name]
+            arch += f" {name}={value:.3g}" if isinstance(value, float) else f" {name}={value}"
     head = f"  {row.get('trial_key')}{number} {arch}"
     if row.get("status") == "failed":
         return f"{head}: FAILED {row.get('error')}"
@@ -163,8 +171,11 @@ def one_line(row: dict[str, Any]) -> str:
     )
 
 
-def run_with_progress(jobs: list, plan, lock_dir: Path, desc: str, total: int | None = None, initial: int = 0) -> list:
-    """Run jobs on the plan's workers with a progress bar and ETA; return the rows."""
+def run_with_progress(
+    jobs: list, plan, lock_dir: Path, desc: str, total: int | None = None, initial: int = 0, factors: tuple[str, ...] = ()
+) -> list:
+    """Run jobs on the plan's workers with a progress bar and ETA; return the rows (each
+    printed as `one_line(row, factors)`)."""
     from tqdm import tqdm
 
     from sweep.run import run_jobs
@@ -179,7 +190,7 @@ def run_with_progress(jobs: list, plan, lock_dir: Path, desc: str, total: int | 
             for row in finished:
                 if row is not None:
                     rows.append(row)
-                    bar.write(one_line(row), file=sys.stderr)
+                    bar.write(one_line(row, factors), file=sys.stderr)
     return rows
 
 

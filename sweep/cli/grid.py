@@ -34,6 +34,7 @@ from sweep.cli.common import (
 )
 from sweep.errors import SpecError
 
+SUMMARY_FORMATS = {"test_mse": "{:.5f}", "test_psnr": "{:.2f}", "test_ssim": "{:.4f}", "test_ab_rmse": "{:.2f}"}  # one precision per column
 SUMMARY_COLUMNS = ["fewer_layers", "channel_factor", "kernel_size", "compression_factor", "latent_size", "params", "test_mse", "test_psnr", "test_ssim"]
 
 
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(parser)
     parser.add_argument("--arch", metavar="PRESET", help="run the space on this architecture preset instead of the file's (and of its arch factor)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the trials stored as failed")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print the plan (every trial's factors, latent size, parameters, FLOPs, stored or to run) and an "
+        "estimated time; train nothing",
+    )  # fmt: skip
     parser.add_argument(
         "--pack",
         default="auto",
@@ -88,7 +94,7 @@ def summarize(frame, reference_key: str | None) -> str:
     if (done["task"] == "colorize").any():
         columns = [*columns[: columns.index("latent_size")], "encoding", *columns[columns.index("latent_size") :], "test_ab_rmse"]
     table = pd.DataFrame([row[["trial_key", *columns]] for _, row in picks], index=[name for name, _ in picks])
-    lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    lines.append(table.to_string(formatters={c: f.format for c, f in SUMMARY_FORMATS.items() if c in table.columns}))
     if done["latent_size"].nunique() > 1 and len(done) > 2:
         rho = latent_correlation(done, "spearman", "test_mse")  # over configurations: replicates count once
         ci = f"95% CI {rho.ci_low:.3f} to {rho.ci_high:.3f}, " if math.isfinite(rho.ci_low) else ""
@@ -138,7 +144,7 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": pack})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
     jobs = make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every, args.artifacts)
-    run_with_progress(jobs, plan, results / ".workers", "grid")
+    run_with_progress(jobs, plan, results / ".workers", "grid", factors=tuple(space.factors))
 
 
 def run_shared(args, space, trials, plan, results: Path) -> None:
@@ -190,7 +196,7 @@ def run_shared(args, space, trials, plan, results: Path) -> None:
             job = OptunaTrialJob(
                 config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts
             )  # fmt: skip
-            run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points())
+            run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points(), factors=tuple(space.factors))
             continue
         running = len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
         if not running:
@@ -212,12 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.run import grid_trials, plan_workers
     from sweep.space import load_space
 
-    space = load_space(args.space).with_protocol(**protocol_overrides(args)).with_repeats(args.repeats)
+    space = load_space(args.space).with_protocol(from_flags=True, **protocol_overrides(args)).with_repeats(args.repeats)
     if args.arch is not None:
         space = space.with_arch(args.arch)
     space.require_grid()
     if args.storage and args.pack not in (1, "auto"):
         raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
+    if args.dry_run:
+        from sweep.cli.plan import print_plan
+        from sweep.run import unique_trials
+
+        plan = plan_workers(args.workers, args.workers_per_gpu)
+        skip = ("complete",) if args.retry_failed else ("complete", "failed")
+        print_plan(unique_trials(grid_trials(space, args.data_dir)), args.data_dir, Path(args.results), plan.workers, plan.describe(), skip)
+        return 0
     results = check_writable(args.results)
     if args.artifacts:
         Artifacts(args.artifacts).check()

@@ -29,6 +29,7 @@ from sweep.cli.common import (
 )
 
 DEFAULT_SPACE = "search_spaces/seed002_optuna.yaml"
+IMPORTANCE_TRIALS = 20  # fewer complete trials than this: importances come with a caveat
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m sweep.optuna --trials 3 --data-dir ../shared/data --epochs 1 --train-fraction 0.05 --results /tmp/o1",
     )
     parser.add_argument("--trials", type=int, required=True, help="trials to run in this invocation")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print a plan of --trials points drawn at random from the space (factors, latent size, parameters, "
+        "FLOPs) and an estimated time; train nothing (the sampler picks the real points as the study learns)",
+    )  # fmt: skip
     add_common_arguments(parser, default_space=DEFAULT_SPACE)
     opt = parser.add_argument_group("optimisation")
     opt.add_argument(
@@ -102,7 +108,8 @@ def summarize(study, config, results, frame) -> str:
                     lines.append(f"parameter importances for {name}: not available ({err})")
                     continue
                 text = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
-                lines.append(f"parameter importances for {name} ({'fANOVA' if method == 'fanova' else 'PED-ANOVA'}): {text}")
+                caveat = f"; from only {len(complete)} complete trials: a rough guide until there are {IMPORTANCE_TRIALS} or more" if len(complete) < IMPORTANCE_TRIALS else ""
+                lines.append(f"parameter importances for {name} ({'fANOVA' if method == 'fanova' else 'PED-ANOVA'}): {text}{caveat}")
     url = mask_url(config.storage_url)
     lines.append(f"study: {study.study_name!r} in {url} (view it: optuna-dashboard {url})")
     lines.append(f"results: {results}/ ({len(frame)} rows of this study; pandas: sweep.results.load_results({str(results)!r}))")
@@ -120,7 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.run.study import OptunaTrialJob, StudyConfig, check_pruning, default_storage_url, mask_url, open_study, parse_objectives, study_name_for
     from sweep.space import load_space
 
-    space = load_space(args.space).with_protocol(**protocol_overrides(args))
+    space = load_space(args.space).with_protocol(from_flags=True, **protocol_overrides(args))
+    if args.dry_run:
+        from pathlib import Path
+
+        from sweep.cli.plan import print_plan, sample_points
+
+        plan = plan_workers(args.workers, args.workers_per_gpu)
+        print_plan(sample_points(space, args.trials, args.data_dir, args.sampler_seed), args.data_dir, Path(args.results), plan.workers, plan.describe(), ("complete",))
+        return 0
     objectives = parse_objectives(args.objectives)
     check_pruning(objectives, args.pruner)
     results = check_writable(args.results)
@@ -158,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if pushed:
         print(f"sweep.optuna: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
     job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts)
-    run_with_progress([job] * args.trials, plan, results / ".workers", "optuna")
+    run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
 
     study = open_study(config, create=False)
     frame = load_results(shared or results)

@@ -17,6 +17,7 @@ import numpy as np
 
 from sweep.data.dataset import Dataset
 from sweep.errors import DataError, must_be
+from sweep.files import held_native_stderr
 
 __all__ = ["CIFAR", "SafeUnpickler", "UnsafePickleError", "keras_cache_folder", "load_cifar", "read_cifar_file"]
 
@@ -119,13 +120,14 @@ def _download(name: str) -> Path:
     cache = keras_cache_folder(name) / folder
     if not (cache / CIFAR[name][1][0]).exists():
         try:
-            from keras.utils import get_file
-
+            with held_native_stderr():  # the framework's start-up chatter, shown only if importing fails
+                from keras.utils import get_file
             get_file(fname=target, origin=url, extract=True, file_hash=sha256)
-        except Exception as err:  # no network, a proxy, a full disk: one line, and what to pass
+        except Exception as err:  # no network, a proxy, a full disk: one line, and both ways out
             raise DataError(
                 f"could not download {name} through Keras ({type(err).__name__}: {err}); "
-                f"pass --data-dir DIR where DIR holds {folder}/ (the official python-format folder)"
+                f"pass --data-dir DIR where DIR holds {folder}/ (the official python-format folder), "
+                "or try sweep offline on generated images: --dataset synthetic --quick"
             ) from None
     if not (cache / CIFAR[name][1][0]).exists():
         raise DataError(f"the Keras download of {name} left no {folder}/ under {cache.parent}; pass --data-dir")

@@ -66,9 +66,17 @@ class SearchSpace:
         """Every combination of factor values, in file order (see `sweep.space.grid`)."""
         return grid_points(self.factors)
 
-    def with_protocol(self, **overrides: Any) -> "SearchSpace":
-        """The same space with some protocol values replaced (command-line options win over factors)."""
+    def with_protocol(self, *, from_flags: bool = False, **overrides: Any) -> "SearchSpace":
+        """The same space with some protocol values replaced (command-line options win over
+        factors). With `from_flags`, a bad value is reported as its flag's (`--train-fraction
+        1.5: ...`), not the file's."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
+        if from_flags:
+            for key, value in overrides.items():
+                try:
+                    protocol_from_dict({key: value}, self.protocol)
+                except SpecError as err:
+                    raise SpecError(f"--{key.replace('_', '-')} {value}: {err}") from None
         try:
             protocol = protocol_from_dict(overrides, self.protocol)
         except SpecError as err:
