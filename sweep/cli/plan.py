@@ -2,9 +2,10 @@
 
 The plan is a table, one row per trial: its key, its factors, the latent size and parameter
 count (from the family's formulas, no model is built), the training FLOPs per image, and
-whether the results folder already has it. The time is estimated from the FLOPs: at the
-rate this machine's stored trials trained at (training FLOPs over `train_seconds`, median,
-plus their median fixed cost per trial), or, with no stored trial of this host, at a rate
+whether the results folder already has it. The time is estimated from the FLOPs: with
+this machine's stored trials, from a line fitted to their `train_seconds` against their
+training FLOPs (a fixed cost per trial, tracing and the first step, plus FLOPs at a rate)
+and their median cost outside training; with no stored trial of this host, at a rate
 derived from a short matrix product (`EFFICIENCY` of its FLOP/s: what small convolutional
 models reached here) plus `OVERHEAD` seconds per trial. Either way it is a rough guide.
 Nothing here imports a framework.
@@ -93,8 +94,10 @@ def estimate_rate(rows: list[dict[str, Any]]) -> tuple[float, float, str]:
     """(training FLOP/s per worker, fixed seconds per trial, how they were found)."""
     from sweep.spec import TrialSpec
 
+    import numpy as np
+
     here = socket.gethostname()
-    rates, overheads = [], []
+    works, seconds, overheads = [], [], []
     for row in rows:
         if row.get("status") != "complete" or row.get("host") != here or not row.get("train_seconds") or not row.get("spec"):
             continue
@@ -104,15 +107,16 @@ def estimate_rate(rows: list[dict[str, Any]]) -> tuple[float, float, str]:
                 continue
             size = spec.protocol.image_size or spec.native_size or 32
             channels = 1 if spec.protocol.task == "colorize" else 3
-            flops = spec.training_flops((size, size, channels)) * row["n_train"] * row["epochs_run"]
+            works.append(spec.training_flops((size, size, channels)) * row["n_train"] * row["epochs_run"])
         except Exception:  # a row of an older version: it cannot say how fast this machine is
             continue
-        rates.append(flops / row["train_seconds"])
+        seconds.append(row["train_seconds"])
         overheads.append(max(0.0, (row.get("wall_seconds") or row["train_seconds"]) - row["train_seconds"]))
-    if len(rates) >= 3:
-        return statistics.median(rates), statistics.median(overheads), f"the median rate of {len(rates)} stored trials of this host"
-    import numpy as np
-
+    if len(works) >= 3 and len(set(works)) >= 2:
+        # train_seconds = fixed (tracing, the first step) + work / rate, fitted over the stored trials
+        slope, fixed = np.polyfit(np.asarray(works, float), np.asarray(seconds, float), 1)
+        if slope > 0:
+            return 1 / slope, max(fixed, 0.0) + statistics.median(overheads), f"fitted to {len(works)} stored trials of this host"
     a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
     a @ a  # warm up
     start, repeats = time.perf_counter(), 8

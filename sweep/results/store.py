@@ -8,6 +8,7 @@ Layout under a results directory::
 
     rows/<trial_key>.json     one row per trial: the store itself
     trials/<trial_key>/       that trial's artefacts (model, reconstructions, history)
+    tensorboard/<trial_key>/  that trial as a TensorBoard run (`sweep.results.tensorboard`)
     runs/<time>-<driver>.json the command line and configuration of each sweep invocation
     results.parquet           a snapshot of all rows for other tools (written by `export`)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from sweep.faults import failpoint
 from sweep.files import TEMPORARY_SUFFIX, atomic_path
 from sweep.results.schema import COLUMNS, STATUSES, unknown_columns
 from sweep.results.shared import DEFAULT_TIMEOUT, READ_TIMEOUT, SharedRows, is_url, shared_rows
+from sweep.results.tensorboard import write_trial
 
 __all__ = ["RowStore", "check_writable", "completed_keys", "export", "load_results", "read_row", "read_rows", "write_row"]
 
@@ -91,6 +94,10 @@ def write_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
     with atomic_path(target, fsync=True) as tmp:
         tmp.write_text(text)
         failpoint("store.write_row.before_rename")
+    try:
+        write_trial(results_dir, row)  # the same row as a TensorBoard run (RESULTS/tensorboard/<key>/)
+    except Exception as err:  # a view of the row, never a reason to lose it
+        print(f"trial {key}: not written for TensorBoard ({type(err).__name__}: {err})", file=sys.stderr)
     return target
 
 
