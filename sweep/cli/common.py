@@ -26,6 +26,7 @@ __all__ = [
     "add_common_arguments",
     "check_positive",
     "code_version",
+    "duration",
     "one_line",
     "protocol_overrides",
     "run_main",
@@ -172,26 +173,84 @@ def one_line(row: dict[str, Any], factors: tuple[str, ...] = ()) -> str:
 
 
 def run_with_progress(
-    jobs: list, plan, lock_dir: Path, desc: str, total: int | None = None, initial: int = 0, factors: tuple[str, ...] = ()
+    jobs: list,
+    plan,
+    lock_dir: Path,
+    desc: str,
+    total: int | None = None,
+    initial: int = 0,
+    factors: tuple[str, ...] = (),
+    work: dict[str, float] | None = None,
 ) -> list:
-    """Run jobs on the plan's workers with a progress bar and ETA; return the rows (each
-    printed as `one_line(row, factors)`)."""
+    """Run jobs on the plan's workers with a progress bar; return the rows (each printed as
+    `one_line(row, factors)`). While trials train, the bar shows each running trial's epoch
+    and, given each trial's training FLOPs (`work`, by trial key), an ETA from them: a line
+    fitted to the finished trials' seconds against their FLOPs (a fixed cost per trial plus
+    FLOPs at a rate) predicts each trial still to run, shared by the workers (tqdm's own ETA
+    assumes every trial costs the same)."""
+    import threading
+    import time
+
+    import numpy as np
     from tqdm import tqdm
 
+    from sweep import progress
     from sweep.run import run_jobs
 
     rows = []
     total = total or sum(getattr(job, "size", 1) for job in jobs)
+    folder = Path(lock_dir) / "progress"
+    for stale in folder.glob("*.json"):
+        stale.unlink(missing_ok=True)
+    os.environ[progress.ENV] = str(folder)  # workers inherit it
+    timed: list[tuple[float, float]] = []  # (training FLOPs, seconds) of each finished trial
+    left = dict(work or {})
+    stop = threading.Event()
+
+    def eta() -> str | None:
+        if len(timed) < 3 or len({w for w, _ in timed}) < 2:
+            return None
+        slope, fixed = np.polyfit([w for w, _ in timed], [s for _, s in timed], 1)
+        if slope < 0:
+            slope, fixed = 0.0, float(np.mean([s for _, s in timed]))
+        return duration(sum(max(fixed + slope * w, 0.0) for w in left.values()) / max(plan.workers, 1))
+
     with tqdm(total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
+
+        def watch() -> None:
+            while not stop.wait(1.0):
+                parts = [f"{f['key'][:6]} epoch {f['epoch']}/{f['epochs']}" for f in progress.running(folder)]
+                estimate = eta() if work else None
+                if estimate:
+                    parts.insert(0, f"ETA {estimate} (by FLOPs)")
+                bar.set_postfix_str("; ".join(parts), refresh=True)
+
+        watcher = threading.Thread(target=watch, name="progress", daemon=True)
+        watcher.start()
         restart = lambda n: bar.write(f"a worker died; {n} job(s) handed out again", file=sys.stderr)  # noqa: E731
-        for result in run_jobs(jobs, plan, lock_dir, on_restart=restart):
-            finished = result if isinstance(result, list) else [result]  # a pack returns its members' rows
-            bar.update(len(finished))
-            for row in finished:
-                if row is not None:
-                    rows.append(row)
-                    bar.write(one_line(row, factors), file=sys.stderr)
+        try:
+            for result in run_jobs(jobs, plan, lock_dir, on_restart=restart):
+                finished = result if isinstance(result, list) else [result]  # a pack returns its members' rows
+                bar.update(len(finished))
+                for row in finished:
+                    if row is not None:
+                        rows.append(row)
+                        if row.get("trial_key") in left and row.get("wall_seconds"):
+                            timed.append((left.pop(row["trial_key"]), float(row["wall_seconds"])))
+                        bar.write(one_line(row, factors), file=sys.stderr)
+        finally:
+            stop.set()
+            watcher.join()
+            os.environ.pop(progress.ENV, None)
     return rows
+
+
+def duration(seconds: float) -> str:
+    """3h05m, 4m12s, 9s."""
+    seconds = int(round(max(seconds, 0)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:

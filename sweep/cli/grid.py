@@ -143,8 +143,12 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     print(f"sweep.grid: {how}", file=sys.stderr)
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": pack})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    from sweep.cli.plan import trial_work
+
     jobs = make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every, args.artifacts)
-    run_with_progress(jobs, plan, results / ".workers", "grid", factors=tuple(space.factors))
+    work = {spec.key: trial_work(spec, args.data_dir) for spec in todo}
+    work = work if None not in work.values() else None  # (an ETA by FLOPs needs every trial's)
+    run_with_progress(jobs, plan, results / ".workers", "grid", factors=tuple(space.factors), work=work)
 
 
 def run_shared(args, space, trials, plan, results: Path) -> None:

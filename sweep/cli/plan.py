@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EFFICIENCY", "OVERHEAD", "estimate_rate", "plan_table", "print_plan", "sample_points"]
+from sweep.cli.common import duration
+
+__all__ = ["EFFICIENCY", "OVERHEAD", "estimate_rate", "plan_table", "print_plan", "sample_points", "trial_work"]
 
 EFFICIENCY = 0.08  # training FLOP/s of a single-threaded worker over a matrix product's on all cores (small models: per-step costs dominate; measured, AMD EPYC, 2 cores)
 OVERHEAD = 2.0  # seconds per trial besides training steps: building, compiling, evaluating, saving
@@ -45,6 +47,14 @@ def _images(protocol, dataset) -> int:
     if protocol.train_limit is not None:
         selected = min(selected, protocol.train_limit)
     return selected - max(1, int(round(protocol.val_fraction * selected)))
+
+
+def trial_work(spec, data_dir: str | None) -> float | None:
+    """A trial's training FLOPs (per image x images x epochs), or None without a formula."""
+    shape, _, dataset = _shape(spec, data_dir)
+    if not hasattr(spec.arch, "flops"):
+        return None
+    return float(spec.training_flops(shape) * _images(spec.protocol, dataset) * spec.protocol.epochs)
 
 
 def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip: tuple[str, ...]):
@@ -124,13 +134,6 @@ def estimate_rate(rows: list[dict[str, Any]]) -> tuple[float, float, str]:
         a @ a
     matmul = 2 * 512**3 * repeats / (time.perf_counter() - start)
     return matmul * EFFICIENCY, OVERHEAD, f"{EFFICIENCY:.0%} of a {matmul / 1e9:.0f} GFLOP/s matrix product here, +{OVERHEAD:.0f} s a trial; no stored trials of this host to go by"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def print_plan(trials: list, data_dir: str | None, results: Path, workers: int, describe: str, skip: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sweep import backend
+from sweep import backend, progress
 from sweep.artifacts import Artifacts
 from sweep.data import Dataset
 from sweep.spec import TrialSpec
@@ -71,8 +71,10 @@ def run_trial(
             compile_model(model, protocol, loss)
         first_epoch = saved.epoch + 1 if saved is not None else 0
         row["resumed_from_epoch"] = first_epoch if saved is not None else None
+        progress.report(spec.key, first_epoch, protocol.epochs)
 
         def save(epoch: int, callback) -> None:
+            progress.report(spec.key, epoch + 1, protocol.epochs)  # (for the driver's progress bar)
             if checkpoint.due():
                 state = {"tracker": tracker.state(), "plateau": plateau.state() if plateau else None}
                 checkpoint.save(epoch, callback.model, callback.best_weights, state)
@@ -98,6 +100,7 @@ def run_trial(
     except Exception as err:  # the sweep goes on; the row says why this trial did not
         record_failure(row, out, err)
     finally:
+        progress.clear()
         try:
             backend.clear()
         except Exception:  # cleaning up must never hide the trial's own outcome
