@@ -4,6 +4,7 @@
     python3 tasks.py grid [ARGS...]   # the 36-model grid: python -m sweep.grid ARGS
     python3 tasks.py test [ARGS...]   # the test suite:    lint-imports, then python -m pytest ARGS,
                                       #   then the tests marked `backends` again under KERAS_BACKEND=jax
+    python3 tasks.py notebooks [--results DIR]   # execute notebooks/*.ipynb on a results folder, outputs saved in them
     python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench, status
 
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
@@ -23,7 +24,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ENTRY_POINTS = ("grid", "optuna", "report", "arch", "bench", "status")  # python -m sweep.<name>
-JOBS = ("grid", "test", "setup", *ENTRY_POINTS[1:])
+JOBS = ("grid", "test", "setup", "notebooks", *ENTRY_POINTS[1:])
+
+# `tasks.py notebooks`: run every notebook top to bottom in a fresh kernel, on RESULTS, and
+# save it with its outputs (so a reader of the repository sees the figures).
+EXECUTE_NOTEBOOKS = """
+import os
+from pathlib import Path
+import nbformat
+from nbclient import NotebookClient
+for path in sorted(Path("notebooks").glob("*.ipynb")):
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}).execute()
+    nbformat.write(notebook, path)
+    print(f"tasks: executed {path} on {os.environ['SWEEP_RESULTS']}", flush=True)
+"""
 VENV = ROOT / ".venv"
 STAMP = VENV / ".sweep-install-stamp"
 INSTALL_INPUTS = ("pyproject.toml", "constraints.txt")
@@ -74,6 +89,11 @@ def main(argv: list[str]) -> int:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         print(f"tasks: unknown job '{job}'{hint} (jobs: {', '.join(JOBS)})", file=sys.stderr)
         return 2
+    if job == "notebooks":
+        results = rest[rest.index("--results") + 1] if "--results" in rest[:-1] else "results"
+        if not Path(results, "rows").is_dir():
+            print(f"tasks: --results {results}: no rows/ there; run python3 tasks.py grid --results {results} first", file=sys.stderr)
+            return 2
     try:
         python = ensure_environment()
     except subprocess.CalledProcessError as err:
@@ -97,6 +117,11 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(python), "-m", "pytest", "-m", "backends", *rest], env=jax)
     elif job == "setup":
         return 0
+    elif job == "notebooks":
+        relative = os.path.relpath(Path(results).resolve(), ROOT / "notebooks")  # as the notebooks' own default is
+        env = {**os.environ, "SWEEP_RESULTS": relative, "PYTHONPATH": str(ROOT)}
+        os.chdir(ROOT)
+        return subprocess.call([str(python), "-c", EXECUTE_NOTEBOOKS], env=env)
     else:
         command = [str(python), "-m", f"sweep.{job}", *rest]
     os.chdir(ROOT)

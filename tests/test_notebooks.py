@@ -32,13 +32,18 @@ def outputs(notebook: nbformat.NotebookNode, kind: str) -> list:
     return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if kind in o.get("data", {})]
 
 
-def test_the_notebooks_are_there_and_committed_without_outputs():
+def test_the_notebooks_are_committed_executed_on_a_real_run():
+    """A reader browsing the repository sees the figures and tables: every code cell ran, in
+    order, on the default results folder (`python3 tasks.py notebooks --results results`)."""
     assert {p.stem for p in NOTEBOOKS} == {"latent_vs_error", "factor_effects", "gallery", "colorization"}
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
         code = [c for c in notebook.cells if c.cell_type == "code"]
-        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+        assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), f"{path.name}: not executed top to bottom"
+        assert not any(o.get("output_type") == "error" for c in code for o in c.outputs), f"{path.name} has an error"
+        assert outputs(notebook, "image/png") or path.stem == "colorization", f"{path.name} shows no figure"
+        assert "../results: " in "".join(o.get("text", "") for c in code for o in c.outputs), f"{path.name} ran elsewhere"
         assert PARAMETER in code[0].source, f"{path.name}: the first code cell should set RESULTS"
         assert any("sweep.analysis" in c.source or "from sweep import analysis" in c.source for c in code)
 
@@ -46,7 +51,9 @@ def test_the_notebooks_are_there_and_committed_without_outputs():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_a_real_sweep(path, synthetic_sweep, monkeypatch):
+    committed = path.read_bytes()
     notebook = execute(path, synthetic_sweep, monkeypatch)
+    assert path.read_bytes() == committed  # the suite never rewrites the committed outputs
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "4 trials, 4 complete, 0 failed -> 4 configurations" in text
     if path.stem == "colorization":
@@ -55,6 +62,14 @@ def test_notebook_runs_on_a_real_sweep(path, synthetic_sweep, monkeypatch):
         assert outputs(notebook, "image/png"), f"{path.name} drew no figure"
     if path.stem == "latent_vs_error":
         assert "Spearman rho" in text and "no PCA reference" not in text
+
+
+def test_the_notebooks_job_needs_a_results_folder(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "notebooks", "--results", str(tmp_path / "none")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and out.stderr.strip().endswith(f"--results {tmp_path / 'none'}: no rows/ there; run python3 tasks.py grid --results {tmp_path / 'none'} first")
 
 
 @pytest.mark.slow
