@@ -17,7 +17,7 @@ from typing import Any
 
 from sweep.files import atomic_write
 
-__all__ = ["ENV", "clear", "report", "running"]
+__all__ = ["ENV", "alive", "clear", "report", "running"]
 
 ENV = "SWEEP_PROGRESS_DIR"
 
@@ -42,7 +42,8 @@ def clear() -> None:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,6 +62,6 @@ def running(folder: str | Path) -> list[dict[str, Any]]:
             pid = int(path.stem)
         except (OSError, ValueError):
             continue
-        if _alive(pid):
+        if alive(pid):
             found.append({**entry, "pid": pid})
     return found

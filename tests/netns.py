@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from sweep.progress import alive
+
 PG_USER = "postgres"
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # a valid hostname label
 # What this module creates names the process that created it, so that what a killed process
@@ -309,17 +311,6 @@ def _kill_namespace_processes(namespace: str, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _remove_stale() -> None:
     """Remove the bridges, veths, namespaces and servers left by earlier processes that were
     killed before they could clean up (their pid is in the names)."""
@@ -329,15 +320,15 @@ def _remove_stale() -> None:
         except FileNotFoundError:  # deleted meanwhile, by the process that made it
             continue
         match = re.fullmatch(re.escape(_LINK_ALIAS) + r"(\d+)", alias)
-        if match and not _alive(int(match[1])):
+        if match and not alive(int(match[1])):
             _delete_link(ifalias.parent.name)
     for line in _ip("netns", "list").splitlines():
         namespace = line.split(" ", 1)[0]
-        if (match := _NAMESPACE.fullmatch(namespace)) and not _alive(int(match[1])):
+        if (match := _NAMESPACE.fullmatch(namespace)) and not alive(int(match[1])):
             _kill_namespace_processes(namespace)
             _ip("netns", "delete", namespace)
     for directory in _SERVER_DIRS.glob("sweep-pg-*"):
-        if (match := _SERVER_DIR.fullmatch(directory.name)) and not _alive(int(match[1])):
+        if (match := _SERVER_DIR.fullmatch(directory.name)) and not alive(int(match[1])):
             try:
                 _as_postgres("pg_ctl", "-D", str(directory / "data"), "-w", "-m", "immediate", "stop", cwd=directory)
             except RuntimeError:

@@ -251,6 +251,10 @@ def test_a_host_killed_mid_trial_is_resumed_on_another_from_the_shared_checkpoin
     assert victim not in local_rows(tmp_path / "a")  # host-a died before its row
     by_point = states_by_point(study_of(database))
     assert by_point == {0: ["FAIL", "COMPLETE"], 1: ["COMPLETE"], 2: ["COMPLETE"]}
+    # The README's report of a cluster: rows from the URL, pictures from the shared store.
+    out = run_cli("sweep.report", "--results", database, "--artifacts", str(artifacts), "--no-reference", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "report" / ".pictures" / "trials" / victim / "reconstructions.png").exists()
     print(f"SIGKILLed host: the survivor finished the grid {time.monotonic() - t0:.1f} s after the kill, resuming from epoch 2")
 
 

@@ -246,11 +246,12 @@ def run_with_progress(
 
 
 def duration(seconds: float) -> str:
-    """3h05m, 4m12s, 9s."""
-    seconds = int(round(max(seconds, 0)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    """9s, 4m12s, 3h05m, 1d03h."""
+    s = max(int(round(seconds)), 0)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from sweep.cli.common import duration
 from sweep.errors import StoreError, SweepError, did_you_mean, must_be
+from sweep.progress import alive
 
 STATES = ("complete", "running", "waiting", "fail", "pruned")  # Optuna's TrialState names, lower-cased
 
@@ -43,15 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
-
-
-def duration(seconds: float) -> str:
-    """3m12s, 2h05m, 1d03h."""
-    s = max(int(round(seconds)), 0)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return f"{d}d{h:02d}h" if d else f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def throughput(done: int, other: int, remaining: int, window: float, grid: bool = False, running_for: float | None = None) -> str:
@@ -181,16 +173,6 @@ def results_table(engine, table: str, study: str | None) -> str:
 
 
 # ---- a local results folder --------------------------------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        pass
-    return True
 
 
 def newest_plan(results: Path) -> tuple[Path | None, list[str]]:
