@@ -181,13 +181,14 @@ def run_with_progress(
     initial: int = 0,
     factors: tuple[str, ...] = (),
     work: dict[str, float] | None = None,
+    on_row: Callable[[dict], Any] | None = None,
 ) -> list:
     """Run jobs on the plan's workers with a progress bar; return the rows (each printed as
     `one_line(row, factors)`). While trials train, the bar shows each running trial's epoch
     and, given each trial's training FLOPs (`work`, by trial key), an ETA from them: a line
     fitted to the finished trials' seconds against their FLOPs (a fixed cost per trial plus
     FLOPs at a rate) predicts each trial still to run, shared by the workers (tqdm's own ETA
-    assumes every trial costs the same)."""
+    assumes every trial costs the same). `on_row` is called with each row as it arrives."""
     import threading
     import time
 
@@ -238,6 +239,8 @@ def run_with_progress(
                         if row.get("trial_key") in left and row.get("wall_seconds"):
                             timed.append((left.pop(row["trial_key"]), float(row["wall_seconds"])))
                         bar.write(one_line(row, factors), file=sys.stderr)
+                        if on_row is not None:
+                            on_row(row)
         finally:
             stop.set()
             watcher.join()

@@ -123,9 +123,12 @@ def colorization_table(done) -> str:
     )
 
 
-def run_local(args, space, trials, plan, results: Path) -> None:
-    from sweep.results import completed_keys
+def run_local(args, space, trials, plan, results: Path) -> str:
+    """Run the grid's trials not yet stored here; return the name of the study in
+    RESULTS/optuna.db that mirrors its rows."""
+    from sweep.results import completed_keys, load_results
     from sweep.run import make_jobs, resolve_pack, unique_trials
+    from sweep.run.record import GridRecord
 
     specs = [spec for _, spec in unique_trials(trials)]
     keys = [spec.key for spec in specs]
@@ -137,8 +140,10 @@ def run_local(args, space, trials, plan, results: Path) -> None:
         f"on {plan.describe()}; results in {results}",
         file=sys.stderr,
     )
+    record = GridRecord(results, space, trials)  # for optuna-dashboard: rows mirrored as trials of a study
     if not todo:
-        return
+        record.sync(load_results(results))
+        return record.study_name
     pack, how = resolve_pack(args.pack, todo, plan, args.data_dir)
     print(f"sweep.grid: {how}", file=sys.stderr)
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": pack})
@@ -148,7 +153,9 @@ def run_local(args, space, trials, plan, results: Path) -> None:
     jobs = make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every, args.artifacts)
     work = {spec.key: trial_work(spec, args.data_dir) for spec in todo}
     work = work if None not in work.values() else None  # (an ETA by FLOPs needs every trial's)
-    run_with_progress(jobs, plan, results / ".workers", "grid", factors=tuple(space.factors), work=work)
+    run_with_progress(jobs, plan, results / ".workers", "grid", factors=tuple(space.factors), work=work, on_row=record.add)
+    record.sync(load_results(results))  # rows of earlier runs too
+    return record.study_name
 
 
 def run_shared(args, space, trials, plan, results: Path) -> None:
@@ -241,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         Artifacts(args.artifacts).check()
     trials = grid_trials(space, args.data_dir)
     plan = plan_workers(args.workers, args.workers_per_gpu)
+    study = None
     if args.storage:
         run_shared(args, space, trials, plan, results)
     else:
-        run_local(args, space, trials, plan, results)
+        study = run_local(args, space, trials, plan, results)
 
     keys = {spec.key for _, spec in trials}
     reference = space.reference_point()
@@ -259,5 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"every machine's rows: sweep.results.load_results({mask_url(shared)!r}); python -m sweep.report --results {mask_url(shared)}")
     else:
         print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
+        print(f"dashboard: optuna-dashboard sqlite:///{(results / 'optuna.db').resolve()} (study {study!r}; pip install optuna-dashboard, or the dashboard extra)")
     export(results)
     return 0

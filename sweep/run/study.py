@@ -64,11 +64,28 @@ __all__ = [
     "pruned_on",
     "pop_waiting_trial",
     "study_name_for",
+    "trial_attrs",
 ]
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 MAX_RETRY = 3  # a trial whose worker died is retried this many times by the survivors
+
+
+# The row's values every trial carries as user attributes once it has run (optuna-dashboard's
+# table), alike for sweep.optuna's trials and a local grid's (sweep.run.record).
+TRIAL_ATTRS = ("trial_key", "latent_size", "params", "test_mse", "test_psnr", "test_ssim", "epochs_run", "best_epoch", "train_seconds", "error")
+
+
+def trial_attrs(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's `TRIAL_ATTRS` that have a value, as JSON-safe Python scalars."""
+    attrs = {}
+    for name in TRIAL_ATTRS:
+        value = row.get(name)
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue
+        attrs[name] = value.item() if hasattr(value, "item") else value
+    return attrs
 
 
 def default_storage_url(results_dir: str | Path) -> str:
@@ -437,6 +454,8 @@ class OptunaTrialJob:
             row.update(status="failed", error=f"an objective ({', '.join(self.config.objectives)}) is missing or not finite")
         state = {"complete": "COMPLETE", "pruned": "PRUNED"}.get(row["status"], "FAIL")
         row.update(self.row_extra, study_name=self.config.study_name, optuna_trial=trial.number, optuna_state=state)
+        for name, value in trial_attrs(row).items():
+            trial.set_user_attr(name, value)
         if not self.rows.write(row):
             print(f"trial {spec.key}: another machine stored a complete row of it first; that row stays (this one is in {self.results_dir})", file=sys.stderr)
         failpoint("study.before_tell")
