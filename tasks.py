@@ -5,6 +5,7 @@
     python3 tasks.py test [ARGS...]   # the test suite:    lint-imports, then python -m pytest ARGS,
                                       #   then the tests marked `backends` again under KERAS_BACKEND=jax
     python3 tasks.py notebooks [--results DIR]   # execute notebooks/*.ipynb on a results folder, outputs saved in them
+    python3 tasks.py lab [--results DIR] [JUPYTER ARGS]   # JupyterLab on notebooks/, the notebooks reading DIR
     python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench, status
 
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
@@ -24,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 ENTRY_POINTS = ("grid", "optuna", "report", "arch", "bench", "status")  # python -m sweep.<name>
-JOBS = ("grid", "test", "setup", "notebooks", *ENTRY_POINTS[1:])
+JOBS = ("grid", "test", "setup", "notebooks", "lab", *ENTRY_POINTS[1:])
 
 # `tasks.py notebooks`: run every notebook top to bottom in a fresh kernel, on RESULTS, and
 # save it with its outputs (so a reader of the repository sees the figures).
@@ -79,6 +80,22 @@ def ensure_environment() -> Path:
     return python
 
 
+def results_option(args: list[str]) -> tuple[str, list[str]]:
+    """`--results DIR` (or `--results=DIR`) out of the job's arguments (default `results`),
+    and the arguments left."""
+    rest, results, i = [], "results", 0
+    while i < len(args):
+        if args[i] == "--results" and i + 1 < len(args):
+            results, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--results="):
+            results = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    return results, rest
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
@@ -89,8 +106,8 @@ def main(argv: list[str]) -> int:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         print(f"tasks: unknown job '{job}'{hint} (jobs: {', '.join(JOBS)})", file=sys.stderr)
         return 2
-    if job == "notebooks":
-        results = rest[rest.index("--results") + 1] if "--results" in rest[:-1] else "results"
+    if job in ("notebooks", "lab"):
+        results, rest = results_option(rest)
         if not Path(results, "rows").is_dir():
             print(f"tasks: --results {results}: no rows/ there; run python3 tasks.py grid --results {results} first", file=sys.stderr)
             return 2
@@ -117,11 +134,18 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(python), "-m", "pytest", "-m", "backends", *rest], env=jax)
     elif job == "setup":
         return 0
-    elif job == "notebooks":
+    elif job in ("notebooks", "lab"):
         relative = os.path.relpath(Path(results).resolve(), ROOT / "notebooks")  # as the notebooks' own default is
         env = {**os.environ, "SWEEP_RESULTS": relative, "PYTHONPATH": str(ROOT)}
         os.chdir(ROOT)
-        return subprocess.call([str(python), "-c", EXECUTE_NOTEBOOKS], env=env)
+        if job == "notebooks":
+            return subprocess.call([str(python), "-c", EXECUTE_NOTEBOOKS], env=env)
+        if subprocess.call([str(python), "-c", "import jupyterlab"], stderr=subprocess.DEVNULL) != 0:
+            print(f"tasks: JupyterLab is missing; install the lab extra ({python} -m pip install -e '.[lab]')", file=sys.stderr)
+            return 2
+        print(f"tasks: JupyterLab on notebooks/, the notebooks reading {results} (SWEEP_RESULTS={relative}); Ctrl-C stops it", flush=True)
+        as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in rest else []  # containers
+        return subprocess.call([str(python), "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *as_root, *rest], env=env)
     else:
         command = [str(python), "-m", f"sweep.{job}", *rest]
     os.chdir(ROOT)

@@ -92,6 +92,7 @@ IDEAS = {
     "the compiled training loop and device-resident data": ("sweep.backend", ["train_loop", "resident"]),
     "checkpoint and resume": ("sweep.train.checkpoint", ["Checkpoint"]),
     "packed training": ("sweep.train.pack", ["run_pack", "make_packs", "packable", "probe_pack_size"]),
+    "a local grid run mirrored as an Optuna study (optuna-dashboard)": ("sweep.run.record", ["GridRecord"]),
     "python -m sweep.grid": ("sweep.cli.grid", ["main"]),
     "python -m sweep.optuna": ("sweep.cli.tune", ["main"]),
     "python -m sweep.report": ("sweep.cli.report", ["main"]),

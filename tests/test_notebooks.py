@@ -1,5 +1,6 @@
-"""The analysis notebooks: committed without outputs, and executed headless against a real
-(tiny, synthetic) sweep, so a notebook that breaks fails the suite."""
+"""The analysis notebooks: committed executed on a real run, executed headless again against a
+tiny synthetic sweep (so a notebook that breaks fails the suite), and opened in JupyterLab on a
+results folder by `python3 tasks.py lab`."""
 
 from __future__ import annotations
 
@@ -95,3 +96,92 @@ def test_notebook_runs_on_a_clusters_rows_from_a_storage_url(name, synthetic_swe
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert f"{url}: 4 trials, 4 complete, 0 failed -> 4 configurations" in text
     assert outputs(notebook, "image/png"), f"{name} drew no figure"
+
+
+def _kernel_output(base: str, token: str, kernel_id: str, code: str, timeout: float = 120) -> str:
+    """Run `code` in a kernel of the Jupyter server at `base` (Jupyter's messaging protocol over
+    the server's websocket) and return what it printed."""
+    import json
+    import time
+    import uuid
+
+    import websocket
+
+    socket = websocket.create_connection(f"{base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels?token={token}", timeout=timeout)
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request", "version": "5.3", "date": ""}
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+    socket.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+    printed, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            message = json.loads(socket.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = message["header"]["msg_type"]
+            if kind == "stream":
+                printed.append(message["content"]["text"])
+            elif kind == "error":
+                raise AssertionError("\n".join(message["content"]["traceback"]))
+            elif kind == "status" and message["content"]["execution_state"] == "idle":
+                return "".join(printed)
+    finally:
+        socket.close()
+    raise AssertionError(f"no answer from the kernel in {timeout} s")
+
+
+@pytest.mark.slow
+def test_the_lab_job_opens_the_notebooks_on_a_results_folder(tmp_path, synthetic_sweep):
+    """`python3 tasks.py lab --results DIR`: JupyterLab serves notebooks/, and a notebook's
+    kernel there reads DIR (its RESULTS parameter) as the notebooks do."""
+    import json
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = secrets.token_hex(8)
+    base = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "lab.log", "w+")
+    command = [sys.executable, str(ROOT / "tasks.py"), "lab", "--results", str(synthetic_sweep), "--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}"]
+    lab = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
+
+    def get(path: str, data: dict | None = None) -> dict:
+        request = urllib.request.Request(f"{base}{path}", data=json.dumps(data).encode() if data else None, headers={"Authorization": f"token {token}"}, method="POST" if data else "GET")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                listing = get("/api/contents")
+                break
+            except OSError:
+                assert lab.poll() is None, (tmp_path / "lab.log").read_text()
+                assert time.monotonic() < deadline, "JupyterLab did not answer in 180 s: " + (tmp_path / "lab.log").read_text()
+                time.sleep(0.5)
+        assert sorted(item["name"] for item in listing["content"] if item["type"] == "notebook") == [p.name for p in NOTEBOOKS]
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/lab", headers={"Authorization": f"token {token}"}), timeout=10) as page:
+            assert page.status == 200 and b"JupyterLab" in page.read()
+        session = get("/api/sessions", {"path": "latent_vs_error.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})
+        printed = _kernel_output(base, token, session["kernel"]["id"], "import os\nfrom sweep.results import load_results\nprint(os.path.abspath(os.environ['SWEEP_RESULTS']), len(load_results(os.environ['SWEEP_RESULTS'])))")
+        assert printed.split() == [str(synthetic_sweep.resolve()), "4"]
+        log.seek(0)
+        assert f"tasks: JupyterLab on notebooks/, the notebooks reading {synthetic_sweep}" in log.read()
+    finally:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):  # the server and its kernels
+            try:
+                os.killpg(lab.pid, sig)
+                lab.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue

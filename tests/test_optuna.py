@@ -33,7 +33,10 @@ def load_study(url: str, name: str):
 def only_study(url: str):
     import optuna
 
-    (summary,) = [s for s in optuna.get_all_study_summaries(storage=url) if not s.study_name.endswith(".enqueue-lock")]
+    summaries = [s for s in optuna.get_all_study_summaries(storage=url) if not s.study_name.endswith(".enqueue-lock")]
+    if len(summaries) > 1:  # a local grid run beside the Optuna study in RESULTS/optuna.db (sweep.run.record)
+        summaries = [s for s in summaries if "-grid-" not in s.study_name]
+    (summary,) = summaries
     return load_study(url, summary.study_name)
 
 

@@ -436,6 +436,8 @@ class OptunaTrialJob:
             values = objective_values(stored, self.config.objectives)
             if values is not None:
                 trial.set_user_attr("reused_row", True)
+                for name, value in trial_attrs(stored).items():
+                    trial.set_user_attr(name, value)
                 result["row"] = stored
                 return values if len(values) > 1 else values[0]
 
