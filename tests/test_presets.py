@@ -32,6 +32,8 @@ SEED_TABLE = {
     "fc_latent": ((32, 32, 1), 3, 9_145_475, 256),  # seed 001, Net1
     "conv_latent": ((32, 32, 1), 3, 1_330_307, 16 * 16 * 256),  # seed 001, Net2
     "unet": ((160, 160, 1), 3, 9_600_438, 5 * 5 * 512),  # seed 003
+    "unet32": ((32, 32, 1), 3, 206_098, 4 * 4 * 128),  # seed 003's design at CIFAR's size
+    "unet32_noskip": ((32, 32, 1), 3, 186_775, 4 * 4 * 128),
 }
 
 
@@ -99,6 +101,31 @@ def test_unet_blocks_and_skips_follow_seed003():
     assert [l.name for l in dropped.layers if isinstance(l, keras.layers.Dropout)] == [f"dec_drop{i}" for i in range(1, 5)]
 
 
+def test_the_unet_family_spans_small_unets_by_depth_width_and_skips():
+    import keras
+
+    from sweep.arch.latent import model_flops
+
+    assert UNetSpec(depth=4, base_width=16).filters == (16, 32, 64, 128)
+    assert UNetSpec(depth=5, base_width=8).filters == (8, 16, 32, 64, 64)  # x8 at most
+    assert arch_from_dict({"depth": 2}, "unet32").filters == (32, 64)  # the other from the preset's filters
+    assert arch_from_dict({"base_width": 64}, "unet32").filters == (64, 128, 256)
+    plain = build_autoencoder(PRESETS["unet32_noskip"], (32, 32, 1), 3)
+    assert not [l for l in plain.layers if isinstance(l, keras.layers.Concatenate)]
+    assert plain.get_layer("output").kernel.shape == (3, 3, 3, 3)  # the last up block alone, no image
+    skipped = build_autoencoder(PRESETS["unet32"], (32, 32, 1), 2)
+    assert skipped.get_layer("dec_concat1").output.shape[1:] == (8, 8, 128)  # up1 (64) with down2 (64)
+    assert skipped.get_layer("output").kernel.shape == (3, 3, 3, 2)  # 2 channels + the luma
+    for spec in (PRESETS["unet32"], PRESETS["unet32_noskip"], UNetSpec(depth=2, base_width=48, dropout=0.3), PRESETS["unet"]):
+        for shape, out in (((32, 32, 1), 3), ((64, 64, 1), 2), ((32, 32, 3), 3)):
+            assert spec.flops(shape, out) == model_flops(build_autoencoder(spec, shape, out))
+    # Trial keys: the seed's U-Net keeps its key; depth/base_width are in the widths; skips count.
+    assert "skips" not in PRESETS["unet"].canonical() and "depth" not in PRESETS["unet32"].canonical()
+    assert UNetSpec(depth=3, base_width=32).canonical() == UNetSpec(filters=(32, 64, 128)).canonical()
+    assert PRESETS["unet32"].canonical() != PRESETS["unet32_noskip"].canonical()
+    assert preset_name(arch_from_dict(PRESETS["unet32_noskip"].to_dict())) == "unet32_noskip"
+
+
 def test_classification_heads_and_other_outputs():
     model = build_autoencoder(PRESETS["dense_latent"], (32, 32, 1), 261, output_activation="linear")
     assert model.output.shape[1:] == (32, 32, 261) and model.get_layer("output").activation.__name__ == "linear"
@@ -112,6 +139,8 @@ def test_classification_heads_and_other_outputs():
         (lambda: DenseLatentSpec(dropout=1.0), "'dropout' parameter of DenseLatentSpec must be a number in [0, 1). Got 1.0"),
         (lambda: ConvLatentSpec(kernel_size=2), "'kernel_size' parameter of ConvLatentSpec must be an odd int >= 1. Got 2"),
         (lambda: UNetSpec(batch_norm_from=0), "'batch_norm_from' parameter of UNetSpec must be an int >= 1. Got 0"),
+        (lambda: UNetSpec(skips="no"), "'skips' parameter of UNetSpec must be true or false. Got 'no'"),
+        (lambda: UNetSpec(depth=0), "'depth' parameter of UNetSpec must be an int >= 1. Got 0"),
         (lambda: latent_size(PRESETS["unet"], (48, 48, 1)), "The 'input_shape' parameter of UNetSpec must be an image size divisible by 32 (5 stride-2 down blocks). Got '48x48' instead."),
         (lambda: latent_size(PRESETS["dense_latent"], (20, 20, 1)), "divisible by 8"),
         (lambda: arch_from_dict({"latent_dims": 3}, "fc_latent"), "unknown field of FCLatentSpec 'latent_dims'; did you mean 'latent_dim'?"),

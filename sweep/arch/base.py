@@ -10,6 +10,7 @@ from sweep.errors import SpecError, must_be
 
 __all__ = [
     "Family",
+    "check_bool",
     "check_divisible",
     "check_filters",
     "check_int",
@@ -47,6 +48,12 @@ def check_int(owner: Any, field: str, minimum: int = 1) -> None:
     value = getattr(owner, field)
     if not is_int(value) or value < minimum:
         raise SpecError(must_be(field, type(owner).__name__, f"an int >= {minimum}", value))
+
+
+def check_bool(owner: Any, field: str) -> None:
+    value = getattr(owner, field)
+    if not isinstance(value, bool):
+        raise SpecError(must_be(field, type(owner).__name__, "true or false", value))
 
 
 def check_odd(owner: Any, field: str) -> None:

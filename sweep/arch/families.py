@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sweep.arch.base import Family, check_divisible, check_filters, check_int, check_odd, check_rate
+from sweep.arch.base import Family, check_bool, check_divisible, check_filters, check_int, check_odd, check_rate
+from sweep.arch.latent import conv_flops
 
 __all__ = ["ConvLatentSpec", "DenseLatentSpec", "FCLatentSpec", "UNetSpec"]
 
@@ -185,31 +186,42 @@ class ConvLatentSpec(Family):
         return keras.Model(inputs, outputs, name=name)
 
 
+SEED003_FILTERS = (128, 128, 256, 512, 512)
+
+
 @dataclass(frozen=True)
 class UNetSpec(Family):
-    """Seed 003's U-Net-style colorizer.
+    """Seed 003's U-Net-style colorizer, and the family of smaller U-Nets around it.
 
     encoder  n stride-2 conv blocks (conv -> [BatchNorm from block `batch_norm_from`] -> LeakyReLU);
              the last block's output is the latent tensor
     decoder  n stride-2 transposed-conv blocks (deconv -> [Dropout] -> LeakyReLU), each
-             concatenated with the encoder block of the same size, the last with the input
-             image; then a `output_kernel` convolution to the output channels
+             concatenated (with `skips`) with the encoder block of the same size, the last
+             with the input image; then a `output_kernel` convolution to the output channels
 
     The up blocks' widths mirror the encoder's (512, 256, 128, 128) and the last has the
     output's channels, as the seed's table. 160x160x1 -> 160x160x3: 9,600,438 parameters
     (2,560 of them BatchNorm statistics). The seed's output layer is linear; here it takes
     the output activation like every preset (no parameters change).
+
+    `depth` and `base_width` span the family by two numbers: given either, the widths are
+    `base_width` x (1, 2, 4, 8, 8, ...) for `depth` blocks (the one not given is read from
+    `filters`). `skips=False` is the same encoder-decoder without the concatenations. The
+    `unet32` presets are members for CIFAR's 32x32 images; `flops` and `latent_shape` are
+    closed forms (tests hold them to the built models).
     """
 
     family: ClassVar[str] = "unet"
-    reference_input: ClassVar[tuple[int, int, int]] = (160, 160, 1)  # seed 003's images
 
-    filters: tuple[int, ...] = (128, 128, 256, 512, 512)  # down blocks, each halving the size
+    filters: tuple[int, ...] = SEED003_FILTERS  # down blocks, each halving the size
     kernel_size: int = 3
     batch_norm_from: int = 3  # BatchNorm on down blocks 3..n (the seed: 3rd to 5th)
     dropout: float = 0.0  # after each transposed convolution but the last; the seed's is optional
     output_kernel: int = 2  # the seed's final 2x2 convolution
     negative_slope: float = 0.3  # LeakyReLU; Keras' default, which the seed used
+    skips: bool = True  # concatenate each down block's output (and the image) into the up path
+    depth: int | None = None  # with base_width: the widths base_width x (1, 2, 4, 8, 8, ...)[:depth]
+    base_width: int | None = None
 
     def __post_init__(self) -> None:
         check_filters(self, "filters")
@@ -218,6 +230,19 @@ class UNetSpec(Family):
         check_rate(self, "dropout")
         check_int(self, "output_kernel")
         check_rate(self, "negative_slope")
+        check_bool(self, "skips")
+        if self.depth is not None or self.base_width is not None:
+            for name in ("depth", "base_width"):
+                if getattr(self, name) is not None:
+                    check_int(self, name)
+            depth = self.depth if self.depth is not None else len(self.filters)
+            base = self.base_width if self.base_width is not None else self.filters[0]
+            object.__setattr__(self, "filters", tuple(base * 2 ** min(i, 3) for i in range(depth)))
+
+    @property
+    def reference_input(self) -> tuple[int, int, int]:  # type: ignore[override]
+        """Seed 003's 160x160 images for its own model; CIFAR's 32x32 for the rest of the family."""
+        return (160, 160, 1) if self.filters == SEED003_FILTERS else (32, 32, 1)
 
     def check_input(self, input_shape: tuple[int, int, int]) -> None:
         n = len(self.filters)
@@ -225,17 +250,42 @@ class UNetSpec(Family):
 
     def canonical(self) -> dict[str, Any]:
         """`batch_norm_from` past the last down block means no batch norm, whatever its value;
-        one block has no up block to drop out of."""
+        one block has no up block to drop out of; `depth` and `base_width` are in `filters`;
+        (and `skips` is left out where it is on, so the keys of earlier U-Net trials stand)."""
         values = self.to_dict()
         values["batch_norm_from"] = min(self.batch_norm_from, len(self.filters) + 1)
         if len(self.filters) == 1:
             values["dropout"] = 0.0
+        del values["depth"], values["base_width"]
+        if self.skips:
+            del values["skips"]
         return values
 
     def latent_shape(self, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
         self.check_input(input_shape)
         factor = 2 ** len(self.filters)
         return (input_shape[0] // factor, input_shape[1] // factor, self.filters[-1])
+
+    def up_widths(self, output_channels: int) -> list[int]:
+        return [*reversed(self.filters[:-1]), output_channels]
+
+    def flops(self, input_shape: tuple[int, int, int], output_channels: int) -> int:
+        """Forward FLOPs per image (2 per multiply-add) of the convolutions, as
+        `sweep.arch.latent.model_flops` counts them on the built model."""
+        self.check_input(input_shape)
+        height, width, channels = input_shape
+        k, total, sizes = self.kernel_size, 0, []
+        for filters in self.filters:  # down: output positions x kernel x in x out
+            height, width = height // 2, width // 2
+            total += conv_flops(height, width, (k, k), channels, filters)
+            sizes.append(filters)
+            channels = filters
+        partners = [*reversed(sizes[:-1]), input_shape[2]]
+        for filters, partner in zip(self.up_widths(output_channels), partners):  # up: input positions
+            total += conv_flops(height, width, (k, k), channels, filters)
+            height, width = height * 2, width * 2
+            channels = filters + (partner if self.skips else 0)
+        return total + conv_flops(height, width, (self.output_kernel, self.output_kernel), channels, output_channels)
 
     def build(self, input_shape: tuple[int, int, int], output_channels: int, name: str, output_activation: str = "sigmoid"):
         import keras
@@ -251,14 +301,14 @@ class UNetSpec(Family):
                 x = layers.BatchNormalization(name=f"enc_bn{i}")(x)
             x = layers.LeakyReLU(self.negative_slope, name="latent" if i == n else f"enc_act{i}")(x)
             skips.append(x)
-        widths = [*reversed(self.filters[:-1]), output_channels]
         partners = [*reversed(skips[:-1]), inputs]
-        for i, (filters, skip) in enumerate(zip(widths, partners), 1):
+        for i, (filters, skip) in enumerate(zip(self.up_widths(output_channels), partners), 1):
             x = layers.Conv2DTranspose(filters, k, strides=2, padding="same", name=f"dec_deconv{i}")(x)
             if self.dropout and i < n:
                 x = layers.Dropout(self.dropout, name=f"dec_drop{i}")(x)
             x = layers.LeakyReLU(self.negative_slope, name=f"dec_act{i}")(x)
-            x = layers.Concatenate(name=f"dec_concat{i}")([x, skip])
+            if self.skips:
+                x = layers.Concatenate(name=f"dec_concat{i}")([x, skip])
         outputs = layers.Conv2D(
             output_channels, self.output_kernel, padding="same", activation=output_activation, name="output"
         )(x)
