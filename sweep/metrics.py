@@ -18,6 +18,10 @@ Colour (colorization), on the final RGB clipped to [0, 1] and converted to CIE L
 - ``colorfulness``: Hasler & Suesstrunk's (2003) M = sigma_rgyb + 0.3 mu_rgyb per image on
   the 0-255 scale (their "not colourful" is below 15, "extremely colourful" above 109),
   averaged over images; reported for the prediction and the ground truth.
+- ``a_slope``, ``b_slope``, ``a_corr``, ``b_corr``, ``a_bias``, ``b_bias``: the predicted
+  a*, b* against the true ones over every pixel (least-squares slope, correlation, mean
+  offset), the evidence of why an encoding fails: a slope near 0 is a model that paints one
+  colour whatever the truth, a bias a colour cast (`chroma_agreement`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import math
 
 import numpy as np
 
-__all__ = ["ab_auc", "ab_errors", "ab_rmse", "colorfulness", "colour_metrics", "image_metrics", "mae", "mse", "psnr", "ssim"]
+__all__ = ["ab_auc", "ab_errors", "ab_rmse", "chroma_agreement", "colorfulness", "colour_metrics", "image_metrics", "mae", "mse", "psnr", "ssim"]
 
 AUC_MAX_THRESHOLD = 150  # ab units, as Zhang et al. sweep them
 
@@ -96,13 +100,37 @@ def image_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"mse": mse(truth, pred), "mae": mae(truth, pred), "psnr": psnr(truth, pred), "ssim": ssim(truth, pred)}
 
 
-def ab_errors(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Per-pixel Euclidean distance in the ab plane of CIE Lab, flattened."""
+def _ab(rgb: np.ndarray) -> np.ndarray:
+    """The a*, b* channels (CIE Lab, D65) of RGB images in [0, 1] (clipped), shape (..., 2)."""
     from skimage.color import rgb2lab
 
-    ab_truth = rgb2lab(np.clip(truth, 0.0, 1.0).astype(np.float64))[..., 1:]
-    ab_pred = rgb2lab(np.clip(pred, 0.0, 1.0).astype(np.float64))[..., 1:]
+    return rgb2lab(np.clip(rgb, 0.0, 1.0).astype(np.float64))[..., 1:]
+
+
+def _distances(ab_truth: np.ndarray, ab_pred: np.ndarray) -> np.ndarray:
     return np.sqrt(((ab_truth - ab_pred) ** 2).sum(axis=-1)).ravel()
+
+
+def ab_errors(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-pixel Euclidean distance in the ab plane of CIE Lab, flattened."""
+    return _distances(_ab(truth), _ab(pred))
+
+
+def chroma_agreement(ab_truth: np.ndarray, ab_pred: np.ndarray) -> dict[str, float]:
+    """How the predicted chroma follows the true one, per channel (a*, b*) over every pixel:
+    the least-squares slope of predicted on true (1: the truth's full range; 0: one colour
+    whatever the truth, the desaturated or "brown" result), the Pearson correlation (NaN
+    when either is constant) and the bias, the mean predicted minus the mean true value (a
+    colour cast: b* > 0 is yellow, a* > 0 red, so a brown tone is both positive)."""
+    out = {}
+    for index, channel in enumerate("ab"):
+        t, p = ab_truth[..., index].ravel(), ab_pred[..., index].ravel()
+        dt, dp = t - t.mean(), p - p.mean()
+        var_t, var_p = float(dt @ dt), float(dp @ dp)
+        out[f"{channel}_slope"] = float(dt @ dp / var_t) if var_t > 0 else math.nan
+        out[f"{channel}_corr"] = float(dt @ dp / math.sqrt(var_t * var_p)) if var_t > 0 and var_p > 1e-12 * var_t else math.nan
+        out[f"{channel}_bias"] = float(p.mean() - t.mean())
+    return out
 
 
 def ab_rmse(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -132,11 +160,14 @@ def colorfulness(rgb: np.ndarray) -> float:
 
 
 def colour_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """ab RMSE, ab AuC and the colourfulness of the prediction and of the truth, on clipped RGB."""
-    errors = ab_errors(truth, pred)
+    """ab RMSE, ab AuC, the colourfulness of the prediction and of the truth, and how the
+    predicted chroma follows the true one (`chroma_agreement`), on clipped RGB."""
+    ab_truth, ab_pred = _ab(truth), _ab(pred)
+    errors = _distances(ab_truth, ab_pred)
     return {
         "ab_rmse": float(np.sqrt(np.mean(errors**2))),
         "ab_auc": _auc(errors),
         "colorfulness": colorfulness(pred),
         "colorfulness_truth": colorfulness(truth),
+        **chroma_agreement(ab_truth, ab_pred),
     }

@@ -82,3 +82,20 @@ def test_vectorised_ssim_equals_scikit_image_image_by_image(shape):
         expected = np.mean([structural_similarity(t, p, data_range=1.0, channel_axis=channel_axis) for t, p in zip(truth, other)])
         assert ssim(truth, other) == pytest.approx(expected, abs=1e-10)
     assert ssim(truth, truth) == pytest.approx(1.0)
+
+
+def test_chroma_agreement_measures_desaturation_and_colour_cast():
+    from sweep.metrics import chroma_agreement, colour_metrics
+
+    ab = np.random.default_rng(0).normal(0.0, 20.0, (4, 8, 8, 2))
+    brownish = 0.5 * ab + np.array([3.0, 10.0])  # half the range, and a red-yellow cast
+    found = chroma_agreement(ab, brownish)
+    assert found["a_slope"] == pytest.approx(0.5) and found["b_slope"] == pytest.approx(0.5)
+    assert found["a_corr"] == pytest.approx(1.0) and found["b_corr"] == pytest.approx(1.0)
+    assert found["a_bias"] == pytest.approx(3.0 - 0.5 * ab[..., 0].mean())
+    assert found["b_bias"] == pytest.approx(10.0 - 0.5 * ab[..., 1].mean())
+    flat = chroma_agreement(ab, np.zeros_like(ab) + 7.0)  # one colour whatever the truth
+    assert flat["a_slope"] == 0.0 and np.isnan(flat["a_corr"]) and flat["b_bias"] == pytest.approx(7.0 - ab[..., 1].mean())
+    truth = np.random.default_rng(1).random((3, 8, 8, 3))
+    same = colour_metrics(truth, truth)
+    assert same["a_slope"] == pytest.approx(1.0) and same["b_corr"] == pytest.approx(1.0) and same["a_bias"] == pytest.approx(0.0)

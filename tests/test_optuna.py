@@ -299,3 +299,19 @@ def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(tmp_path, 
     assert retry.state.name == "COMPLETE" and retry.user_attrs["trial_key"] == victim_trial.user_attrs["trial_key"]
     frame = load_results(results)
     assert len(frame) == 6 and frame["trial_key"].is_unique and set(frame["status"]) == {"complete"}
+
+
+def test_a_sampled_point_the_space_excludes_is_pruned_untrained(tmp_path):
+    import yaml
+
+    space = tiny_space(tmp_path, {"kernel_size": [3, 5], "channel_factor": [1, 2]})
+    document = yaml.safe_load(open(space))
+    document["exclude"] = [{"kernel_size": 5, "channel_factor": 2}]
+    open(space, "w").write(yaml.safe_dump(document))
+    results = tmp_path / "r"
+    out = run_cli("sweep.optuna", "--trials", "4", "--space", space, "--results", str(results), "--sampler", "grid")
+    assert out.returncode == 0, out.stderr
+    trials = only_study(f"sqlite:///{results}/optuna.db").trials
+    states = {(t.params["kernel_size"], t.params["channel_factor"]): t.state.name for t in trials}
+    assert states == {(3, 1): "COMPLETE", (3, 2): "COMPLETE", (5, 1): "COMPLETE", (5, 2): "PRUNED"}
+    assert len(load_results(results)) == 3  # the excluded point was never trained

@@ -160,6 +160,9 @@ def test_the_grid_driver_names_the_factors_that_have_no_grid(tmp_path):
         ("space: {learning_rate: {low: 0, high: 1, log: true}}", "a log range needs low > 0"),
         ("space: {learning_rate: {low: 0.1, hihg: 1}}", "unknown range key 'hihg'; did you mean 'high'?"),
         ("space: {kernel_size: [3]}\nprotocol: {mixed_precision: true}", "protocol key 'mixed_precision' was replaced by precision"),
+        ("space: {kernel_size: [3, 5]}\nexclude: {kernel_size: 3}", "exclude must be a list of mappings of factors to values"),
+        ("space: {kernel_size: [3, 5]}\nexclude: [{kernal_size: 3}]", "exclude[0].kernal_size: unknown factor of this space 'kernal_size'; did you mean 'kernel_size'?"),
+        ("space: {kernel_size: [3, 5]}\nexclude: [{kernel_size: 7}]", "exclude[0].kernel_size must be one of [3, 5]. Got 7 instead."),
         ("space: {kernel_size: [3]}\nprotocol: {precision: float16}", "unknown precision 'float16'; did you mean 'float32'? (allowed: float32, mixed_bfloat16, mixed_float16)"),
     ],
 )
@@ -188,3 +191,17 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 def test_protocol_defaults_are_the_seed_study():
     p = TrainingProtocol()
     assert (p.epochs, p.batch_size, p.train_fraction, p.optimizer, p.loss) == (10, 32, 0.1, "adam", "mse")
+
+
+def test_exclude_leaves_combinations_out_of_the_grid(tmp_path):
+    """The colorization study: ab classification only where it applies (lab); without the
+    exclusions its grid has invalid points, and the file says which."""
+    space = load_space(ROOT / "search_spaces" / "colorization_study.yaml")
+    points = space.grid_points()
+    assert len(points) == 4 * 4 + 4 and len(space.with_repeats(3).grid_points()) == 60
+    assert {p["encoding"] for p in points if p["loss"] == "ab_classification"} == {"lab"}
+    assert space.excluded({"arch": "acml", "encoding": "rgb", "loss": "ab_classification"})
+    assert not space.excluded({"arch": "acml", "encoding": "lab", "loss": "ab_classification"})
+    text = (ROOT / "search_spaces" / "colorization_study.yaml").read_text()
+    with pytest.raises(SpecError, match="the combination .* is invalid: loss 'ab_classification' needs task 'colorize' with encoding 'lab'"):
+        load_space(write(tmp_path, text.split("exclude:")[0] + "protocol:" + text.split("protocol:")[1]))

@@ -81,6 +81,12 @@ _COLOUR_METRICS = {  # name: (goal, label, doc)
     "ab_auc": ("maximize", "ab AuC", "fraction of pixels within an ab distance, integrated over 0-150, in [0, 1]"),
     "colorfulness": (None, "colourfulness (Hasler-Suesstrunk)", "mean Hasler-Suesstrunk colourfulness of the prediction"),
     "colorfulness_truth": (None, "colourfulness of the truth", "the same of the ground truth"),
+    "a_slope": (None, "a* slope, predicted on true", "least-squares slope of the predicted a* on the true a*, over every pixel (1: full range, 0: one colour)"),
+    "b_slope": (None, "b* slope, predicted on true", "the same for b*"),
+    "a_corr": ("maximize", "a* correlation, predicted with true", "Pearson correlation of the predicted and true a* over every pixel"),
+    "b_corr": ("maximize", "b* correlation, predicted with true", "the same for b*"),
+    "a_bias": (None, "a* bias (predicted - true mean)", "mean predicted a* minus mean true a* (a colour cast; > 0 red)"),
+    "b_bias": (None, "b* bias (predicted - true mean)", "mean predicted b* minus mean true b* (a colour cast; > 0 yellow)"),
 }
 
 

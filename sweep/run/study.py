@@ -109,7 +109,8 @@ def study_name_for(kind: str, space, data_ids: list[str], objectives: tuple[str,
     and different when the protocol or objectives change (so studies never mix them)."""
     identity = json.dumps(
         {"factors": {k: repr(v) for k, v in space.factors.items()}, "protocol": space.protocol.to_dict(),
-         "arch": space.arch, "data": sorted(set(data_ids)), "objectives": objectives, "kind": kind},
+         "arch": space.arch, "data": sorted(set(data_ids)), "objectives": objectives, "kind": kind,
+         **({"exclude": [sorted(e.items(), key=str) for e in space.exclude]} if space.exclude else {})},
         sort_keys=True,
     )  # fmt: skip
     return f"{space.name}-{kind}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
@@ -428,7 +429,11 @@ class OptunaTrialJob:
 
         from sweep.artifacts import Artifacts
 
-        spec, dataset = trial_for(self.space, self.space.suggest(trial), self.data_dir)
+        point = self.space.suggest(trial)
+        if self.space.excluded(point):  # a combination the space leaves out: nothing to train
+            trial.set_user_attr("excluded", True)
+            raise optuna.TrialPruned(f"{point} is excluded by the space")
+        spec, dataset = trial_for(self.space, point, self.data_dir)
         trial.set_user_attr("trial_key", spec.key)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         stored = self.rows.complete_row(spec.key)

@@ -12,8 +12,12 @@ A search-space file::
       dataset: cifar10
       epochs: 10
 
+    exclude:                   # optional: combinations the grid leaves out (each a partial point)
+      - {loss: ab_classification, encoding: rgb}
+
 A factor may name an architecture field, a protocol field, or `arch` itself (a list of
-presets). Every problem is reported once, as one line naming the file, the key, the value
+presets). A point that matches every key of an `exclude` entry is not in the grid (and a
+sampler that draws one has it pruned untrained). Every problem is reported once, as one line naming the file, the key, the value
 and what is allowed. Files are read with a safe YAML loader: they never run code. Nothing
 here imports Keras.
 """
@@ -35,7 +39,7 @@ from sweep.spec import TrainingProtocol, TrialSpec, protocol_fields, protocol_fr
 
 __all__ = ["SearchSpace", "load_space"]
 
-TOP_LEVEL_KEYS = ("name", "description", "arch", "space", "protocol")
+TOP_LEVEL_KEYS = ("name", "description", "arch", "space", "protocol", "exclude")
 RANGE_KEYS = ("low", "high", "step", "log")
 
 
@@ -48,6 +52,7 @@ class SearchSpace:
     protocol: TrainingProtocol
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line protocol overrides
+    exclude: tuple[dict[str, Any], ...] = ()  # partial points the grid leaves out
 
     @property
     def is_grid(self) -> bool:
@@ -63,8 +68,13 @@ class SearchSpace:
             )
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination of factor values, in file order (see `sweep.space.grid`)."""
-        return grid_points(self.factors)
+        """Every combination of factor values, in file order (see `sweep.space.grid`), but
+        those an `exclude` entry matches."""
+        return [point for point in grid_points(self.factors) if not self.excluded(point)]
+
+    def excluded(self, point: dict[str, Any]) -> bool:
+        """Whether an `exclude` entry matches the point (every key of the entry, equal value)."""
+        return any(all(k in point and point[k] == v for k, v in entry.items()) for entry in self.exclude)
 
     def with_protocol(self, *, from_flags: bool = False, **overrides: Any) -> "SearchSpace":
         """The same space with some protocol values replaced (command-line options win over
@@ -177,6 +187,27 @@ def _parse_factor(path: str, name: str, raw: Any) -> Categorical | Range:
     raise SpecError(f"{path}: " + must_be(key, None, "a list of values or a range {low, high, step, log}", raw))
 
 
+def _parse_exclude(path: str, raw: Any, factors: dict[str, Categorical | Range]) -> tuple[dict[str, Any], ...]:
+    """`exclude:`: a list of mappings, each of factors to one of their values."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(f"{path}: " + must_be("exclude", None, "a list of mappings of factors to values", raw))
+    entries = []
+    for i, entry in enumerate(raw):
+        key = f"exclude[{i}]"
+        if not isinstance(entry, dict) or not entry:
+            raise SpecError(f"{path}: " + must_be(key, None, "a mapping of factors to values", entry))
+        for name, value in entry.items():
+            if name not in factors:
+                raise _fail(path, f"{key}.{name}", did_you_mean("factor of this space", name, factors))
+            dim = factors[name]
+            if isinstance(dim, Categorical) and value not in dim.values:
+                raise SpecError(f"{path}: " + must_be(f"{key}.{name}", None, f"one of {list(dim.values)}", value))
+        entries.append({str(k): v for k, v in entry.items()})
+    return tuple(entries)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
@@ -228,6 +259,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(space_raw, dict) or not space_raw:
         raise _fail(where, "space", "no factors; give a mapping of at least one factor to its values")
     factors = {str(name): _parse_factor(where, str(name), value) for name, value in space_raw.items()}
+    exclude = _parse_exclude(where, raw.get("exclude"), factors)
 
     space = SearchSpace(
         name=str(raw.get("name") or path.stem),
@@ -236,6 +268,7 @@ def load_space(path: str | Path) -> SearchSpace:
         factors=factors,
         protocol=protocol,
         description=str(raw.get("description") or ""),
+        exclude=exclude,
     )
     _check_factors(space)
     return space
