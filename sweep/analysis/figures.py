@@ -28,7 +28,9 @@ from sweep.analysis import stats
 from sweep.analysis.studies import load_study, optuna_importance
 
 __all__ = [
+    "chroma_evidence",
     "colorization_gallery",
+    "colour_tradeoff",
     "error_scatter",
     "factor_effects",
     "gallery",
@@ -319,6 +321,68 @@ def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path | None, me
             picks[f"encoding {encoding} (best of {len(group)})"] = top.iloc[0]
     fig = gallery(results_dir, picks, metric)
     fig.suptitle("Colorization: gray input, true colour and prediction, per encoding", fontsize=11)
+    return fig
+
+
+def colour_tradeoff(configs: pd.DataFrame, front: pd.DataFrame | None = None, targets: tuple[float, float] | None = (1.5, 0.8)) -> plt.Figure:
+    """Colorization configurations (`sweep.analysis.colour.colour_configurations`): PSNR gain
+    over the grayscale baseline against colourfulness as a fraction of the truth's, each a
+    mean with its 95% CI over seeds as error bars; colour by encoding, marker by
+    architecture, the Pareto front joined by a line, and the targets as dotted lines."""
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    encodings = list(dict.fromkeys(configs["encoding"]))
+    archs = list(dict.fromkeys(configs["arch"]))
+    palette = dict(zip(encodings, sns.color_palette("colorblind", len(encodings))))
+    markers = dict(zip(archs, "osD^vP*X"))
+    for _, row in configs.iterrows():
+        xerr = [[row["psnr_gain"] - row.get("psnr_gain_ci_low", np.nan)], [row.get("psnr_gain_ci_high", np.nan) - row["psnr_gain"]]]
+        yerr = [[row["colorfulness_ratio"] - row.get("colorfulness_ratio_ci_low", np.nan)], [row.get("colorfulness_ratio_ci_high", np.nan) - row["colorfulness_ratio"]]]
+        xerr, yerr = (None if not np.isfinite(e).all() else e for e in (xerr, yerr))
+        hollow = row.get("loss") == "ab_classification"
+        ax.errorbar(row["psnr_gain"], row["colorfulness_ratio"], xerr=xerr, yerr=yerr, fmt=markers[row["arch"]], ms=8, capsize=2, lw=0.8,
+                    color=palette[row["encoding"]], mfc="white" if hollow else palette[row["encoding"]])  # fmt: skip
+    if front is not None and len(front) > 1:
+        line = front.sort_values("psnr_gain")
+        ax.plot(line["psnr_gain"], line["colorfulness_ratio"], color="0.3", lw=1, ls="--", zorder=0, label="Pareto front")
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.text(0, 1.0, " grayscale baseline", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.4")
+    if targets:
+        ax.axvline(targets[0], color="0.6", lw=0.8, ls=":")
+        ax.axhline(targets[1], color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("test PSNR gain over the grayscale baseline (dB, mean and 95% CI over seeds)")
+    ax.set_ylabel("colourfulness / the truth's (Hasler-Suesstrunk)")
+    handles = [plt.Line2D([], [], color=palette[e], marker="o", ls="", label=f"encoding {e}") for e in encodings]
+    handles += [plt.Line2D([], [], color="0.3", marker=markers[a], ls="", label=a) for a in archs]
+    if "loss" in configs and (configs["loss"] == "ab_classification").any():
+        handles.append(plt.Line2D([], [], color="0.3", marker="o", mfc="white", ls="", label="hollow: ab classification"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
+    ax.set_title("Colorization: what each configuration adds over gray, against how colourful it is", fontsize=11, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def chroma_evidence(configs: pd.DataFrame) -> plt.Figure:
+    """Why an encoding fails: for every configuration (best PSNR gain on top), the slope of
+    its predicted a* and b* on the true ones (1: the truth's full range; 0: one colour
+    whatever the truth) and its colour cast (mean predicted minus true a*, b*), with the
+    95% CIs over seeds."""
+    configs = configs.sort_values("psnr_gain", ascending=True, kind="stable")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(configs) + 1.8), sharey=True)
+    y = np.arange(len(configs))
+    for ax, (left, right, title) in zip(axes, (("a_slope", "b_slope", "slope of predicted on true chroma"), ("a_bias", "b_bias", "colour cast: mean predicted - true"))):
+        for offset, name, colour in ((-0.18, left, "tab:red"), (0.18, right, "tab:olive")):
+            low, high = configs.get(f"{name}_ci_low"), configs.get(f"{name}_ci_high")
+            err = None if low is None or not np.isfinite(low).all() else [configs[name] - low, high - configs[name]]
+            ax.barh(y + offset, configs[name], height=0.36, xerr=err, color=colour, capsize=2, label=name.replace("_", "* ").replace("* slope", "*").replace("* bias", "*"))
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].axvline(1, color="0.6", lw=0.8, ls=":")
+    axes[0].set_yticks(y, configs["label"], fontsize=8)
+    axes[0].set_xlabel("slope (1: full range, 0: one colour)")
+    axes[1].set_xlabel("CIE Lab units (b* > 0 yellow, a* > 0 red: brown is both)")
+    fig.suptitle("Predicted against true chroma per channel, on the test images", fontsize=11, x=0.01, ha="left")
+    fig.tight_layout()
     return fig
 
 
