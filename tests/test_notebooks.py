@@ -148,7 +148,7 @@ def test_the_lab_job_opens_the_notebooks_on_a_results_folder(tmp_path, synthetic
         port = sock.getsockname()[1]
     token = secrets.token_hex(8)
     base = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "lab.log", "w+")
+    log = open(tmp_path / "lab.log", "w")  # (read back by path: a seek here would move the server's offset too)
     command = [sys.executable, str(ROOT / "tasks.py"), "lab", "--results", str(synthetic_sweep), "--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}"]
     lab = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
 
@@ -173,8 +173,7 @@ def test_the_lab_job_opens_the_notebooks_on_a_results_folder(tmp_path, synthetic
         session = get("/api/sessions", {"path": "latent_vs_error.ipynb", "type": "notebook", "name": "", "kernel": {"name": "python3"}})
         printed = _kernel_output(base, token, session["kernel"]["id"], "import os\nfrom sweep.results import load_results\nprint(os.path.abspath(os.environ['SWEEP_RESULTS']), len(load_results(os.environ['SWEEP_RESULTS'])))")
         assert printed.split() == [str(synthetic_sweep.resolve()), "4"]
-        log.seek(0)
-        assert f"tasks: JupyterLab on notebooks/, the notebooks reading {synthetic_sweep}" in log.read()
+        assert f"tasks: JupyterLab on notebooks/, the notebooks reading {synthetic_sweep}" in (tmp_path / "lab.log").read_text()
     finally:
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):  # the server and its kernels
             try:

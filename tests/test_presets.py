@@ -32,8 +32,8 @@ SEED_TABLE = {
     "fc_latent": ((32, 32, 1), 3, 9_145_475, 256),  # seed 001, Net1
     "conv_latent": ((32, 32, 1), 3, 1_330_307, 16 * 16 * 256),  # seed 001, Net2
     "unet": ((160, 160, 1), 3, 9_600_438, 5 * 5 * 512),  # seed 003
-    "unet32": ((32, 32, 1), 3, 206_098, 4 * 4 * 128),  # seed 003's design at CIFAR's size
-    "unet32_noskip": ((32, 32, 1), 3, 186_775, 4 * 4 * 128),
+    "unet32": ((32, 32, 1), 3, 222_822, 4 * 4 * 128),  # seed 003's design at CIFAR's size
+    "unet32_noskip": ((32, 32, 1), 3, 195_171, 4 * 4 * 128),
 }
 
 
@@ -112,15 +112,16 @@ def test_the_unet_family_spans_small_unets_by_depth_width_and_skips():
     assert arch_from_dict({"base_width": 64}, "unet32").filters == (64, 128, 256)
     plain = build_autoencoder(PRESETS["unet32_noskip"], (32, 32, 1), 3)
     assert not [l for l in plain.layers if isinstance(l, keras.layers.Concatenate)]
-    assert plain.get_layer("output").kernel.shape == (3, 3, 3, 3)  # the last up block alone, no image
+    assert plain.get_layer("output").kernel.shape == (1, 1, 32, 3)  # the last up block (32 wide) alone, no image
     skipped = build_autoencoder(PRESETS["unet32"], (32, 32, 1), 2)
     assert skipped.get_layer("dec_concat1").output.shape[1:] == (8, 8, 128)  # up1 (64) with down2 (64)
-    assert skipped.get_layer("output").kernel.shape == (3, 3, 3, 2)  # 2 channels + the luma
+    assert skipped.get_layer("output").kernel.shape == (1, 1, 33, 2)  # 32 channels + the luma
+    assert build_autoencoder(UNetSpec(depth=2, base_width=8), (32, 32, 1), 5).get_layer("dec_deconv2").filters == 5  # the seed's: the output's width
     for spec in (PRESETS["unet32"], PRESETS["unet32_noskip"], UNetSpec(depth=2, base_width=48, dropout=0.3), PRESETS["unet"]):
-        for shape, out in (((32, 32, 1), 3), ((64, 64, 1), 2), ((32, 32, 3), 3)):
+        for shape, out in (((32, 32, 1), 3), ((64, 64, 1), 2), ((32, 32, 3), 3), ((32, 32, 1), 261)):
             assert spec.flops(shape, out) == model_flops(build_autoencoder(spec, shape, out))
     # Trial keys: the seed's U-Net keeps its key; depth/base_width are in the widths; skips count.
-    assert "skips" not in PRESETS["unet"].canonical() and "depth" not in PRESETS["unet32"].canonical()
+    assert not {"skips", "last_width"} & set(PRESETS["unet"].canonical()) and "depth" not in PRESETS["unet32"].canonical()
     assert UNetSpec(depth=3, base_width=32).canonical() == UNetSpec(filters=(32, 64, 128)).canonical()
     assert PRESETS["unet32"].canonical() != PRESETS["unet32_noskip"].canonical()
     assert preset_name(arch_from_dict(PRESETS["unet32_noskip"].to_dict())) == "unet32_noskip"

@@ -206,7 +206,9 @@ class UNetSpec(Family):
 
     `depth` and `base_width` span the family by two numbers: given either, the widths are
     `base_width` x (1, 2, 4, 8, 8, ...) for `depth` blocks (the one not given is read from
-    `filters`). `skips=False` is the same encoder-decoder without the concatenations. The
+    `filters`). `skips=False` is the same encoder-decoder without the concatenations;
+    `last_width` widens the last up block (the seed's has the output's channels, which makes
+    a 261-class head cost a 261-wide full-resolution deconvolution). The
     `unet32` presets are members for CIFAR's 32x32 images; `flops` and `latent_shape` are
     closed forms (tests hold them to the built models).
     """
@@ -222,6 +224,7 @@ class UNetSpec(Family):
     skips: bool = True  # concatenate each down block's output (and the image) into the up path
     depth: int | None = None  # with base_width: the widths base_width x (1, 2, 4, 8, 8, ...)[:depth]
     base_width: int | None = None
+    last_width: int | None = None  # the last up block's width (None: the output's channels, as the seed)
 
     def __post_init__(self) -> None:
         check_filters(self, "filters")
@@ -231,6 +234,8 @@ class UNetSpec(Family):
         check_int(self, "output_kernel")
         check_rate(self, "negative_slope")
         check_bool(self, "skips")
+        if self.last_width is not None:
+            check_int(self, "last_width")
         if self.depth is not None or self.base_width is not None:
             for name in ("depth", "base_width"):
                 if getattr(self, name) is not None:
@@ -257,6 +262,8 @@ class UNetSpec(Family):
         if len(self.filters) == 1:
             values["dropout"] = 0.0
         del values["depth"], values["base_width"]
+        if self.last_width is None:
+            del values["last_width"]
         if self.skips:
             del values["skips"]
         return values
@@ -267,7 +274,7 @@ class UNetSpec(Family):
         return (input_shape[0] // factor, input_shape[1] // factor, self.filters[-1])
 
     def up_widths(self, output_channels: int) -> list[int]:
-        return [*reversed(self.filters[:-1]), output_channels]
+        return [*reversed(self.filters[:-1]), self.last_width or output_channels]
 
     def flops(self, input_shape: tuple[int, int, int], output_channels: int) -> int:
         """Forward FLOPs per image (2 per multiply-add) of the convolutions, as

@@ -9,8 +9,8 @@ preset                      family (seed)            latent               parame
 ``fc_latent``               fc_latent (001, Net1)    256                  9,145,475
 ``conv_latent``             conv_latent (001, Net2)  16x16x256 = 65,536   1,330,307
 ``unet``                    unet (003)               5x5x512 = 12,800     9,600,438 (160x160x1 -> 3)
-``unet32``                  unet (003's, at 32x32)   4x4x128 = 2,048      206,098 (32x32x1 -> 3)
-``unet32_noskip``           unet (no skips)          4x4x128 = 2,048      186,775
+``unet32``                  unet (003's, at 32x32)   4x4x128 = 2,048      222,822 (32x32x1 -> 3)
+``unet32_noskip``           unet (no skips)          4x4x128 = 2,048      195,171
 ==========================  =======================  ===================  ====================
 
 A search space selects a preset with `arch: NAME`; its factors override the preset's fields
@@ -36,8 +36,8 @@ PRESETS: dict[str, Family] = {
     "fc_latent": FCLatentSpec(),  # seed 001, Net1
     "conv_latent": ConvLatentSpec(),  # seed 001, Net2
     "unet": UNetSpec(),  # seed 003
-    "unet32": UNetSpec(depth=3, base_width=32, batch_norm_from=1, output_kernel=3),  # seed 003's design for CIFAR's 32x32
-    "unet32_noskip": UNetSpec(depth=3, base_width=32, batch_norm_from=1, output_kernel=3, skips=False),  # ... without its skips
+    "unet32": UNetSpec(depth=3, base_width=32, batch_norm_from=1, output_kernel=1, last_width=32),  # seed 003's design for CIFAR's 32x32
+    "unet32_noskip": UNetSpec(depth=3, base_width=32, batch_norm_from=1, output_kernel=1, last_width=32, skips=False),  # ... without its skips
 }
 
 ARCH_FAMILIES: dict[str, type] = {

@@ -441,8 +441,7 @@ class OptunaTrialJob:
             values = objective_values(stored, self.config.objectives)
             if values is not None:
                 trial.set_user_attr("reused_row", True)
-                for name, value in trial_attrs(stored).items():
-                    trial.set_user_attr(name, value)
+                _set_attrs(trial, trial_attrs(stored))
                 result["row"] = stored
                 return values if len(values) > 1 else values[0]
 
@@ -461,8 +460,7 @@ class OptunaTrialJob:
             row.update(status="failed", error=f"an objective ({', '.join(self.config.objectives)}) is missing or not finite")
         state = {"complete": "COMPLETE", "pruned": "PRUNED"}.get(row["status"], "FAIL")
         row.update(self.row_extra, study_name=self.config.study_name, optuna_trial=trial.number, optuna_state=state)
-        for name, value in trial_attrs(row).items():
-            trial.set_user_attr(name, value)
+        _set_attrs(trial, trial_attrs(row))
         if not self.rows.write(row):
             print(f"trial {spec.key}: another machine stored a complete row of it first; that row stays (this one is in {self.results_dir})", file=sys.stderr)
         failpoint("study.before_tell")
@@ -473,6 +471,18 @@ class OptunaTrialJob:
             trial.set_user_attr("error", row["error"])
             raise TrialFailed(row["error"])
         return values if len(values) > 1 else values[0]
+
+
+def _set_attrs(trial, attrs: dict[str, Any]) -> None:
+    """Record the row's attributes on the trial, unless another machine failed it meanwhile
+    (a cut link: then the tell that follows says so)."""
+    import optuna
+
+    try:
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
 
 
 def _tell(study, storage, trial_id: int, trial, values=None, state=None) -> None:
