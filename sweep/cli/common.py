@@ -218,8 +218,10 @@ def run_with_progress(
 
     with tqdm(total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
 
+        interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
+
         def watch() -> None:
-            while not stop.wait(1.0):
+            while not stop.wait(interval):
                 parts = [f"{f['key'][:6]} epoch {f['epoch']}/{f['epochs']}" for f in progress.running(folder)]
                 estimate = eta() if work else None
                 if estimate:
