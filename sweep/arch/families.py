@@ -208,9 +208,9 @@ class UNetSpec(Family):
     `base_width` x (1, 2, 4, 8, 8, ...) for `depth` blocks (the one not given is read from
     `filters`). `skips=False` is the same encoder-decoder without the concatenations;
     `last_width` widens the last up block (the seed's has the output's channels, which makes
-    a 261-class head cost a 261-wide full-resolution deconvolution). The
-    `unet32` presets are members for CIFAR's 32x32 images; `flops` and `latent_shape` are
-    closed forms (tests hold them to the built models).
+    a 261-class head cost a 261-wide full-resolution deconvolution). The `unet32` presets are
+    members for CIFAR's 32x32 images; `flops` and `latent_shape` are closed forms (tests hold
+    them to the built models).
     """
 
     family: ClassVar[str] = "unet"
@@ -256,7 +256,8 @@ class UNetSpec(Family):
     def canonical(self) -> dict[str, Any]:
         """`batch_norm_from` past the last down block means no batch norm, whatever its value;
         one block has no up block to drop out of; `depth` and `base_width` are in `filters`;
-        (and `skips` is left out where it is on, so the keys of earlier U-Net trials stand)."""
+        `skips` and `last_width` are left out at their defaults, so the keys of earlier U-Net
+        trials stand."""
         values = self.to_dict()
         values["batch_norm_from"] = min(self.batch_norm_from, len(self.filters) + 1)
         if len(self.filters) == 1:

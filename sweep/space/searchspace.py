@@ -17,8 +17,8 @@ A search-space file::
 
 A factor may name an architecture field, a protocol field, or `arch` itself (a list of
 presets). A point that matches every key of an `exclude` entry is not in the grid (and a
-sampler that draws one has it pruned untrained). Every problem is reported once, as one line naming the file, the key, the value
-and what is allowed. Files are read with a safe YAML loader: they never run code. Nothing
+sampler that draws one has it pruned untrained). Every problem is reported once, as one
+line naming the file, the key, the value and what is allowed. Files are read with a safe YAML loader: they never run code. Nothing
 here imports Keras.
 """
 
