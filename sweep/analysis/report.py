@@ -482,6 +482,10 @@ def _colour_section(F, frame, out, written, summary) -> list[str]:
             why.append(f"its chroma barely follows the truth (slopes a* {r['a_slope']:.2f}, b* {r['b_slope']:.2f})")
         if max(abs(r["a_bias"]), abs(r["b_bias"])) > 3:
             why.append(f"a colour cast (a* {r['a_bias']:+.1f}, b* {r['b_bias']:+.1f})")
+        gray_ssim = r.get("test_gray_ssim")
+        if gray_ssim is not None and math.isfinite(gray_ssim) and r["test_ssim"] < gray_ssim - 0.02:
+            keeps = "; the chroma encodings keep the input's luma, `rgb` must predict it too" if r.get("encoding") == "rgb" else ""
+            why.append(f"it loses structure the gray input has (SSIM {r['test_ssim']:.3f} against gray's {gray_ssim:.3f}{keeps})")
         if r["colorfulness_ratio"] > 1.2:
             why.append(f"colours {r['colorfulness_ratio']:.1f}x as strong as the truth's, often wrong")
         md.append(f"- **{r['label']}** scores below gray ({r['psnr_gain']:+.2f} dB): " + ("; ".join(why) or "errors spread over the image rather than a cast or a flat colour") + ".")
