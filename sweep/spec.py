@@ -188,7 +188,12 @@ class TrialSpec:
         """Forward FLOPs per image of the trial's model on images of `image_shape` (H, W, ...),
         with the task's input and output channels."""
         task = task_for(self.protocol.task, self.protocol.encoding, self.protocol.loss)
-        return forward_flops(self.arch, (*image_shape[:2], task.input_channels), task.output_channels)
+        shape = (*image_shape[:2], task.input_channels)
+        if self.protocol.loss == "ab_classification":  # its 1x1 head: counted on the built model
+            from sweep.arch import build_autoencoder, model_flops
+
+            return model_flops(build_autoencoder(self.arch, shape, task.output_channels, pointwise_output=True))
+        return forward_flops(self.arch, shape, task.output_channels)
 
     def training_flops(self, image_shape: tuple[int, ...]) -> int:
         """Training FLOPs per image: about 3x the forward pass (a backward pass costs twice)."""

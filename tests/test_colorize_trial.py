@@ -53,6 +53,8 @@ def test_an_ab_classification_trial_completes_and_its_model_reloads(synthetic, t
 
     model = keras.models.load_model(trial_dir(tmp_path, spec.key) / "model.keras")
     assert model.output.shape[-1] == len(ab_bins()) and model.get_layer("output").activation.__name__ == "linear"
+    assert model.get_layer("output").kernel_size == (1, 1)  # Zhang et al.'s head over the bins
+    assert row["params"] == model.count_params()
     assert model.loss.name == "ab_classification"
 
 

@@ -132,6 +132,22 @@ def test_classification_heads_and_other_outputs():
     assert model.output.shape[1:] == (32, 32, 261) and model.get_layer("output").activation.__name__ == "linear"
 
 
+@pytest.mark.parametrize("name", ["acml", "dense_latent", "unet32"])
+def test_a_pointwise_head_reads_the_features_the_family_output_reads(name):
+    """Zhang et al.'s 1x1 classification head: the same body, the k x k output (and its
+    padding) replaced by a 1x1 convolution of the same features."""
+    spec = PRESETS[name]
+    own = build_autoencoder(spec, (32, 32, 1), 261, output_activation="linear")
+    pointwise = build_autoencoder(spec, (32, 32, 1), 261, output_activation="linear", pointwise_output=True)
+    head = pointwise.get_layer("output")
+    assert pointwise.output.shape[1:] == (32, 32, 261) and head.kernel_size == (1, 1) and head.activation.__name__ == "linear"
+    body = [layer.name for layer in own.layers if layer.name not in ("output", "output_pad")]
+    assert [layer.name for layer in pointwise.layers if layer.name != "output"] == body
+    k = own.get_layer("output").kernel_size[0]
+    features = own.get_layer("output").input.shape[-1] if k == 1 else head.input.shape[-1]
+    assert own.count_params() - pointwise.count_params() == (k * k - 1) * features * 261
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

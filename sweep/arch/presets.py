@@ -92,8 +92,22 @@ def build_autoencoder(
     output_channels: int | None = None,
     name: str = "autoencoder",
     output_activation: str = "sigmoid",
+    pointwise_output: bool = False,
 ):
     """Build the Keras model for `spec`; `output_channels` defaults to the input's. The output
-    is a sigmoid (every target is in [0, 1]); classification heads ask for "linear" logits."""
+    is a sigmoid (every target is in [0, 1]); classification heads ask for "linear" logits.
+
+    `pointwise_output`: the output layer is a 1x1 convolution of the features the family's own
+    output layer reads (Zhang et al.'s classification head: hundreds of bin logits a pixel
+    from a k x k layer would cost k^2 times more and add nothing the features lack)."""
     check_shape(input_shape)
-    return spec.build(tuple(input_shape), output_channels or input_shape[-1], name, output_activation)
+    model = spec.build(tuple(input_shape), output_channels or input_shape[-1], name, output_activation)
+    head = model.get_layer("output")
+    if not pointwise_output or tuple(head.kernel_size) == (1, 1):
+        return model
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    features = model.get_layer("output_pad").input if "output_pad" in names else head.input  # before the k x k's padding
+    outputs = keras.layers.Conv2D(head.filters, 1, activation=output_activation, name="output")(features)
+    return keras.Model(model.inputs, outputs, name=name)

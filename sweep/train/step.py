@@ -68,9 +68,12 @@ def build_model(spec: TrialSpec, input_shape: tuple[int, ...], task: Task, name:
     import keras
 
     keras.utils.set_random_seed(spec.protocol.seed)
-    head = "linear" if spec.protocol.loss == "ab_classification" else "sigmoid"  # logits for the bins
+    classes = spec.protocol.loss == "ab_classification"  # logits for the bins, from a 1x1 head
     with precision(spec.protocol):
-        return build_autoencoder(spec.arch, input_shape, task.output_channels, name=name, output_activation=head)
+        return build_autoencoder(
+            spec.arch, input_shape, task.output_channels, name=name,
+            output_activation="linear" if classes else "sigmoid", pointwise_output=classes,
+        )  # fmt: skip
 
 
 _KEPT: OrderedDict[str, Any] = OrderedDict()  # step_key -> a compiled model whose traced step is reused
