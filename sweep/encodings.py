@@ -336,9 +336,9 @@ class ABClassificationTask(Task):
         return np.clip(ENCODINGS["lab"].decode(targets, inputs), 0.0, 1.0)
 
 
-def task_for(task: str, encoding: str = "rgb", loss: str | None = None) -> Task:
+def task_for(task: str, encoding: str = "rgb", loss: str | None = None, temperature: float = ANNEALED_T) -> Task:
     """The task a protocol trains: `loss="ab_classification"` makes lab colorization a
-    classification over ab bins."""
+    classification over ab bins, decoded by the annealed mean at `temperature`."""
     if task == "reconstruct":
         if encoding != "rgb":
             raise SpecError(f"encoding {encoding!r} needs task 'colorize'; reconstruction predicts rgb")
@@ -350,5 +350,5 @@ def task_for(task: str, encoding: str = "rgb", loss: str | None = None) -> Task:
     if loss == "ab_classification":
         if encoding != "lab":
             raise SpecError("loss 'ab_classification' needs task 'colorize' with encoding 'lab'")
-        return ABClassificationTask("colorize", "lab", 1, len(ab_bins()))
+        return ABClassificationTask("colorize", "lab", 1, len(ab_bins()), temperature)
     return Task("colorize", encoding, 1, ENCODINGS[encoding].channels)

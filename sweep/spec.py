@@ -18,7 +18,7 @@ from typing import Any
 
 from sweep.arch import arch_from_dict, forward_flops
 from sweep.data import DATASETS
-from sweep.encodings import ENCODINGS, TASKS, task_for
+from sweep.encodings import ANNEALED_T, ENCODINGS, TASKS, task_for
 from sweep.errors import SpecError, did_you_mean, must_be
 
 __all__ = ["LOSSES", "OPTIMIZERS", "PRECISIONS", "TrainingProtocol", "TrialSpec", "digest", "protocol_fields", "protocol_from_dict", "protocol_key_error"]
@@ -47,6 +47,7 @@ class TrainingProtocol:
     optimizer: str = "adam"
     learning_rate: float = 1e-3  # Keras' Adam default, which the seeds used
     loss: str = "mse"
+    annealed_temperature: float = ANNEALED_T  # ab_classification: decode bins by the annealed mean at this T (1: the mean; towards 0: the mode)
     early_stopping_patience: int | None = None  # epochs without val improvement; None: off
     reduce_lr_patience: int | None = None  # seed 001: factor sqrt(0.1), patience 5, min_lr 5e-7
     reduce_lr_factor: float = math.sqrt(0.1)
@@ -88,6 +89,7 @@ class TrainingProtocol:
             ("train_fraction", 0.0, 1.0, True),
             ("val_fraction", 0.0, 0.5, True),
             ("learning_rate", 0.0, 10.0, True),
+            ("annealed_temperature", 0.0, 10.0, True),
             ("reduce_lr_factor", 0.0, 1.0, True),
             ("reduce_lr_min", 0.0, 1.0, False),
         ):
@@ -109,10 +111,14 @@ class TrainingProtocol:
     def canonical(self, native_size: int | None = None) -> dict[str, Any]:
         """The fields as they act on training, on images whose own square size is
         `native_size` (when known). Those that cannot change anything are left out or
-        normalised: the plateau's factor and floor while the plateau is off, or while its
-        patience is too long to lower the rate before the last epoch; an early-stopping patience
-        no run of `epochs` epochs can reach; an `image_size` equal to the images' own."""
+        normalised: the annealed-mean temperature of any loss but ab classification, or at its
+        default (the keys of earlier trials stand); the plateau's factor and floor while the
+        plateau is off, or while its patience is too long to lower the rate before the last
+        epoch; an early-stopping patience no run of `epochs` epochs can reach; an `image_size`
+        equal to the images' own."""
         values = self.to_dict()
+        if self.loss != "ab_classification" or self.annealed_temperature == ANNEALED_T:
+            del values["annealed_temperature"]  # decodes nothing, or as every earlier trial did
         if self.reduce_lr_patience is not None and self.reduce_lr_patience >= self.epochs - 1:
             values["reduce_lr_patience"] = None  # a rate lowered after the last epoch trains nothing
         if values["reduce_lr_patience"] is None:

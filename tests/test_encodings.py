@@ -154,3 +154,14 @@ def test_ab_classification_task_decodes_logits_to_rgb():
     assert decoded.shape == rgb.shape
     np.testing.assert_allclose(luminance(decoded), luminance(rgb), atol=2e-3)
     assert np.abs(decoded - rgb).mean() < 0.03  # within the bin's quantisation error
+
+
+def test_the_protocol_temperature_reaches_the_decoding():
+    """`annealed_temperature` decodes the same logits nearer the mean (high T) or the mode (low T)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 4, 4, len(ab_bins()))).astype(np.float32) * 3
+    luma = np.full((1, 4, 4, 1), 0.5, np.float32)
+    warm, cold = (task_for("colorize", "lab", "ab_classification", temperature=t) for t in (1.0, 0.05))
+    assert warm.temperature == 1.0 and task_for("colorize", "lab", "ab_classification").temperature == 0.38
+    chroma = [np.abs(task.to_rgb(logits, luma) - 0.5).mean() for task in (warm, cold)]
+    assert chroma[1] > chroma[0]  # the mode: one bin's colour, not an average of many

@@ -92,6 +92,13 @@ def test_colorization_gallery_shows_each_encoding(frame, tmp_path):
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert [t.split(" (")[0] for t in titles] == ["encoding lab", "encoding ycbcr"]
     plt.close(fig)
+    # ... and classification's best beside them, each named in a few words
+    colour.loc[colour.index[:3], ["encoding", "loss"]] = ["lab", "ab_classification"]
+    fig = figures.colorization_gallery(colour, tmp_path)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert [t.split(" (")[0] for t in titles] == ["encoding lab", "encoding ycbcr", "loss ab_classification"]
+    assert titles[-1].split(": ")[1].startswith("lab, ab_classification, latent"), titles[-1]
+    plt.close(fig)
 
 
 def test_optuna_figures(tmp_path):

@@ -33,6 +33,10 @@ def test_fields_that_change_nothing_do_not_change_the_key():
     # Batch norm "from" a block past the last one is none at all
     assert key(UNetSpec(filters=(8, 16), batch_norm_from=3)) == key(UNetSpec(filters=(8, 16), batch_norm_from=9))
     assert key(UNetSpec(filters=(8,), dropout=0.5)) == key(UNetSpec(filters=(8,)))  # no up block to drop out of
+    # The annealed-mean temperature decodes ab classification only; at its default, keys stand
+    ab = {"task": "colorize", "encoding": "lab", "loss": "ab_classification"}
+    assert key(annealed_temperature=0.7) == key() and key(**ab, annealed_temperature=0.38) == key(**ab) != key(**ab, annealed_temperature=0.7)
+    assert "annealed_temperature" not in TrainingProtocol(**ab).canonical()
     # ... while everything that acts still counts
     assert key(seed=1) != key() and key(learning_rate=0.01) != key() and key(ArchSpec(kernel_size=5)) != key()
 

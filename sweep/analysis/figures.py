@@ -307,20 +307,34 @@ def gallery(results_dir: str | Path | None, picks: dict[str, pd.Series], metric:
     return fig
 
 
+def _colour_label(row: pd.Series) -> str:
+    """A colorization configuration in a few words: preset (or family), encoding, loss if not MSE."""
+    arch = row.get("preset") if isinstance(row.get("preset"), str) else row.get("family")
+    loss = row.get("loss") if isinstance(row.get("loss"), str) else "mse"
+    parts = (arch, row.get("encoding"), None if loss == "mse" else loss)
+    return ", ".join(str(part) for part in parts if isinstance(part, str) and part)
+
+
 def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path | None, metric: str = stats.DEFAULT_METRIC) -> plt.Figure | None:
-    """For colorization trials (task 'colorize'): the best configuration of each encoding, its
-    stored panel of gray input, truth and prediction. None when there are no such trials."""
+    """For colorization trials (task 'colorize'): the best configuration of each encoding, and
+    of each loss other than MSE (ab classification's vivid colours), its stored panel of gray
+    input, truth and prediction. None when there are no such trials."""
     configs = stats.configurations(frame)
     if "task" not in configs or not (configs["task"] == "colorize").any():
         return None
     configs = configs[configs["task"] == "colorize"]
+    losses = configs["loss"].fillna("mse") if "loss" in configs else pd.Series("mse", index=configs.index)
+    groups = [(f"encoding {encoding}", group) for encoding, group in configs.groupby("encoding", sort=True)]
+    groups += [(f"loss {loss}", configs[losses == loss]) for loss in sorted(set(losses) - {"mse"})]
     picks = {}
-    for encoding, group in configs.groupby("encoding", sort=True):
+    for title, group in groups:
         top = stats.best(group, metric)
         if len(top):
-            picks[f"encoding {encoding} (best of {len(group)})"] = top.iloc[0]
+            row = top.iloc[0].copy()
+            row["label"] = _colour_label(row)
+            picks[f"{title} (best of {len(group)})"] = row
     fig = gallery(results_dir, picks, metric)
-    fig.suptitle("Colorization: gray input, true colour and prediction, per encoding", fontsize=11)
+    fig.suptitle("Colorization: gray input, true colour and prediction, per encoding (and loss other than MSE)", fontsize=11)
     return fig
 
 

@@ -43,7 +43,7 @@ def task_arrays(dataset: Dataset, protocol: TrainingProtocol) -> tuple[Task, Spl
     (`x_train`, `y_train`, `x_val`, `y_val`, `x_test`), computed once per process."""
     return _task_arrays(
         dataset,
-        (protocol.task, protocol.encoding, protocol.loss),
+        (protocol.task, protocol.encoding, protocol.loss, protocol.annealed_temperature),
         (protocol.train_fraction, protocol.val_fraction, protocol.train_limit, protocol.image_size),
     )
 
