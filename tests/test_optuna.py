@@ -33,7 +33,15 @@ def load_study(url: str, name: str):
 def only_study(url: str):
     import optuna
 
-    summaries = [s for s in optuna.get_all_study_summaries(storage=url) if not s.study_name.endswith(".enqueue-lock")]
+    from sweep.run.study import lost_schema_race
+
+    try:
+        summaries = optuna.get_all_study_summaries(storage=url)
+    except Exception as err:  # polled while the workers create the schema: not there yet
+        if lost_schema_race(err):
+            raise ValueError("the study storage is being created") from err
+        raise
+    summaries = [s for s in summaries if not s.study_name.endswith(".enqueue-lock")]
     if len(summaries) > 1:  # a local grid run beside the Optuna study in RESULTS/optuna.db (sweep.run.record)
         summaries = [s for s in summaries if "-grid-" not in s.study_name]
     (summary,) = summaries
@@ -315,3 +323,24 @@ def test_a_sampled_point_the_space_excludes_is_pruned_untrained(tmp_path):
     states = {(t.params["kernel_size"], t.params["channel_factor"]): t.state.name for t in trials}
     assert states == {(3, 1): "COMPLETE", (3, 2): "COMPLETE", (5, 1): "COMPLETE", (5, 2): "PRUNED"}
     assert len(load_results(results)) == 3  # the excluded point was never trained
+
+
+def test_losing_the_race_to_create_the_schema_is_recognised_inside_optunas_wrapper():
+    """Machines opening one empty database at once: the loser of the version row's insert sees
+    only Optuna's "exception raised during the commit"; the duplicate key is in its cause."""
+    import optuna
+    import sqlalchemy.exc
+
+    from sweep.run.study import lost_schema_race
+
+    duplicate = sqlalchemy.exc.IntegrityError("INSERT INTO version_info", {}, Exception('duplicate key value violates unique constraint "version_info_pkey"'))
+    try:
+        try:
+            raise duplicate
+        except sqlalchemy.exc.IntegrityError as err:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. This typically happens due to invalid data in the commit, e.g. exceeding max length.") from err
+    except optuna.exceptions.StorageInternalError as wrapped:
+        assert "duplicate" not in str(wrapped) and lost_schema_race(wrapped)
+    assert lost_schema_race(Exception('type "studydirection" already exists'))
+    assert not lost_schema_race(optuna.exceptions.StorageInternalError("An exception is raised during the commit."))
+    assert not lost_schema_race(ValueError("no such study"))

@@ -143,12 +143,25 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int, timeout: floa
                 )
             except Exception as err:
                 # Machines that start together on an empty database race to create Optuna's
-                # tables; the losers see "already exists" and simply try again.
-                if attempt == 4 or not re.search(r"already exists|duplicate key", str(err)):
+                # tables and its version row; the losers see "already exists" or a duplicate
+                # key (inside Optuna's "exception raised during the commit") and try again.
+                if attempt == 4 or not lost_schema_race(err):
                     raise
                 time.sleep(0.2 + random.random())
     except Exception as err:  # unreachable server, bad URL, missing driver: one line
         raise StoreError(f"--storage {mask_url(url)}: cannot open the study storage ({first_line(err)})") from None
+
+
+def lost_schema_race(err: BaseException) -> bool:
+    """Whether `err`, or an error it wraps, says another process created the same table, type
+    or row first (what opening an empty database from several machines at once can meet)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if re.search(r"already exists|duplicate key|UNIQUE constraint failed|Duplicate entry", str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 @functools.lru_cache(maxsize=1)
