@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.arch import arch_from_dict, forward_flops
+from sweep.arch import arch_from_dict, forward_flops, pointwise_saving
 from sweep.data import DATASETS
 from sweep.encodings import ANNEALED_T, ENCODINGS, TASKS, task_for
 from sweep.errors import SpecError, did_you_mean, must_be
@@ -177,7 +177,10 @@ class TrialSpec:
         protocol = self.protocol.canonical(self.native_size)
         if not seed:
             del protocol["seed"]
-        return {"arch": self.arch.canonical(), "protocol": protocol, "data": self.data_id}
+        values = {"arch": self.arch.canonical(), "protocol": protocol, "data": self.data_id}
+        if self.protocol.loss == "ab_classification" and getattr(self.arch, "output_kernel", getattr(self.arch, "kernel_size", 1)) != 1:
+            values["head"] = "pointwise"  # a 1x1 output over the bins in place of the family's k x k one
+        return values
 
     @property
     def key(self) -> str:
@@ -195,11 +198,15 @@ class TrialSpec:
         with the task's input and output channels."""
         task = task_for(self.protocol.task, self.protocol.encoding, self.protocol.loss)
         shape = (*image_shape[:2], task.input_channels)
-        if self.protocol.loss == "ab_classification":  # its 1x1 head: counted on the built model
-            from sweep.arch import build_autoencoder, model_flops
+        flops = forward_flops(self.arch, shape, task.output_channels)
+        if self.protocol.loss == "ab_classification":  # its 1x1 head over the bins
+            saving = pointwise_saving(self.arch, shape, task.output_channels)
+            if saving is None:  # a family without the formula: counted on the built model
+                from sweep.arch import build_autoencoder, model_flops
 
-            return model_flops(build_autoencoder(self.arch, shape, task.output_channels, pointwise_output=True))
-        return forward_flops(self.arch, shape, task.output_channels)
+                return model_flops(build_autoencoder(self.arch, shape, task.output_channels, pointwise_output=True))
+            flops -= saving[0]
+        return flops
 
     def training_flops(self, image_shape: tuple[int, ...]) -> int:
         """Training FLOPs per image: about 3x the forward pass (a backward pass costs twice)."""

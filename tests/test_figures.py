@@ -97,7 +97,10 @@ def test_colorization_gallery_shows_each_encoding(frame, tmp_path):
     fig = figures.colorization_gallery(colour, tmp_path)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert [t.split(" (")[0] for t in titles] == ["encoding lab", "encoding ycbcr", "loss ab_classification"]
-    assert titles[-1].split(": ")[1].startswith("lab, ab_classification, latent"), titles[-1]
+    assert titles[-1].split(": ")[1].startswith("5 conv, ch 1, k 3, f 1; encoding=lab; loss=ab_classification"), titles[-1]
+    plt.close(fig)
+    fig = figures.colorization_gallery(colour.assign(preset="acml"), tmp_path)  # a preset: named in a few words
+    assert fig.axes[-1].get_title(loc="left").split(": ")[1].startswith("acml, lab, ab_classification, latent")
     plt.close(fig)
 
 

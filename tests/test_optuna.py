@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -344,3 +345,16 @@ def test_losing_the_race_to_create_the_schema_is_recognised_inside_optunas_wrapp
     assert lost_schema_race(Exception('type "studydirection" already exists'))
     assert not lost_schema_race(optuna.exceptions.StorageInternalError("An exception is raised during the commit."))
     assert not lost_schema_race(ValueError("no such study"))
+
+
+def test_study_names_stand_while_a_new_protocol_field_is_at_its_default():
+    """Adding `annealed_temperature` to the protocol renamed no study: machines of either
+    version, and a resumed Optuna run, find the same one."""
+    from sweep.run.study import study_name_for
+    from sweep.space import load_space
+
+    root = Path(__file__).resolve().parents[1] / "search_spaces"
+    assert study_name_for("grid", load_space(root / "colorization_classification.yaml"), ["d1"], ("val_mse",)) == "colorization_classification-grid-f0426724"
+    assert study_name_for("optuna", load_space(root / "seed002_grid.yaml"), ["d1"], ("val_mse",)) == "seed002_grid-optuna-41db290d"
+    hot = load_space(root / "colorization_classification.yaml").with_protocol(annealed_temperature=0.7)
+    assert study_name_for("grid", hot, ["d1"], ("val_mse",)) != "colorization_classification-grid-f0426724"

@@ -20,6 +20,8 @@ from sweep.arch import (
     arch_from_dict,
     build_autoencoder,
     latent_size,
+    model_flops,
+    pointwise_saving,
     preset_name,
 )
 from sweep.errors import SpecError
@@ -132,10 +134,11 @@ def test_classification_heads_and_other_outputs():
     assert model.output.shape[1:] == (32, 32, 261) and model.get_layer("output").activation.__name__ == "linear"
 
 
-@pytest.mark.parametrize("name", ["acml", "dense_latent", "unet32"])
+@pytest.mark.parametrize("name", ["acml", "dense_latent", "conv_latent", "unet", "unet32"])
 def test_a_pointwise_head_reads_the_features_the_family_output_reads(name):
     """Zhang et al.'s 1x1 classification head: the same body, the k x k output (and its
-    padding) replaced by a 1x1 convolution of the same features."""
+    padding) replaced by a 1x1 convolution of the same features; what it saves, from the
+    layer shapes where the family has the formula."""
     spec = PRESETS[name]
     own = build_autoencoder(spec, (32, 32, 1), 261, output_activation="linear")
     pointwise = build_autoencoder(spec, (32, 32, 1), 261, output_activation="linear", pointwise_output=True)
@@ -146,6 +149,11 @@ def test_a_pointwise_head_reads_the_features_the_family_output_reads(name):
     k = own.get_layer("output").kernel_size[0]
     features = own.get_layer("output").input.shape[-1] if k == 1 else head.input.shape[-1]
     assert own.count_params() - pointwise.count_params() == (k * k - 1) * features * 261
+    saving = pointwise_saving(spec, (32, 32, 1), 261)
+    if hasattr(spec, "flops"):
+        assert saving == (model_flops(own) - model_flops(pointwise), own.count_params() - pointwise.count_params())
+    else:
+        assert saving is None
 
 
 @pytest.mark.parametrize(

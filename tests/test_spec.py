@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -39,6 +41,33 @@ def test_fields_that_change_nothing_do_not_change_the_key():
     assert "annealed_temperature" not in TrainingProtocol(**ab).canonical()
     # ... while everything that acts still counts
     assert key(seed=1) != key() and key(learning_rate=0.01) != key() and key(ArchSpec(kernel_size=5)) != key()
+
+
+def test_ab_classification_with_a_k_by_k_output_family_is_another_model():
+    """Its 1x1 head replaces the family's k x k output: the key says so (stored results of the
+    k x k head are not taken for it); families whose output is 1x1 already keep their keys."""
+    ab = {"task": "colorize", "encoding": "lab", "loss": "ab_classification"}
+    acml = TrialSpec(ArchSpec(), TrainingProtocol(**ab), "data")
+    unet32 = TrialSpec(UNetSpec(depth=3, base_width=32, output_kernel=1), TrainingProtocol(**ab), "data")
+    assert acml.canonical()["head"] == "pointwise" and "head" not in unet32.canonical()
+    assert "head" not in TrialSpec(ArchSpec(), TrainingProtocol(task="colorize", encoding="lab"), "data").canonical()
+
+
+def test_ab_classification_flops_come_from_the_formula_without_a_framework():
+    """The grid's own process sizes every trial (progress, ETA) before its workers start: it
+    must not load Keras, which would take the GPU before the workers set it up."""
+    code = (
+        "import sys; from sweep.arch import ArchSpec, UNetSpec; from sweep.spec import TrainingProtocol, TrialSpec\n"
+        "p = TrainingProtocol(task='colorize', encoding='lab', loss='ab_classification')\n"
+        "print([TrialSpec(a, p, 'd').forward_flops((32, 32, 3)) for a in (ArchSpec(), UNetSpec(depth=3, base_width=32, output_kernel=3))])\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'keras' in m)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from sweep.arch import build_autoencoder, model_flops
+
+    for arch, value in zip((ArchSpec(), UNetSpec(depth=3, base_width=32, output_kernel=3)), json.loads(result.stdout)):
+        assert value == model_flops(build_autoencoder(arch, (32, 32, 1), 261, pointwise_output=True))
 
 
 def test_an_image_size_equal_to_the_native_size_is_no_resize():

@@ -76,6 +76,16 @@ def test_optional_columns_appear_in_schema_order_with_schema_types(tmp_path):
     assert frame["latent_dim"].dtype.kind == "f" and frame["test_mse"].tolist() == [0.5, 0.01]  # numbers, whatever the row had
 
 
+def test_rows_older_than_a_protocol_field_read_its_default(tmp_path):
+    """A field added to the protocol later: the rows written before it trained with its
+    default, and say so (a sweep mixing both must not look as if it varied the field)."""
+    write_row(tmp_path, row("old"))
+    write_row(tmp_path, row("new", annealed_temperature=0.7))
+    assert load_results(tmp_path).set_index("trial_key")["annealed_temperature"].to_dict() == {"old": 0.38, "new": 0.7}
+    write_row(tmp_path / "only_old", row("old"))
+    assert "annealed_temperature" not in load_results(tmp_path / "only_old")
+
+
 def _writer(args):
     results_dir, worker = args
     for i in range(50):

@@ -308,8 +308,11 @@ def gallery(results_dir: str | Path | None, picks: dict[str, pd.Series], metric:
 
 
 def _colour_label(row: pd.Series) -> str:
-    """A colorization configuration in a few words: preset (or family), encoding, loss if not MSE."""
-    arch = row.get("preset") if isinstance(row.get("preset"), str) else row.get("family")
+    """A colorization configuration in a few words: preset, encoding, loss if not MSE (a
+    configuration that is no preset keeps its own label, which names its varied fields)."""
+    if not isinstance(row.get("preset"), str) and isinstance(row.get("label"), str):
+        return row["label"]
+    arch = row.get("preset")
     loss = row.get("loss") if isinstance(row.get("loss"), str) else "mse"
     parts = (arch, row.get("encoding"), None if loss == "mse" else loss)
     return ", ".join(str(part) for part in parts if isinstance(part, str) and part)

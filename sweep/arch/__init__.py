@@ -23,7 +23,7 @@ from sweep.arch.base import Family
 from sweep.arch.conv_ae import ArchSpec
 from sweep.arch.families import ConvLatentSpec, DenseLatentSpec, FCLatentSpec, UNetSpec
 from sweep.arch.latent import conv_output_size, forward_flops, latent_size, model_flops
-from sweep.arch.presets import ARCH_FAMILIES, PRESETS, arch_fields, arch_from_dict, build_autoencoder, preset, preset_name
+from sweep.arch.presets import ARCH_FAMILIES, PRESETS, arch_fields, arch_from_dict, build_autoencoder, pointwise_saving, preset, preset_name
 
 __all__ = [
     "ARCH_FAMILIES",
@@ -37,6 +37,7 @@ __all__ = [
     "arch_fields",
     "arch_from_dict",
     "build_autoencoder",
+    "pointwise_saving",
     "conv_output_size",
     "forward_flops",
     "latent_size",

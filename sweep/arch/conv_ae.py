@@ -121,6 +121,10 @@ class ArchSpec(Family):
                 channels = value
         return total
 
+    def output_head(self, input_shape: tuple[int, int, int], output_channels: int) -> tuple[int, int]:
+        """The output convolution's kernel size and input channels (the last decoder width)."""
+        return self.kernel_size, self.channels[2] if self.fewer_layers else self.channels[1]
+
     def params(self, input_shape: tuple[int, int, int], output_channels: int) -> int:
         """Trainable parameters (kernels and biases of the convolutions), without building."""
         k = self.kernel_size

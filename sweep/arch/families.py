@@ -277,6 +277,11 @@ class UNetSpec(Family):
     def up_widths(self, output_channels: int) -> list[int]:
         return [*reversed(self.filters[:-1]), self.last_width or output_channels]
 
+    def output_head(self, input_shape: tuple[int, int, int], output_channels: int) -> tuple[int, int]:
+        """The output convolution's kernel size and input channels (the last up block's, with
+        the input image concatenated when there are skips)."""
+        return self.output_kernel, self.up_widths(output_channels)[-1] + (input_shape[2] if self.skips else 0)
+
     def flops(self, input_shape: tuple[int, int, int], output_channels: int) -> int:
         """Forward FLOPs per image (2 per multiply-add) of the convolutions, as
         `sweep.arch.latent.model_flops` counts them on the built model."""

@@ -25,6 +25,7 @@ from typing import Any
 from sweep.arch.base import Family, check_shape
 from sweep.arch.conv_ae import ArchSpec
 from sweep.arch.families import ConvLatentSpec, DenseLatentSpec, FCLatentSpec, UNetSpec
+from sweep.arch.latent import conv_flops
 from sweep.errors import SpecError, did_you_mean
 
 __all__ = ["ARCH_FAMILIES", "PRESETS", "arch_fields", "arch_from_dict", "build_autoencoder", "preset", "preset_name"]
@@ -84,6 +85,18 @@ def preset(name: str) -> Any:
 def preset_name(spec: Any) -> str | None:
     """The name of the preset `spec` is, unchanged; None for any other spec."""
     return next((name for name, candidate in PRESETS.items() if candidate == spec), None)
+
+
+def pointwise_saving(spec: Any, input_shape: tuple[int, int, int], output_channels: int) -> tuple[int, int] | None:
+    """(forward FLOPs per image, parameters) that `build_autoencoder(..., pointwise_output=True)`
+    saves over the family's own k x k output layer, from the layer shapes without building;
+    None for a family without the formula (`output_head`)."""
+    if not hasattr(spec, "output_head"):
+        return None
+    k, features = spec.output_head(tuple(input_shape), output_channels)
+    height, width = input_shape[:2]
+    flops = conv_flops(height, width, (k, k), features, output_channels) - conv_flops(height, width, (1, 1), features, output_channels)
+    return flops, (k * k - 1) * features * output_channels
 
 
 def build_autoencoder(

@@ -62,7 +62,7 @@ def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip:
     the training work of the whole trial (FLOPs) and whether it is stored or to run."""
     import pandas as pd
 
-    from sweep.arch import latent_size
+    from sweep.arch import latent_size, pointwise_saving
 
     rows = []
     for point, spec in trials:
@@ -70,10 +70,9 @@ def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip:
         arch = spec.arch
         flops = spec.training_flops(shape) if hasattr(arch, "flops") else None
         params = arch.params(shape, outputs) if hasattr(arch, "params") else None
-        if spec.protocol.loss == "ab_classification":  # a 1x1 head over the bins: counted on the model
-            from sweep.arch import build_autoencoder
-
-            params = build_autoencoder(arch, shape, outputs, pointwise_output=True).count_params()
+        if spec.protocol.loss == "ab_classification" and params is not None:  # its 1x1 head over the bins
+            saving = pointwise_saving(arch, shape, outputs)
+            params = None if saving is None else params - saving[1]
         work = flops * _images(spec.protocol, dataset) * spec.protocol.epochs if flops is not None else None
         rows.append({
             "trial_key": spec.key, **{k: v for k, v in point.items()}, "latent_size": latent_size(arch, shape), "params": params,

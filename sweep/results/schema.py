@@ -45,6 +45,7 @@ __all__ = [
     "IDENTITY",
     "METRICS",
     "OBJECTIVES",
+    "PROTOCOL_DEFAULTS",
     "STATUSES",
     "goal",
     "higher_is_better",
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 STATUSES = ("complete", "failed", "pruned")
+# A protocol field's value in rows written before the field existed: its default, which is
+# what those trials did (fields whose default is None read None from a missing value anyway).
+PROTOCOL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainingProtocol) if f.default is not None}
 DTYPES = ("str", "int", "float", "bool", "json")  # json: text holding a JSON value
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 from sweep.errors import StoreError
 from sweep.faults import failpoint
 from sweep.files import TEMPORARY_SUFFIX, atomic_path
-from sweep.results.schema import COLUMNS, STATUSES, unknown_columns
+from sweep.results.schema import COLUMNS, PROTOCOL_DEFAULTS, STATUSES, unknown_columns
 from sweep.results.shared import DEFAULT_TIMEOUT, READ_TIMEOUT, SharedRows, is_url, shared_rows
 from sweep.results.tensorboard import write_trial
 
@@ -141,6 +141,8 @@ def load_results(results: str | Path):
     for column in known:
         if column.name not in frame.columns:
             frame[column.name] = None
+        if column.name in PROTOCOL_DEFAULTS and frame[column.name].notna().any():  # rows older than the field
+            frame[column.name] = frame[column.name].where(frame[column.name].notna(), PROTOCOL_DEFAULTS[column.name])
         if column.dtype in ("int", "float"):
             frame[column.name] = pd.to_numeric(frame[column.name], errors="coerce")
         elif column.dtype == "bool" and len(frame) and frame[column.name].notna().all():
