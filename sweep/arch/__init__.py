@@ -11,7 +11,7 @@ module              holds
 `base`              what every family shares: plain and canonical forms, checks
 `conv_ae`           `ArchSpec`, seed 002's 36-model family
 `families`          the seeds' colorization families (dense/fc/conv latent, U-Net)
-`presets`           the preset registry, `arch_from_dict`, `build_autoencoder`
+`presets`           the preset registry, `arch_from_dict`, `build_autoencoder`, `pointwise_saving`
 ==================  ===========================================================
 
 Everything but the `build` methods is pure Python: specs validate and the latent size is
@@ -37,11 +37,11 @@ __all__ = [
     "arch_fields",
     "arch_from_dict",
     "build_autoencoder",
-    "pointwise_saving",
     "conv_output_size",
     "forward_flops",
     "latent_size",
     "model_flops",
+    "pointwise_saving",
     "preset",
     "preset_name",
 ]

@@ -28,7 +28,7 @@ from sweep.arch.families import ConvLatentSpec, DenseLatentSpec, FCLatentSpec, U
 from sweep.arch.latent import conv_flops
 from sweep.errors import SpecError, did_you_mean
 
-__all__ = ["ARCH_FAMILIES", "PRESETS", "arch_fields", "arch_from_dict", "build_autoencoder", "preset", "preset_name"]
+__all__ = ["ARCH_FAMILIES", "PRESETS", "arch_fields", "arch_from_dict", "build_autoencoder", "pointwise_saving", "preset", "preset_name"]
 
 PRESETS: dict[str, Family] = {
     "acml": ArchSpec(),  # seed 002's first model (the assignment's), the family's reference point
