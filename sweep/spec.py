@@ -26,6 +26,9 @@ __all__ = ["LOSSES", "OPTIMIZERS", "PRECISIONS", "TrainingProtocol", "TrialSpec"
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 LOSSES = ("mse", "mae", "huber", "ab_classification")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
+# Protocol fields added after trials and studies were stored, with their defaults: left out of
+# trial keys and study names while at them, so those stand (`TrainingProtocol.identity`).
+LATER_FIELDS = {"annealed_temperature": ANNEALED_T}
 RENAMED = {  # old protocol keys: what replaced them
     "mixed_precision": "precision (float32, mixed_bfloat16 or mixed_float16: the protocol names the dtype)",
 }
@@ -108,6 +111,11 @@ class TrainingProtocol:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields as trial keys and study names hash them: `LATER_FIELDS` at their
+        defaults left out."""
+        return {k: v for k, v in self.to_dict().items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+
     def canonical(self, native_size: int | None = None) -> dict[str, Any]:
         """The fields as they act on training, on images whose own square size is
         `native_size` (when known). Those that cannot change anything are left out or
@@ -116,9 +124,9 @@ class TrainingProtocol:
         plateau is off, or while its patience is too long to lower the rate before the last
         epoch; an early-stopping patience no run of `epochs` epochs can reach; an `image_size`
         equal to the images' own."""
-        values = self.to_dict()
-        if self.loss != "ab_classification" or self.annealed_temperature == ANNEALED_T:
-            del values["annealed_temperature"]  # decodes nothing, or as every earlier trial did
+        values = self.identity()
+        if self.loss != "ab_classification":
+            values.pop("annealed_temperature", None)  # decodes nothing
         if self.reduce_lr_patience is not None and self.reduce_lr_patience >= self.epochs - 1:
             values["reduce_lr_patience"] = None  # a rate lowered after the last epoch trains nothing
         if values["reduce_lr_patience"] is None:

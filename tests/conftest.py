@@ -112,5 +112,22 @@ def postgres_url():
     admin.dispose()
 
 
+def study_summaries(url: str) -> list:
+    """The Optuna studies of a storage, without the grid's enqueue locks; a storage still being
+    created by the workers it is polled beside raises ValueError (not there yet)."""
+    import optuna
+
+    from sweep.run.study import lost_schema_race
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        summaries = optuna.get_all_study_summaries(storage=url)
+    except Exception as err:
+        if lost_schema_race(err):
+            raise ValueError("the study storage is being created") from err
+        raise
+    return [s for s in summaries if not s.study_name.endswith(".enqueue-lock")]
+
+
 def pytest_report_header(config) -> str:
     return f"Keras backend: {os.environ.get('KERAS_BACKEND', 'tensorflow')}"

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, small_space
+from conftest import ROOT, run_cli, small_space, study_summaries
 from netns import Cluster, require_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -91,16 +91,7 @@ def read_from_reader(cluster, url: str) -> list[list[str]]:
 def study_of(url: str):
     import optuna
 
-    from sweep.run.study import lost_schema_race
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        summaries = optuna.get_all_study_summaries(storage=url)
-    except Exception as err:  # polled while the workers create the schema: not there yet
-        if lost_schema_race(err):
-            raise ValueError("the study storage is being created") from err
-        raise
-    (summary,) = [s for s in summaries if not s.study_name.endswith(".enqueue-lock")]
+    (summary,) = study_summaries(url)
     return optuna.load_study(study_name=summary.study_name, storage=url)
 
 

@@ -9,11 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, small_space
+from conftest import ROOT, run_cli, small_space, study_summaries
 from sweep.results import load_results
 
 pytestmark = pytest.mark.slow
@@ -32,17 +31,7 @@ def load_study(url: str, name: str):
 
 
 def only_study(url: str):
-    import optuna
-
-    from sweep.run.study import lost_schema_race
-
-    try:
-        summaries = optuna.get_all_study_summaries(storage=url)
-    except Exception as err:  # polled while the workers create the schema: not there yet
-        if lost_schema_race(err):
-            raise ValueError("the study storage is being created") from err
-        raise
-    summaries = [s for s in summaries if not s.study_name.endswith(".enqueue-lock")]
+    summaries = study_summaries(url)
     if len(summaries) > 1:  # a local grid run beside the Optuna study in RESULTS/optuna.db (sweep.run.record)
         summaries = [s for s in summaries if "-grid-" not in s.study_name]
     (summary,) = summaries
@@ -353,7 +342,7 @@ def test_study_names_stand_while_a_new_protocol_field_is_at_its_default():
     from sweep.run.study import study_name_for
     from sweep.space import load_space
 
-    root = Path(__file__).resolve().parents[1] / "search_spaces"
+    root = ROOT / "search_spaces"
     assert study_name_for("grid", load_space(root / "colorization_classification.yaml"), ["d1"], ("val_mse",)) == "colorization_classification-grid-f0426724"
     assert study_name_for("optuna", load_space(root / "seed002_grid.yaml"), ["d1"], ("val_mse",)) == "seed002_grid-optuna-41db290d"
     hot = load_space(root / "colorization_classification.yaml").with_protocol(annealed_temperature=0.7)

@@ -40,7 +40,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sweep.encodings import ANNEALED_T
 from sweep.errors import SpecError, StoreError, did_you_mean
 from sweep.faults import failpoint
 from sweep.results import OBJECTIVES, RowStore
@@ -108,11 +107,8 @@ def parse_objectives(text: str) -> tuple[str, ...]:
 def study_name_for(kind: str, space, data_ids: list[str], objectives: tuple[str, ...]) -> str:
     """A name that is the same on every machine running the same command on the same data,
     and different when the protocol or objectives change (so studies never mix them)."""
-    protocol = space.protocol.to_dict()
-    if protocol["annealed_temperature"] == ANNEALED_T:  # at its default: the names studies had before it
-        del protocol["annealed_temperature"]
     identity = json.dumps(
-        {"factors": {k: repr(v) for k, v in space.factors.items()}, "protocol": protocol,
+        {"factors": {k: repr(v) for k, v in space.factors.items()}, "protocol": space.protocol.identity(),
          "arch": space.arch, "data": sorted(set(data_ids)), "objectives": objectives, "kind": kind,
          **({"exclude": [sorted(e.items(), key=str) for e in space.exclude]} if space.exclude else {})},
         sort_keys=True,

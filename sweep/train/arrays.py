@@ -41,11 +41,12 @@ def _task_arrays(dataset: Dataset, task_key: tuple, split_key: tuple) -> tuple[T
 def task_arrays(dataset: Dataset, protocol: TrainingProtocol) -> tuple[Task, Splits, dict[str, np.ndarray]]:
     """The task, the protocol's splits, and the task's inputs and targets of each split
     (`x_train`, `y_train`, `x_val`, `y_val`, `x_test`), computed once per process."""
-    return _task_arrays(
+    _, splits, arrays = _task_arrays(
         dataset,
-        (protocol.task, protocol.encoding, protocol.loss, protocol.annealed_temperature),
+        (protocol.task, protocol.encoding, protocol.loss),
         (protocol.train_fraction, protocol.val_fraction, protocol.train_limit, protocol.image_size),
-    )
+    )  # the decoding temperature changes no input or target
+    return task_for(protocol.task, protocol.encoding, protocol.loss, protocol.annealed_temperature), splits, arrays
 
 
 def clear_caches() -> None:
