@@ -534,8 +534,13 @@ def fail_stale(study, config: StudyConfig) -> None:
         return
     import sqlalchemy as sa
 
-    with storage.engine.connect() as conn:
-        beating = set(conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).scalars())
+    def heartbeats() -> set[int]:
+        with storage.engine.connect() as conn:
+            return set(conn.execute(sa.text("SELECT trial_id FROM trial_heartbeats")).scalars())
+
+    # Retried as every call of the storage is: a database restarting now is not an error.
+    timeout = getattr(storage, "retry_timeout", config.storage_timeout)
+    beating = retrying(heartbeats, url=storage.url, timeout=timeout, what="the study storage")
     now = datetime.now()  # Optuna stamps datetime_start with the worker's clock
     for trial_id, trial in running.items():
         if trial_id in beating or trial.datetime_start is None or (now - trial.datetime_start).total_seconds() < config.grace_period:
