@@ -502,7 +502,9 @@ def _optuna_section(A, F, frame, storage, study, out, written, summary) -> list[
     names = sorted({s for s in frame.get("study_name", []) if isinstance(s, str)})
     study = study or (names[0] if len(names) == 1 else None)
     if study is None:
-        raise StoreError(f"--storage {storage}: name the study with --study (the rows name {', '.join(names) or 'none'})")
+        from sweep.results import mask_url
+
+        raise StoreError(f"--storage {mask_url(storage)}: name the study with --study (the rows name {', '.join(names) or 'none'})")
     importance = A.optuna_importance(storage, study)
     summary["optuna_importance"] = importance.to_dict(orient="records")
     md = [f"## Optuna study `{study}`", "", f"Parameter importances ({importance['evaluator'].iloc[0]}):", ""]

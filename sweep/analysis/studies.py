@@ -6,7 +6,7 @@ import warnings
 
 import pandas as pd
 
-from sweep.errors import SpecError, must_be
+from sweep.errors import SpecError, StoreError, must_be
 
 __all__ = ["first_objective", "importance_evaluator", "load_study", "optuna_importance"]
 
@@ -44,15 +44,22 @@ def optuna_importance(storage: str, study_name: str, evaluator: str = "auto") ->
 
 
 def load_study(storage: str, study_name: str):
-    """A stored study, by name; SpecError naming the studies there if it has no such one."""
+    """A stored study, by name; SpecError naming the studies there if it has no such one, and
+    StoreError if the storage cannot be read (a wrong URL, a database that is not there).
+    Messages show the URL with its password masked."""
     import optuna
+
+    from sweep.results.shared import first_line, mask_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise SpecError(f"no study {study_name!r} in {storage} (studies there: {', '.join(names) or 'none'})") from None
+        try:
+            return optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as err:  # unreachable server, bad URL, missing driver: one line, no password
+        raise StoreError(f"--storage {mask_url(storage)}: cannot read study {study_name!r} ({first_line(err)})") from None
+    raise SpecError(f"no study {study_name!r} in {mask_url(storage)} (studies there: {', '.join(names) or 'none'})")
 
 
 def first_objective(study):

@@ -134,12 +134,27 @@ def code_version() -> str | None:
 
 
 def write_run_record(results_dir: Path, driver: str, record: dict[str, Any]) -> Path:
-    """Keep the command line and configuration of this invocation next to its results."""
+    """Keep the command line and configuration of this invocation next to its results, with
+    every URL's password masked (`sweep.results.shared.mask_url`): in the command line
+    (`--storage URL`, `--storage=URL`, any argument that is a URL) and in every value of
+    `record`, so no run record holds a secret."""
+    from sweep.results.shared import mask_args, mask_text
+
+    def masked(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_text(value)
+        if isinstance(value, dict):
+            return {key: masked(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [masked(item) for item in value]
+        return value
+
     runs = results_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = runs / f"{stamp}-{driver}-{os.getpid()}.json"
-    return atomic_write(path, json.dumps({"argv": sys.argv, "driver": driver, **record}, indent=1, sort_keys=True, default=str))
+    plain = json.loads(json.dumps({"driver": driver, **record}, default=str))  # (objects as the record shows them)
+    return atomic_write(path, json.dumps({**masked(plain), "argv": mask_args(sys.argv)}, indent=1, sort_keys=True))
 
 
 ARCH_FACTORS = ("fewer_layers", "channel_factor", "kernel_size", "compression_factor", "arch", "encoding")  # named by the line's architecture
@@ -267,7 +282,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except SweepError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        from sweep.results.shared import mask_text
+
+        print(f"error: {mask_text(str(err))}", file=sys.stderr)  # (a URL's password never reaches the terminal)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         print("interrupted: completed trials are stored; run the same command again to resume", file=sys.stderr)

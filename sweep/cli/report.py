@@ -71,17 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = Path(args.results)
         if not results.is_dir():
-            raise StoreError(f"--results {args.results}: no such directory; give the --results folder of a sweep, or its --storage URL")
+            raise StoreError(f"--results {mask_url(args.results)}: no such directory; give the --results folder of a sweep, or its --storage URL")
         if not any((results / "rows").glob("*.json")):
             raise StoreError(f"--results {args.results}: no trial rows (rows/*.json) yet; run python -m sweep.grid --results {args.results} first")
     from sweep.analysis.report import write_report  # pandas, scipy, matplotlib: not for --help
 
     out = Path(args.out) if args.out else (Path("report") if isinstance(results, str) else results / "report")
     pictures = fetch_pictures(args.artifacts, results, out) if args.artifacts else None
-    command = "python -m sweep.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    from sweep.results.shared import mask_args
+
+    command = " ".join(["python -m sweep.report", *mask_args(sys.argv[1:] if argv is None else argv)])  # (the report shows it)
     path = write_report(
         results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
-        top=args.top, storage=args.storage, study=args.study, command=mask_url(command.strip()), pictures=pictures,
+        top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures,
     )  # fmt: skip
     print(f"report: {path} (figures beside it)")
     return 0

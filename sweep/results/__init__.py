@@ -8,7 +8,7 @@ Nothing here imports Keras.
 """
 
 from sweep.results.schema import COLUMNS, METRICS, OBJECTIVES, Column, spec_columns
-from sweep.results.shared import is_url, mask_url
+from sweep.results.shared import is_url, mask_url, paste_url
 from sweep.results.store import RowStore, check_writable, completed_keys, export, load_results, read_row, read_rows, write_row
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "is_url",
     "load_results",
     "mask_url",
+    "paste_url",
     "read_row",
     "read_rows",
     "spec_columns",

@@ -46,7 +46,10 @@ __all__ = [
     "engine_options",
     "is_url",
     "first_line",
+    "mask_args",
+    "mask_text",
     "mask_url",
+    "paste_url",
     "recently_away",
     "retrying",
     "shared_rows",
@@ -66,9 +69,94 @@ def is_url(text: str | os.PathLike) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+]*://", str(text)))
 
 
+# Secrets in URLs. A database URL may carry its password (`scheme://user:PASSWORD@host/db`,
+# or `?password=` in the query). Nothing the tool prints or saves shows it: messages, run
+# records, reports and status lines show `mask_url(url)` (the password as `***`), and a
+# command printed for the user to copy shows `paste_url(url)` (no password at all: libpq
+# then reads ~/.pgpass). SQLAlchemy's parser reads a password up to the first `@`, so a raw
+# `@` in one (it should be written %40) would leave the rest in the "host"; for a URL with
+# several `@`, the password is taken to run from `scheme://user:` to the LAST `@`, which may
+# hide too much but never too little.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-_]*://")
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-_]*://[^:/@?#]*):(?P<secret>.*)@(?P<tail>[^@]*)$", re.S)
+_QUERY_SECRET = re.compile(r"(?P<sep>[?&])password=[^&#]*", re.I)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-_]*://\S+")
+_KEYWORD_SECRET = re.compile(r"(?<![?&])\b(password\s*=\s*)('[^']*'|\S+)", re.I)  # libpq's `key=value` connection strings
+
+
+def _without_password(url: str | os.PathLike, masked: bool):
+    """`url` with its password shown as `***` (`masked`) or dropped; anything that is not a
+    URL as it is."""
+    text = str(url)
+    if not _SCHEME.match(text):
+        return url
+    parsed = None
+    if text.count("@") <= 1:  # else SQLAlchemy would cut the password at its first `@`
+        try:
+            from sqlalchemy.engine import make_url
+
+            parsed = make_url(text)
+        except Exception:  # not a URL SQLAlchemy reads: the patterns below still find the password
+            parsed = None
+    if parsed is not None:
+        in_query = [k for k in parsed.query if k.lower() == "password"]
+        if parsed.password is None and not in_query:
+            return text  # nothing to hide: the URL as the user spelt it
+        if masked:
+            return _QUERY_SECRET.sub(lambda m: f"{m['sep']}password=***", parsed.render_as_string(hide_password=True))
+        # (`URL.set(password=None)` would keep the password: `set` ignores None)
+        return parsed.difference_update_query(in_query)._replace(password=None).render_as_string(hide_password=False)
+    found = _USERINFO.match(text)
+    if found:
+        text = f"{found['head']}:***@{found['tail']}" if masked else f"{found['head']}@{found['tail']}"
+    if masked:
+        return _QUERY_SECRET.sub(lambda m: f"{m['sep']}password=***", text)
+    text = _QUERY_SECRET.sub(lambda m: m["sep"], text)
+    return re.sub(r"[?&]+$", "", re.sub(r"([?&])&+", r"\1", text))
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """`url` with its password shown as `***` (in the user part, or a `password=` query
+    parameter), for everything the tool prints or saves: messages, run records, reports,
+    status. A password may hold `/`, `:`, `%`-escapes, even a raw `@`. Anything that is not a
+    URL (a folder, `journal:PATH`) comes back as it is, and so does a URL without a password
+    (`s3://bucket/prefix`, `sqlite:///x.db`)."""
+    return _without_password(url, masked=True)
+
+
+def paste_url(url: str) -> str:
+    """`url` without its password, for commands printed for the user to copy: they work as
+    they are with the password in ~/.pgpass (libpq's password file), and never carry `***`.
+    Anything that is not a URL comes back as it is."""
+    return _without_password(url, masked=False)
+
+
+def mask_text(text: str) -> str:
+    """`text` (an error message, a command line) with the password of every URL in it masked
+    (`mask_url`), and any libpq `password=...` keyword."""
+
+    def masked(found: re.Match) -> str:
+        url = found.group(0)
+        end = len(url.rstrip("'\"`)]},;:.!?"))  # the sentence's punctuation after a URL is not part of it
+        return mask_url(url[:end]) + url[end:]
+
+    text = _URL_IN_TEXT.sub(masked, str(text))
+    return _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def mask_args(args: Iterable[str]) -> list[str]:
+    """A command line with every URL's password masked: an argument that is a URL
+    (`--storage URL`), one that ends in one (`--storage=URL`, `VAR=URL`), or holds one."""
+    masked = []
+    for arg in map(str, args):
+        name, equals, value = arg.partition("=")
+        if _SCHEME.match(arg):
+            masked.append(mask_url(arg))
+        elif equals and _SCHEME.match(value):
+            masked.append(f"{name}={mask_url(value)}")
+        else:
+            masked.append(mask_text(arg) if "://" in arg or "password" in arg.lower() else arg)
+    return masked
 
 
 def engine_options(url: str) -> dict[str, Any]:
@@ -181,7 +269,7 @@ def retrying(
 
 def first_line(err: BaseException) -> str:
     """`Type: the first line of the message` (at most 200 characters), for one-line errors."""
-    lines = str(err).strip().splitlines()
+    lines = mask_text(str(err)).strip().splitlines()  # (a driver may quote the URL it was given)
     return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
 
 
@@ -212,7 +300,7 @@ class SharedRows:
         self.url, self.timeout, self.writer = url, timeout, writer
         database = sa.engine.make_url(url).database
         if not writer and url.startswith("sqlite") and database and not Path(database).exists():
-            raise StoreError(f"--results {url}: no such database file")
+            raise StoreError(f"--results {mask_url(url)}: no such database file")
         self.engine = sa.create_engine(url, **engine_options(url))
         self.metadata = sa.MetaData()
         columns = [sa.Column("trial_key", sa.String(64), primary_key=True)]
