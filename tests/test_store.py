@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -52,7 +53,8 @@ def test_leftover_temporary_files_are_ignored(tmp_path):
 
 
 def test_rows_are_strict_json(tmp_path):
-    path = write_row(tmp_path, row("a", test_psnr=math.inf))
+    write_row(tmp_path, row("a", test_psnr=math.inf))
+    path = tmp_path / "rows" / "a.json"
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))["test_psnr"] is None
 
 
@@ -120,3 +122,66 @@ def test_loading_results_does_not_import_keras(tmp_path):
     write_row(tmp_path, row("a"))
     code = f"import sys; from sweep.results import load_results; load_results({str(tmp_path)!r}); print('keras' in sys.modules or 'tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+# ---- a complete row is final --------------------------------------------------------------------
+
+
+def test_a_complete_row_is_final(tmp_path):
+    """Two workers sampling one configuration: one completes it, the other is pruned (or fails,
+    or completes too) later; the first complete row stays, as in the shared table."""
+    later = [row("a", "pruned", test_mse=0.5, seed=2), row("a", "failed", error="NaN", seed=3), row("a", test_mse=0.02, seed=4)]
+    stored = [write_row(tmp_path, row("a", test_mse=0.01, seed=1))]
+    for r in later:
+        stored.append(write_row(tmp_path, r))
+        assert [(x["status"], x["test_mse"], x["seed"]) for x in read_rows(tmp_path)] == [("complete", 0.01, 1)], f"replaced by a {r['status']} row"
+    assert stored == [True, False, False, False]
+
+
+def test_an_unfinished_row_is_replaced_by_any_later_one(tmp_path):
+    assert write_row(tmp_path, row("a", "pruned", seed=1)) is True
+    assert write_row(tmp_path, row("a", "failed", error="NaN", seed=2)) is True
+    assert write_row(tmp_path, row("a", "complete", seed=3)) is True
+    assert [(r["status"], r["seed"]) for r in read_rows(tmp_path)] == [("complete", 3)]
+
+
+def test_a_refused_row_has_no_side_effects(tmp_path, monkeypatch):
+    """Nor is the refused row written as a TensorBoard run (it would replace the complete one's),
+    and RowStore.write says it was not stored."""
+    from sweep.results import RowStore, store
+
+    views = []
+    monkeypatch.setattr(store, "write_trial", lambda results_dir, r: views.append(r["status"]))
+    rows = RowStore(str(tmp_path))
+    assert rows.write(row("a")) is True
+    assert rows.write(row("a", "pruned")) is False
+    assert views == ["complete"]
+    assert not [p for p in os.listdir(tmp_path / "rows") if p.endswith(".tmp")]
+
+
+def _racer(args):
+    """Write, for every key, a pruned row and a complete row (in an order that depends on the
+    worker); return the keys whose complete row this worker stored."""
+    results_dir, worker, keys, start = args
+    while time.time() < start:  # both processes begin together
+        time.sleep(0.001)
+    won = []
+    for key in keys:
+        mine = [row(key, "pruned", seed=worker), row(key, seed=worker, test_mse=0.01 * (worker + 1))]
+        for r in mine if worker % 2 == 0 else mine[::-1]:
+            if write_row(results_dir, r) and r["status"] == "complete":
+                won.append(key)
+    return won
+
+
+def test_concurrent_writers_end_with_the_first_complete_row(tmp_path):
+    keys = [f"k{i}" for i in range(40)]
+    start = time.time() + 3  # (after both processes have started)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        won = pool.map(_racer, [(str(tmp_path), w, keys, start) for w in range(2)])
+    stored = {r["trial_key"]: r for r in read_rows(tmp_path)}
+    assert set(stored) == set(keys) and {r["status"] for r in stored.values()} == {"complete"}
+    for key in keys:
+        winners = [w for w in range(2) if key in won[w]]
+        assert len(winners) == 1, f"{key}: stored as complete by workers {winners}"
+        assert stored[key]["seed"] == winners[0]

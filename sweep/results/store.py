@@ -16,18 +16,31 @@ A row is written to a temporary file in `rows/` and renamed into place: the rena
 atomic, so a crash leaves either the previous row or the new one, never a torn file, and
 worker processes writing different trials never touch the same file. This module imports
 pandas and pyarrow only, never Keras.
+
+A complete row is final, here as in the shared table (`sweep.results.shared`): `write_row`
+never replaces the complete row of a key, neither by a failed or pruned row nor by a second
+complete one (two Optuna workers sampling one configuration: the one pruned after the other
+completed must not replace its row), and says so by returning False; a failed or pruned row
+is replaced by any later row of its key (a retry). Writers of one key take turns: each holds
+an exclusive lock (`flock`) on `rows/.locks/<trial_key>` while it reads the stored status,
+renames its row into place and writes the TensorBoard run, so of two processes writing one
+key at the same moment the first complete row wins and the other learns it was refused. The
+lock is the kernel's, released when its holder exits, however it exits; the lock files stay
+(empty, one per key). Writers of different keys never wait for each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from sweep.errors import StoreError
 from sweep.faults import failpoint
@@ -78,9 +91,29 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
-    """Write (or replace) the row of `row['trial_key']` atomically. Every column must be one
-    the schema declares (`sweep.results.schema`)."""
+@contextlib.contextmanager
+def _key_lock(rows: Path, key: str) -> Iterator[None]:
+    """Hold the exclusive lock of `key`'s row (see the module docstring)."""
+    try:
+        import fcntl
+    except ImportError:  # (no flock on this system: writers of one key are not serialised)
+        yield
+        return
+    locks = rows / ".locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(locks / key, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
+def write_row(results_dir: str | Path, row: dict[str, Any]) -> bool:
+    """Write the row of `row['trial_key']` atomically, unless its key already has a complete
+    row, which is final (see the module docstring); return whether it was stored. A refused
+    row changes nothing (nor the key's TensorBoard run). Every column must be one the schema
+    declares (`sweep.results.schema`)."""
     key = row.get("trial_key")
     if not key or row.get("status") not in STATUSES:
         raise ValueError(f"a row needs a trial_key and a status in {STATUSES}; got {key!r}, {row.get('status')!r}")
@@ -91,14 +124,26 @@ def write_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
     rows.mkdir(parents=True, exist_ok=True)
     text = json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True, allow_nan=False)
     target = rows / f"{key}.json"
-    with atomic_path(target, fsync=True) as tmp:
-        tmp.write_text(text)
-        failpoint("store.write_row.before_rename")
+    with _key_lock(rows, str(key)):
+        if _stored_status(target) == "complete":
+            return False
+        with atomic_path(target, fsync=True) as tmp:
+            tmp.write_text(text)
+            failpoint("store.write_row.before_rename")
+        try:
+            write_trial(results_dir, row)  # the same row as a TensorBoard run (RESULTS/tensorboard/<key>/)
+        except Exception as err:  # a view of the row, never a reason to lose it
+            print(f"trial {key}: not written for TensorBoard ({type(err).__name__}: {err})", file=sys.stderr)
+    return True
+
+
+def _stored_status(path: Path) -> str | None:
+    """The status of the row stored at `path`, or None where there is none (or an unreadable
+    one, which any row replaces)."""
     try:
-        write_trial(results_dir, row)  # the same row as a TensorBoard run (RESULTS/tensorboard/<key>/)
-    except Exception as err:  # a view of the row, never a reason to lose it
-        print(f"trial {key}: not written for TensorBoard ({type(err).__name__}: {err})", file=sys.stderr)
-    return target
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_rows(results_dir: str | Path) -> list[dict[str, Any]]:
@@ -178,9 +223,12 @@ class RowStore:
         return shared_rows(self.storage, self.timeout) if self.storage and is_url(self.storage) else None
 
     def write(self, row: dict[str, Any]) -> bool:
-        """Write `row`; False when the shared table already had a complete row of its key
-        (another machine's, which stays: the local copy is written all the same)."""
-        write_row(self.results_dir, row)
+        """Write `row` to the folder, then to the shared table; False when either already had a
+        complete row of its key, which stays. A row the folder refuses (this machine completed
+        the key before) goes no further; one the table refuses (another machine's complete row
+        is there) is kept in the folder all the same."""
+        if not write_row(self.results_dir, row):
+            return False
         return self.shared.push(row) if self.shared is not None else True
 
     def complete_row(self, key: str) -> dict[str, Any] | None:
