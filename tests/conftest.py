@@ -117,7 +117,7 @@ def study_summaries(url: str) -> list:
     created by the workers it is polled beside raises ValueError (not there yet)."""
     import optuna
 
-    from sweep.run.study import lost_schema_race
+    from sweep.run.storage import lost_schema_race
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -122,7 +122,7 @@ def test_optuna_driver_killed_between_storing_a_row_and_telling_the_study(tmp_pa
     study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{results}/optuna.db")
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "COMPLETE", "FAIL"]
-    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") is not None)
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") is not None)
     assert retry.user_attrs["trial_key"] == stored["trial_key"] and retry.user_attrs.get("reused_row") is True
     assert_exactly_complete(results, expected_keys(space))
     assert load_results(results).set_index("trial_key").loc[stored["trial_key"], "finished_at"] == stored["finished_at"]

@@ -93,6 +93,9 @@ IDEAS = {
     "checkpoint and resume": ("sweep.train.checkpoint", ["Checkpoint"]),
     "packed training": ("sweep.train.pack", ["run_pack", "make_packs", "packable", "probe_pack_size"]),
     "a local grid run mirrored as an Optuna study (optuna-dashboard)": ("sweep.run.record", ["GridRecord"]),
+    "the study storage, retried while the database is away": ("sweep.run.storage", ["open_storage", "queue_url"]),
+    "who runs what: the grid queue, claims, heartbeats, retries": ("sweep.run.queue", ["Queue", "server_clock"]),
+    "the job that runs one trial of a study": ("sweep.run.study_job", ["OptunaTrialJob"]),
     "python -m sweep.grid": ("sweep.cli.grid", ["main"]),
     "python -m sweep.optuna": ("sweep.cli.tune", ["main"]),
     "python -m sweep.report": ("sweep.cli.report", ["main"]),
@@ -147,7 +150,7 @@ def test_the_optuna_entry_point_is_only_an_entry_point():
 NEEDS = {
     "numpy": ("2.0", "np.trapezoid (sweep.metrics)"),
     "scipy": ("1.15", "scipy.stats.bootstrap(rng=...) (sweep.analysis.stats)"),
-    "optuna": ("4.9", "optuna.storages.RetryHeartbeatStaleTrialCallback (sweep.run.study)"),
+    "optuna": ("4.9", "the lowest release the suite runs on; PartialFixedSampler, Study.tell(trial number) (sweep.run.study_job, sweep.run.queue)"),
     "scikit-image": ("0.23.1", "the first release that imports with NumPy 2"),
     "pandas": ("2.2.2", "the first 2.2 release built for NumPy 2"),
     "tensorflow": ("2.18", "the first release that works with NumPy 2"),

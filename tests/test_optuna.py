@@ -167,29 +167,32 @@ def test_a_grid_worker_never_runs_a_point_it_did_not_take(tmp_path, monkeypatch)
     waiting: the worker must then stop, not create and sample a configuration of its own."""
     import optuna
 
-    from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, open_study
+    from sweep.run.queue import Queue
+    from sweep.run.study import StudyConfig, open_study
+    from sweep.run.study_job import OptunaTrialJob
     from sweep.space import load_space
 
     space = load_space(tiny_space(tmp_path, {"kernel_size": [3]}))
     url = f"sqlite:///{tmp_path}/study.db"
     config = StudyConfig(storage_url=url, study_name="race", sampler="random", pruner="none")
-    assert enqueue_grid(open_study(config), space.grid_points(), config) == 1
-    waiting = optuna.trial.TrialState.WAITING
-    real_get_trials = optuna.study.Study.get_trials
+    open_study(config)
+    assert config.queue().fill([(point, f"key{i}") for i, point in enumerate(space.grid_points())]) == 1
+    real_rows = Queue.rows
     taken = []
 
-    def racing(self, deepcopy=True, states=None):
-        found = real_get_trials(self, deepcopy=deepcopy, states=states)
-        if states == (waiting,) and found and not taken:  # another machine takes the point just now
-            taken.append(optuna.load_study(study_name="race", storage=url).ask().number)
+    def racing(self, *states):
+        found = real_rows(self, *states)
+        if states == ("waiting",) and found and not taken:  # another machine takes the point just now
+            taken.append(None)
+            taken[0] = config.queue().claim_next("another machine")
         return found
 
-    monkeypatch.setattr(optuna.study.Study, "get_trials", racing)
+    monkeypatch.setattr(Queue, "rows", racing)
     results = tmp_path / "r"
-    assert OptunaTrialJob(config, space, None, str(results), enqueued_only=True)() is None
+    assert OptunaTrialJob(config, space, None, str(results), enqueued_only=True, run="this run")() is None
     monkeypatch.undo()
-    trials = optuna.load_study(study_name="race", storage=url).get_trials()
-    assert taken and [t.number for t in trials] == taken  # the one grid point; no trial of this worker's own
+    assert taken and taken[0] is not None and config.queue().counts() == {"running": 1}
+    assert optuna.load_study(study_name="race", storage=url).get_trials() == []  # no trial of this worker's own
     assert not list(results.glob("rows/*.json"))
 
 
@@ -293,7 +296,7 @@ def test_a_killed_worker_is_failed_after_the_grace_period_and_retried(tmp_path, 
     for point, states in table.items():
         assert states.count("COMPLETE") == 1, (point, states)
     assert table[victim_trial.user_attrs["grid_point"]] == ["FAIL", "COMPLETE"]
-    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == victim_trial.number)
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == victim_trial.number)
     assert retry.state.name == "COMPLETE" and retry.user_attrs["trial_key"] == victim_trial.user_attrs["trial_key"]
     frame = load_results(results)
     assert len(frame) == 6 and frame["trial_key"].is_unique and set(frame["status"]) == {"complete"}
@@ -321,7 +324,7 @@ def test_losing_the_race_to_create_the_schema_is_recognised_inside_optunas_wrapp
     import optuna
     import sqlalchemy.exc
 
-    from sweep.run.study import lost_schema_race
+    from sweep.run.storage import lost_schema_race
 
     duplicate = sqlalchemy.exc.IntegrityError("INSERT INTO version_info", {}, Exception('duplicate key value violates unique constraint "version_info_pkey"'))
     try:

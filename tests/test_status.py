@@ -21,39 +21,40 @@ from sweep.results import write_row
 
 
 def grid_study(url: str, name: str = "tiny-grid", size: int = 6, complete: int = 3):
-    """A grid study as `sweep.grid --storage` leaves it: `size` enqueued points, `complete` of
-    them done by hostA and hostB, one running on hostA:123 with a heartbeat, the rest waiting."""
+    """A grid study as `sweep.grid --storage` leaves it: `size` points in sweep's queue,
+    `complete` of them done by hostA and hostB, one running on hostA:123 with a heartbeat, the
+    rest waiting. Returns the queue and the running point's claim."""
     import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*[Hh]eartbeat", module="optuna")
-    storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
-    study = optuna.create_study(study_name=name, storage=storage)
-    optuna.create_study(study_name=f"{name}.enqueue-lock", storage=storage)
-    for index in range(size):
-        study.enqueue_trial({"x": index}, user_attrs={"grid_point": index})
-    study.set_user_attr("grid_size", size)
-    for index in range(complete + 1):
-        trial = study.ask()
-        trial.suggest_int("x", 0, size)
-        trial.set_user_attr("trial_key", f"key{index}")
-        trial.set_user_attr("worker", f"host{'AB'[index % 2]}:{100 + index}")
-        if index < complete:
-            study.tell(trial, 0.1 * index)
-    trial.set_user_attr("worker", "hostA:123")
-    storage.record_heartbeat(trial._trial_id)
-    return storage, trial
-
-
-def backdate_heartbeat(url: str, trial_id: int, seconds: float) -> None:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(url)
-    beats = sa.table("trial_heartbeats", sa.column("trial_id", sa.Integer), sa.column("heartbeat", sa.DateTime))
-    with engine.begin() as conn:
-        now = conn.execute(sa.select(sa.func.now())).scalar().replace(tzinfo=None)
-        conn.execute(sa.update(beats).where(beats.c.trial_id == trial_id).values(heartbeat=now - timedelta(seconds=seconds)))
-    engine.dispose()
+    from sweep.run.queue import Queue
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=url)
+    queue = Queue(url, name, grace_period=120, heartbeat_interval=30, timeout=30)
+    queue.fill([({"x": index}, f"key{index}") for index in range(size)])
+    t = queue.t.queue
+    for index in range(complete + 1):
+        claim = queue.claim_next("run")
+        trial = study.ask()
+        trial.suggest_int("x", 0, size)
+        queue.attach(claim, trial.number)
+        worker = "hostA:123" if index == complete else f"host{'AB'[index % 2]}:{100 + index}"
+        with queue.t.engine.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.study_name == name, t.c.slot == claim.slot).values(worker=worker))
+        if index < complete:
+            study.tell(trial, 0.1 * index)
+            queue.finish(claim, "complete")
+    return queue, claim
+
+
+def backdate_heartbeat(queue, claim, seconds: float) -> None:
+    """The running point's heartbeat `seconds` older, on the database's clock."""
+    import sqlalchemy as sa
+
+    t = queue.t.queue
+    with queue.t.engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.study_name == queue.study_name, t.c.slot == claim.slot).values(heartbeat=t.c.heartbeat - seconds))
 
 
 def test_durations_read_like_clocks():
@@ -64,17 +65,17 @@ def test_a_grid_study_shows_counts_points_running_trial_and_eta(tmp_path, capsys
     from sweep.results.shared import SharedRows
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    _, running = grid_study(url)
+    queue, running = grid_study(url)
     table = SharedRows(url)
     for key, host in (("key0", "hostA"), ("key1", "hostB"), ("key2", "hostA")):
         table.push({"trial_key": key, "status": "complete", "host": host})
     assert main(["--storage", url]) == 0
     out = capsys.readouterr().out
     assert f"storage {url}: 1 study" in out and "enqueue-lock" not in out
-    assert "study tiny-grid: 6 trials: 3 complete, 1 running, 2 waiting, 0 failed, 0 pruned" in out
-    assert "grid: 3 of 6 points complete, 3 not yet" in out
+    assert "study tiny-grid: 4 trials: 3 complete, 1 running, 0 waiting, 0 failed, 0 pruned" in out
+    assert "grid: 3 of 6 points complete, 0 failed, 1 running, 2 waiting" in out
     assert "running on hostA (1):" in out
-    line = next(line for line in out.splitlines() if line.strip().startswith(f"#{running.number} "))
+    line = next(line for line in out.splitlines() if line.strip().startswith("#3 "))
     assert re.fullmatch(r"\s+#3 key3 on hostA pid 123: running \d+s, heartbeat \ds ago", line), line
     # The study began moments ago: the rate is over the 0.1 minute it has run, not the window.
     assert "last 0.1 min: 3 complete (30.00/min), 0 failed/pruned; ETA 6s for 3 points left" in out
@@ -83,8 +84,8 @@ def test_a_grid_study_shows_counts_points_running_trial_and_eta(tmp_path, capsys
 
 def test_a_stale_heartbeat_is_flagged(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    _, running = grid_study(url, complete=0)
-    backdate_heartbeat(url, running._trial_id, 600)
+    queue, running = grid_study(url, complete=0)
+    backdate_heartbeat(queue, running, 600)
     assert main(["--storage", url, "--study", "tiny-grid", "--window", "5"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"#0 key0 on hostA pid 123: running \d+s, heartbeat 10m0\ds ago, stale \(will be retried\)", out), out
@@ -138,7 +139,7 @@ def test_a_results_folder_with_an_optuna_db_shows_its_studies_too(tmp_path, caps
     assert main(["--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"results folder {tmp_path}: 0 rows" in out and "no target" in out
-    assert "study tiny-grid: 6 trials" in out and "#3 key3 on hostA pid 123" in out
+    assert "study tiny-grid: 4 trials" in out and "#3 key3 on hostA pid 123" in out
 
 
 def test_help_is_fast_and_imports_no_framework():
@@ -163,11 +164,11 @@ def test_an_unreachable_storage_is_exit_2_and_one_line():
 @pytest.mark.postgres
 def test_heartbeat_ages_on_postgresql_use_the_database_clock(postgres_url, capsys):
     postgres = "grid-on-postgresql"
-    _, running = grid_study(postgres_url, name=postgres)
+    queue, running = grid_study(postgres_url, name=postgres)
     assert main(["--storage", postgres_url, "--study", postgres]) == 0
     out = capsys.readouterr().out
-    assert f"study {postgres}: 6 trials: 3 complete, 1 running, 2 waiting" in out
+    assert f"study {postgres}: 4 trials: 3 complete, 1 running, 0 waiting" in out
     assert re.search(r"#3 key3 on hostA pid 123: running \d+s, heartbeat \ds ago\n", out), out
-    backdate_heartbeat(postgres_url, running._trial_id, 300)
+    backdate_heartbeat(queue, running, 300)
     assert main(["--storage", postgres_url, "--study", postgres]) == 0
     assert re.search(r"heartbeat 5m0\ds ago, stale \(will be retried\)", capsys.readouterr().out)

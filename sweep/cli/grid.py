@@ -158,64 +158,102 @@ def run_local(args, space, trials, plan, results: Path) -> str:
     return record.study_name
 
 
-def run_shared(args, space, trials, plan, results: Path) -> None:
-    """Share the grid with other machines through an Optuna study: enqueue once, take waiting
-    points until none is left, and wait for points other machines are still running."""
-    import optuna
+def run_shared(args, space, trials, plan, results: Path) -> list[str]:
+    """Share the grid with other machines: fill the study's queue (`sweep.run.queue`), take
+    waiting points until none is left, and wait for points other machines are still running.
+    Returns the end summary's lines about the grid's points (every point not complete named).
+
+    Stopped by a signal, the driver hands back every point its run still holds (they wait
+    again, no attempt used up) before it exits."""
+    import uuid
 
     from sweep.results import RowStore, is_url
+    from sweep.results.shared import mask_url
     from sweep.run import unique_trials
-    from sweep.run.study import OptunaTrialJob, StudyConfig, enqueue_grid, fail_stale, mask_url, open_study, study_name_for
+    from sweep.run.queue import tell_failed
+    from sweep.run.study import StudyConfig, open_study, study_name_for
+    from sweep.run.study_job import OptunaTrialJob
+    from sweep.stop import Interrupted
 
     data_ids = [spec.data_id for _, spec in trials]
     config = StudyConfig(
         storage_url=args.storage,
         study_name=args.study or study_name_for("grid", space, data_ids, ("val_mse",)),
         objectives=("val_mse",),
-        sampler="random",  # never consulted: every trial is an enqueued grid point
+        sampler="random",  # never consulted: every trial is a grid point (PartialFixedSampler)
         pruner="none",  # a grid runs every point to the end
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
         storage_timeout=args.storage_timeout,
     )
     study = open_study(config)
+    queue = config.queue()
     shared = args.storage if is_url(args.storage) else None  # a journal file has no results table
     keys = {spec.key for _, spec in trials}
     pushed = RowStore(str(results), shared, args.storage_timeout).push_missing(lambda row: row.get("trial_key") in keys)
     if pushed:
         print(f"sweep.grid: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
-    points = [point for point, _ in unique_trials(trials)]
-    added = enqueue_grid(study, points, config)
-    size = len(points)
+    unique = unique_trials(trials)
+    added = queue.fill([(point, spec.key) for point, spec in unique])
+    retried = queue.retry_failed() if args.retry_failed else 0
+    size = len(unique)
     print(
         f"sweep.grid: {size} grid points of {space.path} in study {config.study_name!r} at {mask_url(config.storage_url)} "
-        f"({added} enqueued now); {plan.describe()} here; results in {results}",
+        f"({added} queued now{f', {retried} failed queued again' if retried else ''}); {plan.describe()} here; results in {results}",
         file=sys.stderr,
     )
-    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage), "study": config.study_name})
+    run = uuid.uuid4().hex
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage), "study": config.study_name, "run": run})
     extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
-    State = optuna.trial.TrialState
-
-    def finished_points() -> int:
-        return len({t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))})
-
+    job = OptunaTrialJob(
+        config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts, run=run
+    )  # fmt: skip
     announced = False
-    while True:
-        fail_stale(study, config)
-        waiting = len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
-        if waiting:
-            job = OptunaTrialJob(
-                config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts
-            )  # fmt: skip
-            run_with_progress([job] * waiting, plan, results / ".workers", "grid", total=size, initial=finished_points(), factors=tuple(space.factors))
-            continue
-        running = len(study.get_trials(deepcopy=False, states=(State.RUNNING,)))
-        if not running:
-            break
-        if not announced:
-            print(f"waiting for {running} grid point(s) running on other machines", file=sys.stderr)
-            announced = True
-        time.sleep(max(1, min(args.heartbeat_interval, 10)))
+    try:
+        while True:
+            queue.sweep(study)
+            counts = queue.counts()
+            if counts.get("waiting"):
+                done = counts.get("complete", 0) + counts.get("failed", 0) + counts.get("pruned", 0)
+                run_with_progress([job] * counts["waiting"], plan, results / ".workers", "grid", total=size, initial=done, factors=tuple(space.factors))
+                continue
+            if not counts.get("running"):
+                break
+            if not announced:
+                print(f"waiting for {counts['running']} grid point(s) running on other machines", file=sys.stderr)
+                announced = True
+            time.sleep(max(1, min(args.heartbeat_interval, 10)))
+    except Interrupted as stop:
+        import signal
+
+        try:
+            handed = queue.release_run(run)  # (its workers are stopped: what they still held)
+            for row in handed:
+                if row.optuna_trial is not None:
+                    tell_failed(study, row.optuna_trial, "interrupted")
+            counts = queue.counts()
+        except Exception:  # the database is away: the claims go stale and are retried after the grace period
+            handed, counts = [], {}
+        stop.message = (
+            f"interrupted by {signal.Signals(stop.signum).name}: {counts.get('complete', 0)} of {size} grid points are complete in the study; "
+            f"the points this run held wait again ({len(handed)} handed back now, the others as their workers stopped; "
+            f"no retry used up); run the same command again to resume"
+        )
+        raise
+    return point_summary(queue, size)
+
+
+def point_summary(queue, size: int) -> list[str]:
+    """The grid's points by state, and every point not complete by name."""
+    rows = queue.rows()
+    counts = {state: sum(row.state == state for row in rows) for state in ("complete", "failed", "pruned", "waiting", "running")}
+    lines = [f"{size} grid points: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state in ("complete", "failed"))]
+    for row in rows:
+        if row.state != "complete":
+            why = f": {row.error}" if row.error else ""
+            held = f" on {row.worker}" if row.state == "running" and row.worker else ""
+            lines.append(f"  point {row.slot} ({row.params}, trial {row.trial_key}) {row.state}{held}{why}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sweep.artifacts import Artifacts
     from sweep.results import check_writable, export, is_url, load_results
-    from sweep.results.shared import mask_url
+    from sweep.results.shared import paste_url
     from sweep.run import grid_trials, plan_workers
     from sweep.space import load_space
 
@@ -248,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         Artifacts(args.artifacts).check()
     trials = grid_trials(space, args.data_dir)
     plan = plan_workers(args.workers, args.workers_per_gpu)
-    study = None
+    study, points = None, []
     if args.storage:
-        run_shared(args, space, trials, plan, results)
+        points = run_shared(args, space, trials, plan, results)
     else:
         study = run_local(args, space, trials, plan, results)
 
@@ -261,10 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     frame = load_results(shared or results)  # with --storage: every machine's rows
     frame = frame[frame["trial_key"].isin(keys)]
     print(summarize(frame, reference_key))
+    if points:
+        print("\n".join(points))
     if shared:
         here = load_results(results)
         print(f"results: {results}/ ({here['trial_key'].isin(keys).sum()} rows of this space trained here; pandas: sweep.results.load_results({str(results)!r}))")
-        print(f"every machine's rows: sweep.results.load_results({mask_url(shared)!r}); python -m sweep.report --results {mask_url(shared)}")
+        print(f"every machine's rows: sweep.results.load_results({paste_url(shared)!r}); python -m sweep.report --results {paste_url(shared)}")
     else:
         print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
         print(f"dashboard: optuna-dashboard sqlite:///{(results / 'optuna.db').resolve()} (study {study!r}; pip install optuna-dashboard, or the dashboard extra)")

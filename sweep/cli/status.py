@@ -6,8 +6,10 @@
     python -m sweep.status --storage URL --window 30              # throughput over the last 30 minutes
 
 For each study: trials by state, grid points complete, every running trial with its worker,
-run time and heartbeat age (older than --grace-period: stale, the next worker retries it), the
-trials finished per minute and an ETA; then the shared results table's rows by status and host.
+Slurm job, run time and heartbeat age on the database server's clock (older than
+--grace-period: stale, the next worker retries it), failed points with their errors, the trials
+finished per minute and an ETA; then the shared results table's rows by status and host. It
+reads sweep's own queue (`sweep.run.queue`) and Optuna's public API, never Optuna's tables.
 For a folder: its rows, the newest grid run's plan, the trials running on this host, the rate.
 It only reads: a database without Optuna's tables or the results table is left as it is.
 """
@@ -66,93 +68,109 @@ def hosts(counter: Counter) -> str:
 
 
 def storage_report(url: str, args) -> list[str]:
-    from sweep.results.shared import mask_url
+    from sweep.results.shared import first_line, mask_url
 
     try:
         return storage_lines(url, args)
     except SweepError:
         raise
     except Exception as err:  # unreachable server, bad URL, missing driver: one line
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise StoreError(f"--storage {mask_url(url)}: cannot read the database ({type(err).__name__}: {first})") from None
+        raise StoreError(f"--storage {mask_url(url)}: cannot read the database ({first_line(err)})") from None
 
 
 def storage_lines(url: str, args) -> list[str]:
     import sqlalchemy as sa
 
     from sweep.results.shared import TABLE, engine_options, mask_url
+    from sweep.run.queue import QUEUE_TABLE
 
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") and not Path(parsed.database).exists():
         raise FileNotFoundError(f"no such file {parsed.database}")  # connecting would create it
     engine = sa.create_engine(url, **engine_options(url))
     inspector = sa.inspect(engine)
-    has = {name: inspector.has_table(name) for name in ("studies", "trial_heartbeats", TABLE)}
-    lines, studies = [f"storage {mask_url(url)}: no Optuna studies"], []
+    has = {name: inspector.has_table(name) for name in ("studies", QUEUE_TABLE, TABLE)}
+    lines, studies, storage = [f"storage {mask_url(url)}: no Optuna studies"], [], None
     if has["studies"]:  # else opening Optuna's storage would create its tables
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
-        studies = sorted((s for s in storage.get_all_studies() if not s.study_name.endswith(".enqueue-lock")), key=lambda s: s.study_name)
+        studies = sorted((s.study_name for s in storage.get_all_studies() if not s.study_name.endswith(".enqueue-lock")))
     if args.study:
-        names = [s.study_name for s in studies]
-        if args.study not in names:
-            raise StoreError(f"--storage {mask_url(url)}: {did_you_mean('study', args.study, names)}")
-        studies = [s for s in studies if s.study_name == args.study]
+        if args.study not in studies:
+            raise StoreError(f"--storage {mask_url(url)}: {did_you_mean('study', args.study, studies)}")
+        studies = [args.study]
     if studies:
         lines = [f"storage {mask_url(url)}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}"]
-    for study in studies:
-        lines += study_block(storage, engine, study, args, has["trial_heartbeats"])
+    for name in studies:
+        lines += study_block(storage, engine, name, args, has[QUEUE_TABLE])
     if has[TABLE]:
         lines.append(results_table(engine, TABLE, args.study))
     return lines
 
 
-def heartbeat_ages(engine, trial_ids: list[int]) -> dict[int, float]:
-    """Seconds since each trial's last heartbeat, on the database's clock, compared as Optuna's
-    RDBStorage does when it looks for stale trials (its now() made naive, minus the stored value)."""
+def queue_rows(engine, study: str) -> tuple[float, list]:
+    """The database server's clock now (epoch seconds) and the study's rows of sweep's queue
+    (`sweep.run.queue`), read without creating anything."""
     import sqlalchemy as sa
 
-    if not trial_ids:
-        return {}
-    beats = sa.table("trial_heartbeats", sa.column("trial_id", sa.Integer), sa.column("heartbeat", sa.DateTime))
+    from sweep.run.queue import QUEUE_TABLE, server_clock
+
+    q = sa.table(QUEUE_TABLE, *(sa.column(c) for c in ("study_name", "slot", "kind", "state", "trial_key", "params", "attempts", "worker", "job", "optuna_trial", "error", "claimed", "heartbeat", "updated")))
     with engine.connect() as conn:
-        now = conn.execute(sa.select(sa.func.now())).scalar().replace(tzinfo=None)
-        rows = conn.execute(sa.select(beats.c.trial_id, beats.c.heartbeat).where(beats.c.trial_id.in_(trial_ids))).all()
-    return {trial_id: (now - beat).total_seconds() for trial_id, beat in rows}
+        now = float(conn.execute(sa.select(server_clock(engine.dialect.name))).scalar())
+        rows = conn.execute(sa.select(q).where(q.c.study_name == study).order_by(q.c.slot)).all()
+    return now, rows
 
 
-def study_block(storage, engine, study, args, heartbeats: bool) -> list[str]:
-    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+def study_block(storage, engine, name: str, args, has_queue: bool) -> list[str]:
+    """A study's trials by Optuna state; from sweep's queue its grid points, the trials running
+    with their worker, Slurm job and heartbeat age (the server's clock), the failed ones and
+    their errors; the throughput and an ETA."""
+    trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
     counts = Counter(t.state.name.lower() for t in trials)
-    lines = [f"study {study.study_name}: {len(trials)} trials: " + ", ".join(f"{counts[s]} {s.replace('fail', 'failed')}" for s in STATES)]
-    size = study.user_attrs.get("grid_size")
-    if size is not None:
-        points = {t.user_attrs.get("grid_point") for t in trials if t.state.name == "COMPLETE"} - {None}
-        remaining = size - len(points)
-        lines.append(f"  grid: {len(points)} of {size} points complete, {remaining} not yet")
+    lines = [f"study {name}: {len(trials)} trials: " + ", ".join(f"{counts[s]} {s.replace('fail', 'failed')}" for s in STATES)]
+    now, rows = queue_rows(engine, name) if has_queue else (time.time(), [])
+    points = [r for r in rows if r.kind == "grid"]
+    state = Counter(r.state for r in points)
+    if points:
+        lines.append(
+            f"  grid: {state['complete']} of {len(points)} points complete, "
+            + ", ".join(f"{state[s]} {s}" for s in ("failed", "pruned", "running", "waiting") if state[s] or s != "pruned")
+        )
+        remaining = state["waiting"] + state["running"]
     else:
         remaining = counts["waiting"] + counts["running"]
-    running = sorted((t for t in trials if t.state.name == "RUNNING"), key=lambda t: (str(t.user_attrs.get("worker")), t.number))
-    ages = heartbeat_ages(engine, [t._trial_id for t in running]) if heartbeats else {}
-    now = datetime.now()  # Optuna stamps trial start and end with the worker's local clock
+    running = [r for r in rows if r.state == "running"]
     if running:
-        by_host = Counter(str(t.user_attrs.get("worker", "?")).rpartition(":")[0] or "?" for t in running)
+        by_host = Counter((r.worker or "?").rpartition(":")[0] or "?" for r in running)
         lines.append(f"  running on {hosts(by_host)}:")
-    for t in running:
-        host, _, pid = str(t.user_attrs.get("worker", "?:?")).rpartition(":")
-        age = ages.get(t._trial_id)
+    for r in sorted(running, key=lambda r: (str(r.worker), r.slot)):
+        host, _, pid = (r.worker or "?:?").rpartition(":")
+        age = None if r.heartbeat is None else now - float(r.heartbeat)
         beat = "no heartbeat yet" if age is None else f"heartbeat {duration(age)} ago"
         if age is not None and age > args.grace_period:
             beat += ", stale (will be retried)"
-        ran = duration((now - t.datetime_start).total_seconds()) if t.datetime_start else "?"
-        lines.append(f"    #{t.number} {t.user_attrs.get('trial_key', '?')} on {host or '?'} pid {pid}: running {ran}, {beat}")
-    since = now - timedelta(minutes=args.window)
+        ran = duration(now - float(r.claimed)) if r.claimed is not None else "?"
+        number = f"#{r.optuna_trial}" if r.optuna_trial is not None else f"point {r.slot}"
+        extra = (f", attempt {r.attempts + 1}" if r.attempts else "") + (f", Slurm job {r.job}" if r.job else "")
+        lines.append(f"    {number} {r.trial_key or '?'} on {host or '?'} pid {pid}: running {ran}, {beat}{extra}")
+    for r in rows:
+        if r.state == "failed":
+            lines.append(f"  failed: {'point ' + str(r.slot) if r.kind == 'grid' else '#' + str(r.optuna_trial)} {r.trial_key or ''} {r.params or ''}: {r.error}")
+    if rows:  # times on the server's clock
+        recent = Counter(r.state for r in rows if r.state in ("complete", "failed", "pruned") and r.updated is not None and now - float(r.updated) <= args.window * 60)
+        started = [float(r.claimed) for r in rows if r.claimed is not None]
+        running_for = now - min(started) if started else None
+        lines.append(throughput(recent["complete"], recent["failed"] + recent["pruned"], remaining, args.window, bool(points), running_for))
+        return lines
+    local = datetime.now()  # (a study without sweep's queue rows: Optuna's times, stamped by each worker's clock)
+    since = local - timedelta(minutes=args.window)
     recent = Counter(t.state.name for t in trials if t.datetime_complete and t.datetime_complete >= since)
     started = [t.datetime_start for t in trials if t.datetime_start]
-    running_for = (now - min(started)).total_seconds() if started else None
-    lines.append(throughput(recent["COMPLETE"], recent["FAIL"] + recent["PRUNED"], remaining, args.window, size is not None, running_for))
+    running_for = (local - min(started)).total_seconds() if started else None
+    lines.append(throughput(recent["COMPLETE"], recent["FAIL"] + recent["PRUNED"], remaining, args.window, False, running_for))
     return lines
 
 

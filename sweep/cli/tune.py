@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import uuid
 
 from sweep.cli.common import (
     add_common_arguments,
@@ -71,7 +73,7 @@ def summarize(study, config, results, frame) -> str:
     import optuna
 
     from sweep.analysis import importance_evaluator
-    from sweep.run.study import mask_url
+    from sweep.results.shared import mask_url, paste_url
 
     State = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
@@ -110,10 +112,30 @@ def summarize(study, config, results, frame) -> str:
                 text = ", ".join(f"{k} {v:.2f}" for k, v in importances.items())
                 caveat = f"; from only {len(complete)} complete trials: a rough guide until there are {IMPORTANCE_TRIALS} or more" if len(complete) < IMPORTANCE_TRIALS else ""
                 lines.append(f"parameter importances for {name} ({'fANOVA' if method == 'fanova' else 'PED-ANOVA'}): {text}{caveat}")
-    url = mask_url(config.storage_url)
-    lines.append(f"study: {study.study_name!r} in {url} (view it: optuna-dashboard {url})")
+    lines.append(f"study: {study.study_name!r} in {mask_url(config.storage_url)} (view it: optuna-dashboard {paste_url(config.storage_url)})")
     lines.append(f"results: {results}/ ({len(frame)} rows of this study; pandas: sweep.results.load_results({str(results)!r}))")
     return "\n".join(lines)
+
+
+def hand_back(study, config, run: str, signum: int) -> str:
+    """After a signal stopped the workers: the trials this run still holds are told failed in
+    the study and their params enqueued again (no attempt used up); the line to print."""
+    from sweep.run.queue import requeue, tell_failed
+
+    try:
+        queue = config.queue()
+        handed = queue.release_run(run)
+        for row in handed:
+            if row.optuna_trial is not None and tell_failed(study, row.optuna_trial, "interrupted"):
+                requeue(study, row.optuna_trial, row.attempts)
+        complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    except Exception:  # the database is away: the claims go stale and are retried after the grace period
+        return f"interrupted by {signal.Signals(signum).name}: completed trials are stored; run the same command again to resume"
+    return (
+        f"interrupted by {signal.Signals(signum).name}: {complete} complete trial(s) in study {config.study_name!r}; the trials this run "
+        f"held wait again with the same params ({len(handed)} handed back now, the others as their workers stopped); "
+        f"run the same command again to resume"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.data import dataset_for
     from sweep.results import RowStore, check_writable, export, is_url, load_results
     from sweep.run import plan_workers
-    from sweep.run.study import OptunaTrialJob, StudyConfig, check_pruning, default_storage_url, mask_url, open_study, parse_objectives, study_name_for
+    from sweep.results.shared import mask_url
+    from sweep.run.study import StudyConfig, check_pruning, default_storage_url, open_study, parse_objectives, study_name_for
+    from sweep.run.study_job import OptunaTrialJob
+    from sweep.stop import Interrupted
     from sweep.space import load_space
 
     space = load_space(args.space).with_protocol(from_flags=True, **protocol_overrides(args))
@@ -172,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     pushed = RowStore(str(results), shared, args.storage_timeout).push_missing(lambda row: row.get("study_name") == config.study_name)
     if pushed:
         print(f"sweep.optuna: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
-    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts)
-    run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
+    run = uuid.uuid4().hex
+    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts, run=run)
+    try:
+        run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
+    except Interrupted as stop:
+        stop.message = hand_back(study, config, run, stop.signum)
+        raise
 
     study = open_study(config, create=False)
     frame = load_results(shared or results)

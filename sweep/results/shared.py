@@ -50,8 +50,10 @@ __all__ = [
     "mask_text",
     "mask_url",
     "paste_url",
+    "last_outage",
     "recently_away",
     "retrying",
+    "saw_outage",
     "shared_rows",
     "transient",
 ]
@@ -226,6 +228,18 @@ def transient(err: BaseException) -> bool:
 _last_outage_end = -math.inf  # when this process last saw the database come back
 
 
+def saw_outage() -> None:
+    """Record that the database did not answer this process just now (a failed heartbeat:
+    calls retried by `retrying` record it themselves)."""
+    global _last_outage_end
+    _last_outage_end = time.monotonic()
+
+
+def last_outage() -> float:
+    """When (monotonic) this process last saw the database away, or -inf."""
+    return _last_outage_end
+
+
 def recently_away(seconds: float) -> bool:
     """Whether this process saw the database away less than `seconds` ago. A machine that
     was cut off itself must not fail other machines' trials as silent: their heartbeats could
@@ -251,6 +265,7 @@ def retrying(
             if not transient(err):
                 raise
             away = True
+            _last_outage_end = time.monotonic()  # (away now: recently_away says so meanwhile too)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 _last_outage_end = time.monotonic()
