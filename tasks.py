@@ -11,6 +11,11 @@
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
 `constraints.txt`; later calls reuse it and reinstall only when `pyproject.toml` or
 `constraints.txt` changed.
+
+Signals: a SIGTERM to this script is passed on to the command it runs, and the script
+returns that command's status (143 when a sweep stops on it); a terminal's Ctrl-C reaches
+the command by itself (the whole process group gets it), so the script only waits for the
+command and returns its status (130), as a shell does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -80,6 +86,28 @@ def ensure_environment() -> Path:
     return python
 
 
+def call(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run `command` and return its status (128 + N if a signal N ended it). Meanwhile a
+    SIGTERM to this script is passed on to it (Slurm, Kubernetes and `kill` signal this
+    process only), and SIGINT is left to it: a terminal's Ctrl-C reaches the command's
+    process group, this script included, so passing it on would make it a second signal."""
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, frame):
+        try:
+            child.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward), signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    try:
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - status if status < 0 else status
+
+
 def results_option(args: list[str]) -> tuple[str, list[str]]:
     """`--results DIR` (or `--results=DIR`) out of the job's arguments (default `results`),
     and the arguments left."""
@@ -120,18 +148,18 @@ def main(argv: list[str]) -> int:
         os.chdir(ROOT)
         # The package's layering (pyproject.toml, [tool.importlinter]) before the tests: a
         # back-edge or a cycle fails the suite.
-        status = subprocess.call([str(venv_script("lint-imports")), "--no-cache"])
+        status = call([str(venv_script("lint-imports")), "--no-cache"])
         if status != 0:
             print("tasks: lint-imports found imports that break the package's layers (see above)", file=sys.stderr)
             return status
-        status = subprocess.call([str(python), "-m", "pytest", *rest])
+        status = call([str(python), "-m", "pytest", *rest])
         if status != 0:
             return status
         # The GPU machines run Keras on JAX: the tests marked `backends` (training step,
         # packs, a grid, a killed and resumed trial, the bench) run again under it.
         print("tasks: the tests marked 'backends' again, under KERAS_BACKEND=jax", flush=True)
         jax = {**os.environ, "KERAS_BACKEND": "jax"}
-        return subprocess.call([str(python), "-m", "pytest", "-m", "backends", *rest], env=jax)
+        return call([str(python), "-m", "pytest", "-m", "backends", *rest], env=jax)
     elif job == "setup":
         return 0
     elif job in ("notebooks", "lab"):
@@ -139,18 +167,22 @@ def main(argv: list[str]) -> int:
         env = {**os.environ, "SWEEP_RESULTS": relative, "PYTHONPATH": str(ROOT)}
         os.chdir(ROOT)
         if job == "notebooks":
-            return subprocess.call([str(python), "-c", EXECUTE_NOTEBOOKS], env=env)
+            return call([str(python), "-c", EXECUTE_NOTEBOOKS], env=env)
         if subprocess.call([str(python), "-c", "import jupyterlab"], stderr=subprocess.DEVNULL) != 0:
             print(f"tasks: JupyterLab is missing; install the lab extra ({python} -m pip install -e '.[lab]')", file=sys.stderr)
             return 2
         print(f"tasks: JupyterLab on notebooks/, the notebooks reading {results} (SWEEP_RESULTS={relative}); Ctrl-C stops it", flush=True)
         as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in rest else []  # containers
-        return subprocess.call([str(python), "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *as_root, *rest], env=env)
+        return call([str(python), "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *as_root, *rest], env=env)
     else:
         command = [str(python), "-m", f"sweep.{job}", *rest]
     os.chdir(ROOT)
-    return subprocess.call(command)
+    return call(command)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C while installing, or between commands: one line, no traceback
+        print("tasks: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -23,6 +23,10 @@ It prints, per mode, the wall time, training images per second, the FLOPs of the
 FLOP/s achieved; the harness line also says where its time went; then the device's
 measured peak (a large matrix product, timed in the same run) and the fraction of it each
 mode achieved; and last a line `speedup: X.XX` (naive time / harness time).
+
+Ctrl-C or SIGTERM stops it as it stops a grid (`sweep.stop`: the harness's workers at their
+epoch ends, or killed at the deadline); its throw-away results are removed, so there is
+nothing to resume: it ends with one line saying so, and status 130 or 143.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sweep import stop
 from sweep.cli.common import add_common_arguments, check_positive, pack_size, protocol_overrides
 from sweep.errors import SpecError, did_you_mean
 
@@ -223,6 +228,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{_si(work.flops)}FLOPs of work; {machine()}; Keras backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}",
     )
     times = {}
+    try:
+        measure(args, modes, work, dataset, trials, times)
+        if not args.no_peak:
+            peak, how = measure_peak()
+            shares = ", ".join(f"{mode} {work.flops / seconds / peak:.1%}" for mode, seconds in times.items())
+            print(f"peak     {_si(peak)}FLOP/s ({how}, all cores of this device); achieved: {shares}")
+    except stop.Interrupted as err:  # (the harness's workers are gone by then; the naive loop and the peak run here)
+        err.message = f"interrupted by {stop.signal_name(err.signum)}: the benchmark stopped, its throw-away results are removed; nothing to resume"
+        raise
+    if len(times) == 2:
+        print(f"speedup: {times['naive'] / times['harness']:.2f}")
+    return 0
+
+
+def measure(args, modes: list[str], work: Work, dataset, trials: list, times: dict[str, float]) -> None:
+    """Run and report each mode of `modes`, in a throw-away results folder; `times` gets
+    each mode's seconds."""
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         if "harness" in modes:
             seconds, rows, workers = run_harness(work, args, Path(tmp))
@@ -241,13 +263,6 @@ def main(argv: list[str] | None = None) -> int:
             times["naive"] = seconds
             scaling = f"; timed on {naive_epochs} epoch(s), time x{work.epochs / naive_epochs:g}" if naive_epochs != work.epochs else ""
             _report("naive", seconds, work, f"mean test MSE {mse:.5f}{scaling}")
-    if not args.no_peak:
-        peak, how = measure_peak()
-        shares = ", ".join(f"{mode} {work.flops / seconds / peak:.1%}" for mode, seconds in times.items())
-        print(f"peak     {_si(peak)}FLOP/s ({how}, all cores of this device); achieved: {shares}")
-    if len(times) == 2:
-        print(f"speedup: {times['naive'] / times['harness']:.2f}")
-    return 0
 
 
 def time_shares(rows: list[dict], workers: int, seconds: float) -> str:

@@ -2,7 +2,10 @@
 
 The error rule: a `SweepError` (bad input, missing data, unusable results directory) is
 printed as one line on stderr and the process exits with code 2; `--debug` shows the
-traceback instead. Nothing here imports Keras, so `--help` answers at once.
+traceback instead. A stop signal (Ctrl-C, SIGTERM) stops the run and every worker
+(`sweep.stop`) and is one line too, saying what is stored and how to resume; the exit
+status is 130 for SIGINT, 143 for SIGTERM. Nothing here imports Keras, so `--help` answers
+at once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from sweep import stop
 from sweep.data import DATASETS
 from sweep.errors import SweepError, must_be
 from sweep.files import atomic_write
@@ -27,6 +31,7 @@ __all__ = [
     "check_positive",
     "code_version",
     "duration",
+    "interrupted_line",
     "one_line",
     "protocol_overrides",
     "run_main",
@@ -203,7 +208,11 @@ def run_with_progress(
     and, given each trial's training FLOPs (`work`, by trial key), an ETA from them: a line
     fitted to the finished trials' seconds against their FLOPs (a fixed cost per trial plus
     FLOPs at a rate) predicts each trial still to run, shared by the workers (tqdm's own ETA
-    assumes every trial costs the same). `on_row` is called with each row as it arrives."""
+    assumes every trial costs the same). `on_row` is called with each row as it arrives.
+
+    A stop signal (`sweep.stop`) stops the workers at their epoch ends (or kills them at the
+    deadline); once none is left this raises `stop.Interrupted`, whose message says what is
+    stored and how to resume (`interrupted_line`)."""
     import threading
     import time
 
@@ -221,7 +230,7 @@ def run_with_progress(
     os.environ[progress.ENV] = str(folder)  # workers inherit it
     timed: list[tuple[float, float]] = []  # (training FLOPs, seconds) of each finished trial
     left = dict(work or {})
-    stop = threading.Event()
+    finished_watching = threading.Event()
 
     def eta() -> str | None:
         if len(timed) < 3 or len({w for w, _ in timed}) < 2:
@@ -231,12 +240,15 @@ def run_with_progress(
             slope, fixed = 0.0, float(np.mean([s for _, s in timed]))
         return duration(sum(max(fixed + slope * w, 0.0) for w in left.values()) / max(plan.workers, 1))
 
-    with tqdm(total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
+    def last_words(signum: int) -> str:  # if this process must end before run_jobs returns (sweep.stop.exit_now)
+        return interrupted_line(signum, len(rows), killed=1 if plan.workers == 1 else 0, forced=stop.forced())
+
+    with stop.deferred(last_words), tqdm(total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
 
         interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
 
         def watch() -> None:
-            while not stop.wait(interval):
+            while not finished_watching.wait(interval):
                 parts = [f"{f['key'][:6]} epoch {f['epoch']}/{f['epochs']}" for f in progress.running(folder)]
                 estimate = eta() if work else None
                 if estimate:
@@ -258,11 +270,33 @@ def run_with_progress(
                         bar.write(one_line(row, factors), file=sys.stderr)
                         if on_row is not None:
                             on_row(row)
+            signum = stop.requested()
+            if signum is not None:  # (it came as the last jobs finished)
+                raise stop.Interrupted(signum)
+        except stop.Interrupted as err:
+            if err.message is None:
+                err.message = interrupted_line(err.signum, len(rows), err.stopped, err.restart, err.killed, err.forced)
+            raise
         finally:
-            stop.set()
+            finished_watching.set()
             watcher.join()
             os.environ.pop(progress.ENV, None)
     return rows
+
+
+def interrupted_line(signum: int, stored: int, stopped: int = 0, restart: int = 0, killed: int = 0, forced: bool = False) -> str:
+    """The one line a run stopped by signal `signum` ends with: `stored` trials finished in it
+    (their rows are stored), `stopped` stopped at an epoch end, `restart` packed trials stopped
+    (no checkpoint), `killed` killed at the deadline (or at once: `forced`)."""
+    parts = [f"{stored} trial(s) finished in this run and are stored"]
+    if stopped:
+        parts.append(f"{stopped} stopped at the end of an epoch and resume from their checkpoints")
+    if restart:
+        parts.append(f"{restart} stopped in packs, which keep no checkpoint, and start again")
+    if killed:
+        when = "at once (second signal)" if forced else f"at the {stop.DEADLINE_S:g} s deadline"
+        parts.append(f"{killed} killed {when}, which resume from their last checkpoints")
+    return f"interrupted by {stop.signal_name(signum)}: {', '.join(parts)}; run the same command again to resume"
 
 
 def duration(seconds: float) -> str:
@@ -275,8 +309,11 @@ def duration(seconds: float) -> str:
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Call `main` under the error rule and exit with its status."""
+    """Call `main` under the error rule and exit with its status. A command's entry point:
+    it installs the driver's signal handlers for the rest of the process (`sweep.stop`); a
+    stop ends it with one line and 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    stop.install_handlers()
     try:
         status = main(argv)
     except SweepError as err:
@@ -286,6 +323,10 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
 
         print(f"error: {mask_text(str(err))}", file=sys.stderr)  # (a URL's password never reaches the terminal)
         sys.exit(EXIT_BAD_INPUT)
+    except stop.Interrupted as err:
+        print(str(err), file=sys.stderr, flush=True)
+        stop.said()
+        sys.exit(err.exit_status)
     except KeyboardInterrupt:
         print("interrupted: completed trials are stored; run the same command again to resume", file=sys.stderr)
         sys.exit(130)

@@ -4,6 +4,10 @@ grid's trials as jobs.
 A job counts its attempts in its trial's directory: a trial whose worker died
 `MAX_ATTEMPTS` times in one run (killed, out of memory) is recorded as failed instead of
 being tried forever, and a pack that killed its worker is split into lone trials.
+
+A job stopped because the run is interrupted (`sweep.stop.Stopped`, from the trial, or at
+once if the stop came before it began) stores no row and lets `Stopped` propagate to its
+caller.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sweep.files import atomic_write
 from sweep.results import spec_columns, write_row
 from sweep.space import SearchSpace
 from sweep.spec import TrialSpec
+from sweep.stop import Stopped, requested
 from sweep.run.schedule import WorkerPlan
 from sweep.train import make_packs, probe_pack_size, run_pack, run_trial, trial_dir
 
@@ -77,6 +82,8 @@ class TrialJob:
     artifacts: str | None = None  # --artifacts: the shared artefact store
 
     def __call__(self) -> dict[str, Any] | None:
+        if requested() is not None:
+            raise Stopped((self.spec.key,))
         directory = trial_dir(self.results_dir, self.spec.key)
         attempts = count_attempt(directory, self.run_id)
         if attempts > MAX_ATTEMPTS:
@@ -124,6 +131,8 @@ class PackJob:
         return len(self.specs)
 
     def __call__(self) -> list[dict[str, Any] | None]:
+        if requested() is not None:
+            raise Stopped([spec.key for spec in self.specs], checkpointed=False)
         if len(self.specs) == 1:
             return [self._alone(self.specs[0])]
         dirs = [trial_dir(self.results_dir, spec.key) for spec in self.specs]
@@ -132,12 +141,12 @@ class PackJob:
             self._split(dirs)  # this pack killed a worker before: isolate its members from now on
             split = True
         if split:
-            return [self._alone(spec) for spec in self.specs]
+            return self._each_alone()
         dataset = dataset_for(self.specs[0].protocol, self.data_dir)
         packed = run_pack(list(self.specs), dataset, self.results_dir)
         if all(str(row.get("error") or "").startswith("out of memory") for row in packed):
             self._split(dirs)  # together they do not fit: each may alone
-            return [self._alone(spec) for spec in self.specs]
+            return self._each_alone()
         rows = []
         for row, d in zip(packed, dirs):
             row = {**row, **self.row_extra}
@@ -155,6 +164,16 @@ class PackJob:
         for d in dirs:
             clear_attempts(d)
             (d / SPLIT_FILE).write_text(self.run_id)
+
+    def _each_alone(self) -> list[dict[str, Any] | None]:
+        """Every member as a lone trial; a stop keeps the rows stored before it (`Stopped.rows`)."""
+        rows: list[dict[str, Any] | None] = []
+        for spec in self.specs:
+            try:
+                rows.append(self._alone(spec))
+            except Stopped as stopped:
+                raise Stopped(stopped.keys, stopped.epoch, stopped.checkpointed, [*rows, *stopped.rows]) from None
+        return rows
 
     def _alone(self, spec: TrialSpec) -> dict[str, Any] | None:
         return TrialJob(spec, self.data_dir, self.results_dir, self.row_extra, self.checkpoint_every_s, self.run_id, self.artifacts)()

@@ -1,6 +1,8 @@
 """Checkpoint and resume: everything that influences the rest of a trial's training, in one
 file written atomically, so a trial killed at any moment and resumed (any number of times)
-ends exactly as it would have uninterrupted.
+ends exactly as it would have uninterrupted. Checkpoints are taken at epoch ends, at most
+every `every_s` seconds, and always at the epoch a trial stops after when the run is
+stopped by a signal (`sweep.stop`).
 
 A checkpoint taken after epoch `e` holds:
 

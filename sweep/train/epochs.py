@@ -1,5 +1,9 @@
 """What happens at the end of every epoch: the validation loss, the learning-rate plateau,
-the history and best epoch, early stopping, pruning and checkpoints.
+the history and best epoch, early stopping, pruning, checkpoints, and stopping the run.
+
+An epoch is one compiled call, so its end is where a trial can stop when the run is
+interrupted (`sweep.stop`): a checkpoint is written then, whatever is due, and `Stopped` is
+raised; the rerun resumes from that checkpoint.
 
 The state all of this keeps is plain values (`Tracker.state`, `Plateau.state`), so a
 checkpoint holds it whole and a resumed trial continues exactly where it stopped.
@@ -14,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sweep.faults import armed, failpoint
+from sweep.stop import Stopped, requested
 
 __all__ = ["Plateau", "Pruning", "Tracker", "batch_failpoint_callback", "epoch_callback"]
 
@@ -104,15 +109,19 @@ def epoch_callback(
     validate: Callable[[Any], float],
     plateau: Plateau | None = None,
     prune: Callable[[int, Any], bool] | None = None,
-    checkpoint: Callable[[int, Any], None] | None = None,
+    checkpoint: Callable[[int, Any, bool], None] | None = None,
     best_weights: list | None = None,
 ):
     """The Keras callback that runs the end of every epoch, in this order: the validation
     loss (`validate(model)`), the history and best weights (`tracker`), the learning-rate
     plateau, pruning (`prune(epoch, model)`: stop now?), then a checkpoint
-    (`checkpoint(epoch, callback)`, which decides itself whether one is due). The history's
-    `lr` is the rate the epoch trained with. The callback keeps the best epoch's weights in
-    `best_weights` (starting from those given, when resuming)."""
+    (`checkpoint(epoch, callback, now)`, which decides itself whether one is due, unless
+    `now`). The history's `lr` is the rate the epoch trained with. The callback keeps the best
+    epoch's weights in `best_weights` (starting from those given, when resuming).
+
+    When a stop was requested (`sweep.stop.requested`), the checkpoint is written now, and
+    `Stopped` is raised unless training is over anyway (then the trial is evaluated, and a
+    rerun after a kill meanwhile resumes from this last checkpoint and only evaluates)."""
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
@@ -134,9 +143,12 @@ def epoch_callback(
                 if prune is not None and prune(epoch, self.model):
                     tracker.stop_reason = "pruned"
             self.model.stop_training = tracker.stop_reason is not None
-            if checkpoint is not None and not tracker.done:
-                checkpoint(epoch, self)
+            stopping = requested() is not None
+            if checkpoint is not None and (stopping or not tracker.done):
+                checkpoint(epoch, self, stopping)
             failpoint("trial.epoch_end", key)
+            if stopping and not tracker.done:
+                raise Stopped((key,), epoch, checkpointed=checkpoint is not None)
 
     return EpochEnd()
 

@@ -6,6 +6,9 @@ packs of up to K that share a protocol and a dataset (`make_packs`, balanced by 
 trains each pack as one model (`run_pack`): same batches, disjoint parameters, one summed
 loss, so every member's gradients and Adam updates are exactly its own and its row means
 what a separate trial's row means.
+
+A pack stops with the run (`sweep.stop`) at the end of an epoch, as a lone trial does, but
+keeps no checkpoint: a rerun trains its trials again from the start.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sweep.data import Dataset
 from sweep.errors import must_be
 from sweep.faults import failpoint
 from sweep.spec import TrialSpec
+from sweep.stop import Stopped, requested
 from sweep.train.arrays import task_arrays
 from sweep.train.evaluate import evaluate
 from sweep.train.epochs import Tracker
@@ -152,7 +156,8 @@ def run_pack(
     updates, are exactly its own. Each member keeps its own history, best weights and early
     stopping; a member that has stopped keeps training in the pack (the step is shared) but
     nothing it does afterwards is used. The pack ends when every member has. A pack does
-    not checkpoint: after a crash, its unfinished members run again from the start.
+    not checkpoint: after a crash, its unfinished members run again from the start. When a
+    stop is requested (`sweep.stop`) it raises `Stopped` at its epoch end, with no rows.
     """
     protocol = specs[0].protocol
     if any(s.protocol != protocol or s.data_id != specs[0].data_id for s in specs):
@@ -198,10 +203,21 @@ def run_pack(
                         best[i] = members[i].get_weights()
                     failpoint("trial.epoch_end", spec.key)
                 self.model.stop_training = all(t.done for t in trackers)
+                if not self.model.stop_training and requested() is not None:
+                    raise Stopped([s.key for s in specs], epoch, checkpointed=False)
 
+        if requested() is not None:
+            raise Stopped([s.key for s in specs], None, checkpointed=False)
         t_fit = time.perf_counter()
         fit(pack, splits, arrays, task, protocol, 0, [PackTracker()], outputs=names)
         train_seconds = time.perf_counter() - t_fit
+    except Stopped:
+        members = best = []
+        try:
+            backend.clear()
+        except Exception:  # cleaning up must never hide the stop
+            pass
+        raise
     except Exception as err:  # the whole pack failed (data, build, memory): every member says why
         for row, out in zip(rows, outs):
             record_failure(row, out, err)

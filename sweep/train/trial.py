@@ -1,10 +1,11 @@
 """Run one trial: build, train under the protocol, evaluate, save artefacts, return a row.
 
 A trial never reads the results store and never decides what runs next. It returns a
-plain dict (one row) whether it completed, failed or was pruned; only an interrupt or a
-dead process stops it without a row. While it trains it checkpoints its whole state
-(`sweep.train.checkpoint`), so a rerun after a crash resumes from the last checkpointed
-epoch and ends with the row the uninterrupted trial would have had.
+plain dict (one row) whether it completed, failed or was pruned; only a stop (`Stopped`,
+when the run is interrupted: `sweep.stop`), an interrupt or a dead process ends it without
+a row. While it trains it checkpoints its whole state (`sweep.train.checkpoint`), and
+always at the epoch it stops after, so a rerun resumes from the last checkpointed epoch and
+ends with the row the uninterrupted trial would have had.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sweep import backend, progress
 from sweep.artifacts import Artifacts
 from sweep.data import Dataset
 from sweep.spec import TrialSpec
+from sweep.stop import Stopped, requested
 from sweep.train.arrays import task_arrays
 from sweep.train.checkpoint import CHECKPOINT_FILE, Checkpoint, Saved
 from sweep.train.epochs import Plateau, Pruning, Tracker, batch_failpoint_callback, epoch_callback
@@ -45,7 +47,10 @@ def run_trial(
     `pruning` reports a validation value after every epoch and may stop the trial (status
     'pruned'); `checkpoint_every_s` bounds the work a crash can cost (0: a checkpoint after
     every epoch; inf: none). With `artifacts`, checkpoints go to that shared store as well
-    (a retry on another machine resumes from them) and so do the finished trial's files."""
+    (a retry on another machine resumes from them) and so do the finished trial's files.
+
+    When a stop is requested (`sweep.stop`) the trial checkpoints at the end of its current
+    epoch and raises `Stopped`, with no row (before training: at once)."""
     t0 = time.perf_counter()
     out = trial_dir(results_dir, spec.key)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,9 +78,9 @@ def run_trial(
         row["resumed_from_epoch"] = first_epoch if saved is not None else None
         progress.report(spec.key, first_epoch, protocol.epochs)
 
-        def save(epoch: int, callback) -> None:
+        def save(epoch: int, callback, now: bool = False) -> None:
             progress.report(spec.key, epoch + 1, protocol.epochs)  # (for the driver's progress bar)
-            if checkpoint.due():
+            if now or checkpoint.due():
                 state = {"tracker": tracker.state(), "plateau": plateau.state() if plateau else None}
                 checkpoint.save(epoch, callback.model, callback.best_weights, state)
 
@@ -89,6 +94,8 @@ def run_trial(
             best_weights=saved.best_weights if saved is not None else None,
         )
         per_step = batch_failpoint_callback(spec.key)  # None unless a test kills the trial mid-epoch
+        if requested() is not None and not tracker.done:  # (building and compiling take a while)
+            raise Stopped((spec.key,), None if saved is None else saved.epoch)
         t_fit = time.perf_counter()
         if not tracker.done:
             callbacks = [callback] if per_step is None else [callback, per_step]
