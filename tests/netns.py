@@ -9,7 +9,7 @@ one on the bridge address, reachable from every host. Everything is removed agai
 exit as a fallback, and, for runs that were killed, by the next `Cluster`.
 
 Needs root, iproute2, util-linux (`unshare`, `runuser`) and the PostgreSQL server binaries
-(/usr/lib/postgresql/*/bin). Tests call `require_netns()` first, which skips them when any of
+(/usr/lib/postgresql/*/bin); the chaos test also libfaketime (`faketime_library`). Tests call `require_netns()` first, which skips them when any of
 that is missing, or fails them when SWEEP_REQUIRE_NETNS=1.
 """
 
@@ -106,6 +106,19 @@ def require_netns() -> None:
     reason = netns_available()
     if reason is None:
         return
+    if os.environ.get("SWEEP_REQUIRE_NETNS") == "1":
+        pytest.fail(f"SWEEP_REQUIRE_NETNS=1: {reason}")
+    pytest.skip(reason)
+
+
+def faketime_library() -> str:
+    """Debian's libfaketime (multi-threaded build): a process started with LD_PRELOAD set to it
+    and FAKETIME="+10m" sees a wall clock 10 minutes ahead. Skips the calling test without it,
+    or fails it when SWEEP_REQUIRE_NETNS=1 (CI installs the faketime package)."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    if found:
+        return str(found[0])
+    reason = "no libfaketime (apt-get install faketime)"
     if os.environ.get("SWEEP_REQUIRE_NETNS") == "1":
         pytest.fail(f"SWEEP_REQUIRE_NETNS=1: {reason}")
     pytest.skip(reason)

@@ -173,6 +173,7 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
     from sweep.run.queue import tell_failed
     from sweep.run.study import StudyConfig, open_study, study_name_for
     from sweep.run.study_job import OptunaTrialJob
+    from sweep import stop
     from sweep.stop import Interrupted
 
     data_ids = [spec.data_id for _, spec in trials]
@@ -208,34 +209,47 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
     job = OptunaTrialJob(
         config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts, run=run
     )  # fmt: skip
-    announced = False
-    try:
-        while True:
-            queue.sweep(study)
-            counts = queue.counts()
-            if counts.get("waiting"):
-                done = counts.get("complete", 0) + counts.get("failed", 0) + counts.get("pruned", 0)
-                run_with_progress([job] * counts["waiting"], plan, results / ".workers", "grid", total=size, initial=done, factors=tuple(space.factors))
-                continue
-            if not counts.get("running"):
-                break
-            if not announced:
-                print(f"waiting for {counts['running']} grid point(s) running on other machines", file=sys.stderr)
-                announced = True
-            time.sleep(max(1, min(args.heartbeat_interval, 10)))
-    except Interrupted as stop:
-        import signal
 
+    def hand_back() -> list:
+        """What this run holds goes back to the queue (its workers are stopped), and the
+        study is told its trials failed; [] when the database is away (the claims then go
+        stale and are retried after the grace period)."""
         try:
-            handed = queue.release_run(run)  # (its workers are stopped: what they still held)
+            handed = queue.release_run(run)
             for row in handed:
                 if row.optuna_trial is not None:
                     tell_failed(study, row.optuna_trial, "interrupted")
+            return handed
+        except Exception:
+            return []
+
+    announced = False
+    try:
+        with stop.hard_stop(hand_back):  # (at the deadline, before a worker in this process is abandoned)
+            while True:
+                queue.sweep(study)
+                counts = queue.counts()
+                if counts.get("waiting"):
+                    done = counts.get("complete", 0) + counts.get("failed", 0) + counts.get("pruned", 0)
+                    run_with_progress([job] * counts["waiting"], plan, results / ".workers", "grid", total=size, initial=done, factors=tuple(space.factors))
+                    continue
+                if not counts.get("running"):
+                    queue.sweep_unowned(study, at_once=True)  # (trials asked by workers killed before they held them)
+                    break
+                if not announced:
+                    print(f"waiting for {counts['running']} grid point(s) running on other machines", file=sys.stderr)
+                    announced = True
+                time.sleep(max(1, min(args.heartbeat_interval, 10)))
+    except Interrupted as stopped:
+        import signal
+
+        handed = hand_back()  # (its workers are stopped: what they still held)
+        try:
             counts = queue.counts()
-        except Exception:  # the database is away: the claims go stale and are retried after the grace period
-            handed, counts = [], {}
-        stop.message = (
-            f"interrupted by {signal.Signals(stop.signum).name}: {counts.get('complete', 0)} of {size} grid points are complete in the study; "
+        except Exception:
+            counts = {}
+        stopped.message = (
+            f"interrupted by {signal.Signals(stopped.signum).name}: {counts.get('complete', 0)} of {size} grid points are complete in the study; "
             f"the points this run held wait again ({len(handed)} handed back now, the others as their workers stopped; "
             f"no retry used up); run the same command again to resume"
         )

@@ -117,22 +117,33 @@ def summarize(study, config, results, frame) -> str:
     return "\n".join(lines)
 
 
-def hand_back(study, config, run: str, signum: int) -> str:
+def hand_back(study, config, run: str) -> list | None:
     """After a signal stopped the workers: the trials this run still holds are told failed in
-    the study and their params enqueued again (no attempt used up); the line to print."""
+    the study and their params enqueued again (no attempt used up). None when the database is
+    away (the claims then go stale and are retried after the grace period)."""
     from sweep.run.queue import requeue, tell_failed
 
     try:
-        queue = config.queue()
-        handed = queue.release_run(run)
+        handed = config.queue().release_run(run)
         for row in handed:
             if row.optuna_trial is not None and tell_failed(study, row.optuna_trial, "interrupted"):
                 requeue(study, row.optuna_trial, row.attempts)
+        return handed
+    except Exception:
+        return None
+
+
+def handed_back_line(study, config, handed: list | None, signum: int) -> str:
+    """The line a stopped run ends with."""
+    name = signal.Signals(signum).name
+    try:
         complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-    except Exception:  # the database is away: the claims go stale and are retried after the grace period
-        return f"interrupted by {signal.Signals(signum).name}: completed trials are stored; run the same command again to resume"
+    except Exception:
+        handed = None
+    if handed is None:
+        return f"interrupted by {name}: completed trials are stored; run the same command again to resume"
     return (
-        f"interrupted by {signal.Signals(signum).name}: {complete} complete trial(s) in study {config.study_name!r}; the trials this run "
+        f"interrupted by {name}: {complete} complete trial(s) in study {config.study_name!r}; the trials this run "
         f"held wait again with the same params ({len(handed)} handed back now, the others as their workers stopped); "
         f"run the same command again to resume"
     )
@@ -149,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from sweep.results.shared import mask_url
     from sweep.run.study import StudyConfig, check_pruning, default_storage_url, open_study, parse_objectives, study_name_for
     from sweep.run.study_job import OptunaTrialJob
+    from sweep import stop
     from sweep.stop import Interrupted
     from sweep.space import load_space
 
@@ -200,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     run = uuid.uuid4().hex
     job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts, run=run)
     try:
-        run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
-    except Interrupted as stop:
-        stop.message = hand_back(study, config, run, stop.signum)
+        with stop.hard_stop(lambda: hand_back(study, config, run)):  # (at the deadline, before a trial in this process is abandoned)
+            run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
+    except Interrupted as stopped:
+        handed = hand_back(study, config, run)
+        stopped.message = handed_back_line(study, config, handed, stopped.signum)
         raise
 
     study = open_study(config, create=False)

@@ -497,7 +497,10 @@ class Queue:
         self.sweep_unowned(study)
         return taken
 
-    def sweep_unowned(self, study) -> None:
+    def sweep_unowned(self, study, at_once: bool = False) -> None:
+        """Fail the Optuna trials RUNNING that no row holds, once they have been seen so for a
+        grace period (this host's own monotonic clock: a duration, not a time of day), or
+        `at_once` (a grid with no point waiting or running: nobody can be about to hold them)."""
         import optuna
 
         held = {row.optuna_trial for row in self.rows("running")}
@@ -508,7 +511,7 @@ class Queue:
                 del self._unowned[number]
         for number in running - held:
             since = self._unowned.setdefault(number, now)
-            if now - since > self.grace_period and not recently_away(self.grace_period):
+            if at_once or (now - since > self.grace_period and not recently_away(self.grace_period)):
                 tell_failed(study, number, "held by no worker")
                 self._unowned.pop(number, None)
 

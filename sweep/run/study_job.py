@@ -45,7 +45,12 @@ class TrialFailed(Exception):
 
 class _HandedBack(KeyboardInterrupt):
     """Raised through `Study.optimize` for a trial stopped by a signal: Optuna tells it FAIL
-    (it does so for a KeyboardInterrupt) and raises it on, and the job raises `Stopped`."""
+    (it does so for a KeyboardInterrupt) and raises it on, and the job raises the `Stopped`
+    it carries."""
+
+    def __init__(self, stopped: BaseException):
+        super().__init__()
+        self.stopped = stopped if isinstance(stopped, Stopped) else Stopped()
 
 
 def objective_values(row: dict[str, Any], objectives: tuple[str, ...]) -> list[float] | None:
@@ -155,8 +160,8 @@ class OptunaTrialJob:
         result: dict[str, Any] = {}
         try:
             study.optimize(lambda trial: self._held(trial, queue, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
-        except _HandedBack:
-            raise Stopped("stopped by a signal") from None
+        except _HandedBack as handed:
+            raise handed.stopped from None
         except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as err:  # failed by another machine meanwhile
             if not str(err).startswith("Cannot tell a") and not isinstance(err, optuna.exceptions.UpdateFinishedTrialError):
                 raise
@@ -180,11 +185,11 @@ class OptunaTrialJob:
                 raise
             except StoreError:
                 raise
-            except (Stopped, KeyboardInterrupt):
+            except (Stopped, KeyboardInterrupt) as stopped:
                 queue.finish(claim, "requeued", "interrupted", params=trial.params)
                 requeue(trial.study, trial.number, attempts)  # the same params wait again, no attempt used up
                 _set_attrs(trial, {"interrupted": True})
-                raise _HandedBack() from None
+                raise _HandedBack(stopped) from None
             except Exception as err:
                 error = first_line(err)
                 retried = attempts + 1 <= MAX_RETRY
