@@ -86,12 +86,14 @@ def ensure_environment() -> Path:
     return python
 
 
-def call(command: list[str], env: dict[str, str] | None = None) -> int:
-    """Run `command` and return its status (128 + N if a signal N ended it). Meanwhile a
-    SIGTERM to this script is passed on to it (Slurm, Kubernetes and `kill` signal this
-    process only), and SIGINT is left to it: a terminal's Ctrl-C reaches the command's
-    process group, this script included, so passing it on would make it a second signal."""
-    child = subprocess.Popen(command, env=env)
+def call(command: list[str], env: dict[str, str] | None = None, own_group: bool = True) -> int:
+    """Run `command` and return its status (128 + N if a signal N ended it). The command runs
+    in a process group of its own, and a SIGINT or SIGTERM to this script (a terminal's
+    Ctrl-C, `kill`, Slurm, Kubernetes) is passed on to it exactly once, whether it came to
+    this script alone or to its whole group. `own_group=False` (JupyterLab, which asks on the
+    terminal whether to shut down) leaves the command in this script's group: a terminal's
+    Ctrl-C reaches it directly, and only SIGTERM is passed on."""
+    child = subprocess.Popen(command, env=env, **({"process_group": 0} if own_group and os.name == "posix" else {}))
 
     def forward(signum, frame):
         try:
@@ -99,7 +101,10 @@ def call(command: list[str], env: dict[str, str] | None = None) -> int:
         except ProcessLookupError:
             pass
 
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward), signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+        signal.SIGINT: signal.signal(signal.SIGINT, forward if own_group else signal.SIG_IGN),
+    }
     try:
         status = child.wait()
     finally:
@@ -173,7 +178,7 @@ def main(argv: list[str]) -> int:
             return 2
         print(f"tasks: JupyterLab on notebooks/, the notebooks reading {results} (SWEEP_RESULTS={relative}); Ctrl-C stops it", flush=True)
         as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in rest else []  # containers
-        return call([str(python), "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *as_root, *rest], env=env)
+        return call([str(python), "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *as_root, *rest], env=env, own_group=False)
     else:
         command = [str(python), "-m", f"sweep.{job}", *rest]
     os.chdir(ROOT)

@@ -49,8 +49,14 @@ def _store(where: str):
         """Optuna's folder store, writing each file to a temporary and renaming it into
         place (and making a trial's folder on first use)."""
 
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.root = Path(root)
+
         def write(self, artifact_id, content_body) -> None:
-            target = self._get_filepath(artifact_id)
+            if Path(artifact_id).is_absolute() or ".." in Path(artifact_id).parts:
+                raise ValueError(f"invalid artifact id: {artifact_id}")
+            target = self.root / artifact_id  # (where Optuna's store reads it back)
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target, fsync=True) as tmp, open(tmp, "wb") as handle:
                 shutil.copyfileobj(content_body, handle)

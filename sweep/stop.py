@@ -87,6 +87,7 @@ __all__ = [
     "exit_now",
     "forced",
     "hard_stop",
+    "in_background",
     "install_handlers",
     "install_worker_handlers",
     "request",
@@ -256,6 +257,23 @@ def hard_stop(action: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         _actions.remove(action)
+
+
+def in_background(action: Callable[[], object], delay: float = 0.0, timeout: float | None = None) -> None:
+    """Run `action` in a thread of its own, `delay` seconds from now, and wait for it at most
+    `timeout` seconds (default: what is left of GRACE_S): for a `hard_stop` action that talks
+    to a database (it runs after the actions before it, such as killing the workers, and
+    never holds up the exit)."""
+    def run() -> None:
+        time.sleep(delay)
+        try:
+            action()
+        except Exception as err:
+            os.write(2, f"stopping: {type(err).__name__}: {err}\n".encode())
+
+    thread = threading.Thread(target=run, name="sweep-stop-action", daemon=True)
+    thread.start()
+    thread.join(timeout if timeout is not None else max(GRACE_S - 0.5, 0.1))
 
 
 @contextmanager

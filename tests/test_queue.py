@@ -18,6 +18,19 @@ from sweep.run.queue import MAX_RETRY, Queue
 POINTS = [({"x": index}, f"key{index}") for index in range(36)]
 
 
+@pytest.fixture(autouse=True)
+def a_process_talking_to_the_database_for_long(monkeypatch):
+    """Each test as a process that has been up for a while and saw no outage (`quiet` holds
+    off for a grace period after a process starts); the tests that need otherwise say so."""
+    import sweep.run.queue as queue_module
+    from sweep.results import shared
+
+    monkeypatch.setattr(queue_module, "_STARTED", -float("inf"))
+    monkeypatch.setattr(queue_module, "_reported", -float("inf"))
+    monkeypatch.setattr(queue_module, "_unowned", {})
+    monkeypatch.setattr(shared, "_last_outage_end", -float("inf"))
+
+
 def queue(tmp_path, name: str = "study", grace: float = 2, **kwargs) -> Queue:
     return Queue(f"sqlite:///{tmp_path / 'q.db'}", name, grace_period=grace, heartbeat_interval=0.2, timeout=30, **kwargs)
 
@@ -79,9 +92,9 @@ def test_staleness_is_judged_by_the_database_servers_clock_not_this_hosts(tmp_pa
     # This host's clock ten minutes ahead (or behind) changes nothing: only the server's counts.
     real = time.time
     for shift in (600, -600):
-        monkeypatch.setattr(time, "time", lambda shift=shift: real() + shift)
-        assert q.stale() == []
-    monkeypatch.undo()
+        with monkeypatch.context() as patched:
+            patched.setattr(time, "time", lambda shift=shift: real() + shift)
+            assert q.stale() == []
     backdate(q, claim.slot, 121)  # no heartbeat for the grace period, by the server's clock
     (stale,) = q.stale()
     assert stale.slot == claim.slot
@@ -117,16 +130,56 @@ def test_an_outage_a_heartbeat_saw_holds_off_every_host_for_a_grace_period(tmp_p
         time.sleep(0.7)  # beats fail: an outage this host saw
         assert shared.recently_away(1.5)
         away["on"] = False
-        time.sleep(0.5)  # a beat goes through and reports the outage
+        time.sleep(1.3)  # the next beat (a second after a failed one) goes through and reports the outage
     sqlalchemy.event.remove(q.t.engine, "before_cursor_execute", outage)
     q.finish(beating, "complete")
     backdate(q, silent.slot, 60)
     # Another host, which saw no outage itself, holds off too: the report is in the database.
+    import sweep.run.queue as queue_module
+
     monkeypatch.setattr(shared, "_last_outage_end", -float("inf"))
+    monkeypatch.setattr(queue_module, "_reported", -float("inf"))
     other = queue(tmp_path, grace=1.5)
     assert other.stale() == []
     time.sleep(1.6)
     assert [row.slot for row in other.stale()] == [silent.slot]
+
+
+def test_a_host_reports_an_outage_once_not_with_every_queue_it_opens(tmp_path):
+    """Every job opens the queue anew: an outage this process saw long ago must not be
+    written again each time (that would hold off every take-over for good)."""
+    import sqlalchemy
+
+    from sweep.results import shared
+
+    q = queue(tmp_path, grace=1.0)
+    q.fill(POINTS[:3])
+    shared.saw_outage()
+    q.report_outage()
+
+    def reported() -> float:
+        with q.t.engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT outage_end FROM sweep_hosts")).scalar()
+
+    first = reported()
+    time.sleep(1.1)
+    assert queue(tmp_path, grace=1.0).claim_next("run") is not None and queue(tmp_path, grace=1.0).quiet()
+    assert reported() == first
+
+
+def test_a_process_judges_nobody_silent_before_it_has_talked_to_the_database_for_a_grace_period(tmp_path, monkeypatch):
+    """A machine that starts after an outage ended, before the others' heartbeats resumed
+    (and reported it), must not take their trials over."""
+    import sweep.run.queue as queue_module
+
+    q = queue(tmp_path, grace=60)
+    q.fill(POINTS[:1])
+    claim = q.claim_next("run")
+    backdate(q, claim.slot, 120)
+    monkeypatch.setattr(queue_module, "_STARTED", time.monotonic())
+    assert q.stale() == []
+    monkeypatch.setattr(queue_module, "_STARTED", time.monotonic() - 61)
+    assert [row.slot for row in q.stale()] == [claim.slot]
 
 
 def test_interrupted_points_wait_again_with_no_attempt_used_and_raised_ones_use_one(tmp_path):
@@ -157,6 +210,8 @@ def test_a_driver_hands_back_what_its_run_holds(tmp_path):
 
 
 def test_a_claim_of_a_process_of_this_host_that_is_gone_is_stale_at_once(tmp_path, monkeypatch):
+    """(Of this host: its name, its boot and its pid namespace; a container sharing the host
+    name has processes of its own.)"""
     import sweep.run.queue as queue_module
 
     q = queue(tmp_path, grace=600)
@@ -173,7 +228,11 @@ def test_the_package_uses_no_private_optuna_api_and_no_sql_on_optunas_tables():
     """Optuna's private methods, attributes and tables can change in any release: the package
     goes through its public API only (its own tables live beside Optuna's)."""
     offences = []
-    private = re.compile(r"\._trial_id\b|\._study_id\b|\.(_storage|_get_stale_trial_ids|_create_new_trial|_set_trial_param|_get_trials|_pop_waiting_trial_id)\b|trial_heartbeats|RDBStorage\.\w+\s*=|setattr\(\s*\w*RDBStorage")
+    private = re.compile(
+        r"\._trial_id\b|\._study_id\b|\.(_storage|_get_stale_trial_ids|_create_new_trial|_set_trial_param|_get_trials|_pop_waiting_trial_id"
+        r"|_get_filepath|_base_path|_backend|_cached_frozen_trial|_log_completed_trial|_tell_with_warning)\b"
+        r"|trial_heartbeats|RDBStorage\.\w+\s*=|setattr\(\s*\w*RDBStorage|optuna\.\w+(\.\w+)*\._\w+"
+    )
     names = r"(trials|studies|trial_\w+|study_\w+|version_info|alembic_version)"
     optuna_tables = re.compile(rf"""(sa\.table|Table)\(\s*["']{names}["']|\b(FROM|JOIN|UPDATE|INTO)\s+{names}\b""", re.I)
     for path in sorted((ROOT / "sweep").rglob("*.py")):
@@ -185,11 +244,21 @@ def test_the_package_uses_no_private_optuna_api_and_no_sql_on_optunas_tables():
 
 @pytest.mark.postgres
 def test_the_queue_on_postgresql_stamps_the_servers_clock(postgres_url):
-    q = Queue(postgres_url, "pg", grace_period=120, heartbeat_interval=1, timeout=30)
+    q = Queue(postgres_url, "pg", grace_period=2, heartbeat_interval=1, timeout=30)
     q.fill(POINTS[:2])
     claim = q.claim_next("run")
     assert q.beat(claim) and q.stale() == []
     (row, _) = q.rows()
     assert abs(row.heartbeat - time.time()) < 60  # epoch seconds (this host and the server agree here)
-    backdate(q, claim.slot, 200)
+    backdate(q, claim.slot, 10)
     assert [r.slot for r in q.stale()] == [claim.slot]
+
+
+def test_a_study_name_reused_for_another_grid_is_refused(tmp_path):
+    from sweep.errors import SpecError
+
+    q = queue(tmp_path)
+    q.fill(POINTS[:3])
+    assert q.fill(POINTS[:3]) == 0
+    with pytest.raises(SpecError, match=r"--study study: its queue holds another grid \(point 1 is trial key1 there, other here\)"):
+        q.fill([POINTS[0], ({"x": 1}, "other"), POINTS[2]])

@@ -132,7 +132,9 @@ def test_a_sweep_on_a_database_url_with_a_password_stores_and_prints_none_of_it(
     assert [str(p) for p in files if leaks(p.read_bytes())] == []
     (record,) = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
     assert record["argv"][record["argv"].index("--storage") + 1] == mask_url(url)
-    assert "***" in mask_url(url) and mask_url(url) in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "***" in mask_url(url) and mask_url(url) in text  # what the report covers, as shown
+    assert f"--results {paste_url(url)} " in text  # the command that made it, to copy: no password at all
 
     if shutil.which("pg_dump") is None:
         message = "pg_dump is not installed: the database itself was not searched for the password"

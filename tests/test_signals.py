@@ -360,6 +360,18 @@ def test_tasks_py_passes_sigterm_on_and_returns_the_commands_status(tmp_path, ru
     assert last_line(run).startswith("interrupted by SIGTERM:"), run.stderr()[-3000:]
 
 
+def test_tasks_py_passes_a_sigint_sent_to_it_alone_on(tmp_path, runs):
+    """`kill -INT` to tasks.py alone (not to its process group) stops the command too: the
+    command runs in a group of its own, and tasks.py passes SIGINT on once."""
+    run, _ = grid(tmp_path, runs, via="tasks")
+    training(run, tmp_path / "results", trials=2)
+    family = run.snapshot()
+    os.kill(run.pid, signal.SIGINT)  # tasks.py alone
+    assert run.wait(timeout=DEADLINE_S + 20) == 130, run.stderr()[-3000:]
+    gone_within(family, 5)
+    assert last_line(run).startswith("interrupted by SIGINT:") and "killed" not in last_line(run), run.stderr()[-3000:]
+
+
 def test_ctrl_c_through_tasks_py_prints_no_traceback(tmp_path, runs):
     run, _ = grid(tmp_path, runs, via="tasks")
     training(run, tmp_path / "results", trials=2)

@@ -27,6 +27,7 @@ from sweep.files import atomic_write
 __all__ = [
     "DEFAULT_SPACE",
     "EXIT_BAD_INPUT",
+    "HAND_BACK_S",
     "add_common_arguments",
     "check_positive",
     "code_version",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 EXIT_BAD_INPUT = 2
+HAND_BACK_S = 4.0  # at a stop's deadline, how long a shared run may take to hand its trials back before it ends
 DEFAULT_SPACE = "search_spaces/seed002_grid.yaml"
 QUICK = {"epochs": 1, "train_limit": 256}  # --quick: a smoke run that finishes in about a minute
 

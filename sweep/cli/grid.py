@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from sweep.cli.common import (
+    HAND_BACK_S,
     add_common_arguments,
     check_positive,
     code_version,
@@ -210,22 +211,13 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
         config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts, run=run
     )  # fmt: skip
 
-    def hand_back() -> list:
-        """What this run holds goes back to the queue (its workers are stopped), and the
-        study is told its trials failed; [] when the database is away (the claims then go
-        stale and are retried after the grace period)."""
-        try:
-            handed = queue.release_run(run)
-            for row in handed:
-                if row.optuna_trial is not None:
-                    tell_failed(study, row.optuna_trial, "interrupted")
-            return handed
-        except Exception:
-            return []
+    def hand_back() -> list | None:
+        """What this run holds goes back to the queue (its workers are stopped)."""
+        return queue.hand_back(study, run)
 
     announced = False
     try:
-        with stop.hard_stop(hand_back):  # (at the deadline, before a worker in this process is abandoned)
+        with stop.hard_stop(lambda: stop.in_background(hand_back, timeout=HAND_BACK_S)):  # (at the deadline, bounded: before a trial in this process is abandoned)
             while True:
                 queue.sweep(study)
                 counts = queue.counts()
@@ -244,15 +236,22 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
         import signal
 
         handed = hand_back()  # (its workers are stopped: what they still held)
-        try:
-            counts = queue.counts()
-        except Exception:
-            counts = {}
-        stopped.message = (
-            f"interrupted by {signal.Signals(stopped.signum).name}: {counts.get('complete', 0)} of {size} grid points are complete in the study; "
-            f"the points this run held wait again ({len(handed)} handed back now, the others as their workers stopped; "
-            f"no retry used up); run the same command again to resume"
-        )
+        name = signal.Signals(stopped.signum).name
+        if handed is None:
+            stopped.message = (
+                f"interrupted by {name}: the database did not answer, so the points this run held wait until the grace period "
+                f"has passed; completed trials are stored; run the same command again to resume"
+            )
+        else:
+            try:
+                complete = str(sum(row.state == "complete" for row in queue.brief().rows()))
+            except Exception:
+                complete = "?"
+            stopped.message = (
+                f"interrupted by {name}: {complete} of {size} grid points are complete in the study; the points this run held "
+                f"wait again ({len(handed)} handed back now, the others as their workers stopped; no retry used up); "
+                f"run the same command again to resume"
+            )
         raise
     return point_summary(queue, size)
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     pictures = fetch_pictures(args.artifacts, results, out) if args.artifacts else None
     from sweep.results.shared import mask_args
 
-    command = " ".join(["python -m sweep.report", *mask_args(sys.argv[1:] if argv is None else argv)])  # (the report shows it)
+    command = " ".join(["python -m sweep.report", *mask_args(sys.argv[1:] if argv is None else argv, paste=True)])  # (the report shows it, to copy)
     path = write_report(
         results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
         top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures,

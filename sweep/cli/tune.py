@@ -22,6 +22,7 @@ import sys
 import uuid
 
 from sweep.cli.common import (
+    HAND_BACK_S,
     add_common_arguments,
     check_positive,
     code_version,
@@ -117,31 +118,18 @@ def summarize(study, config, results, frame) -> str:
     return "\n".join(lines)
 
 
-def hand_back(study, config, run: str) -> list | None:
-    """After a signal stopped the workers: the trials this run still holds are told failed in
-    the study and their params enqueued again (no attempt used up). None when the database is
-    away (the claims then go stale and are retried after the grace period)."""
-    from sweep.run.queue import requeue, tell_failed
-
-    try:
-        handed = config.queue().release_run(run)
-        for row in handed:
-            if row.optuna_trial is not None and tell_failed(study, row.optuna_trial, "interrupted"):
-                requeue(study, row.optuna_trial, row.attempts)
-        return handed
-    except Exception:
-        return None
-
-
 def handed_back_line(study, config, handed: list | None, signum: int) -> str:
     """The line a stopped run ends with."""
     name = signal.Signals(signum).name
-    try:
-        complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-    except Exception:
-        handed = None
     if handed is None:
-        return f"interrupted by {name}: completed trials are stored; run the same command again to resume"
+        return (
+            f"interrupted by {name}: the database did not answer, so the trials this run held wait until the grace period has "
+            f"passed; completed trials are stored; run the same command again to resume"
+        )
+    try:
+        complete = str(sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)))
+    except Exception:
+        complete = "?"
     return (
         f"interrupted by {name}: {complete} complete trial(s) in study {config.study_name!r}; the trials this run "
         f"held wait again with the same params ({len(handed)} handed back now, the others as their workers stopped); "
@@ -211,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep.optuna: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
     run = uuid.uuid4().hex
     job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts, run=run)
+    queue = config.queue()
     try:
-        with stop.hard_stop(lambda: hand_back(study, config, run)):  # (at the deadline, before a trial in this process is abandoned)
+        with stop.hard_stop(lambda: stop.in_background(lambda: queue.hand_back(study, run), timeout=HAND_BACK_S)):  # (at the deadline, bounded: before a trial in this process is abandoned)
             run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
     except Interrupted as stopped:
-        handed = hand_back(study, config, run)
-        stopped.message = handed_back_line(study, config, handed, stopped.signum)
+        stopped.message = handed_back_line(study, config, queue.hand_back(study, run), stopped.signum)
         raise
+    queue.sweep(study)  # (trials asked by workers that died before they held them: failed after the grace period)
 
     study = open_study(config, create=False)
     frame = load_results(shared or results)

@@ -146,16 +146,18 @@ def mask_text(text: str) -> str:
     return _KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}***", text)
 
 
-def mask_args(args: Iterable[str]) -> list[str]:
+def mask_args(args: Iterable[str], paste: bool = False) -> list[str]:
     """A command line with every URL's password masked: an argument that is a URL
-    (`--storage URL`), one that ends in one (`--storage=URL`, `VAR=URL`), or holds one."""
+    (`--storage URL`), one that ends in one (`--storage=URL`, `VAR=URL`), or holds one. With
+    `paste`, URL arguments lose their password instead (`paste_url`: a command to copy)."""
+    hide = paste_url if paste else mask_url
     masked = []
     for arg in map(str, args):
         name, equals, value = arg.partition("=")
         if _SCHEME.match(arg):
-            masked.append(mask_url(arg))
+            masked.append(hide(arg))
         elif equals and _SCHEME.match(value):
-            masked.append(f"{name}={mask_url(value)}")
+            masked.append(f"{name}={hide(value)}")
         else:
             masked.append(mask_text(arg) if "://" in arg or "password" in arg.lower() else arg)
     return masked

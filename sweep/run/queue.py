@@ -25,13 +25,17 @@ The rules:
   state = 'waiting'`): of the machines racing for it exactly one wins.
 - Heartbeat: the holder stamps `heartbeat` with the server's clock every interval (`UPDATE ...
   WHERE claim = token`; a beat that finds no row means the claim was taken over). A beat that
-  fails is an outage this host saw.
+  fails, or hangs for SLOW_S seconds, is an outage this host saw; it is written to
+  `sweep_hosts` as soon as a beat goes through again (tried every second meanwhile).
 - Stale: a running row whose heartbeat is older than the grace period *by the server's clock*
   (so clocks that disagree change nothing), or held by a process of this host that is gone. It
   is taken over (`WHERE claim = its token`: one machine wins) only while the database is
-  quiet: no host has reported an outage within the grace period, this process has not seen
-  one, and (PostgreSQL) the server has been up for the grace period. So an outage shorter
-  than `--storage-timeout` fails no live trial: heartbeats first get a grace period to resume.
+  quiet: no host has reported an outage within the grace period, this process has been
+  talking to the database that long and has not seen one, and (PostgreSQL) the server has
+  been up that long. So an outage that every machine sees (a restarted or unreachable
+  server) fails no live trial, however long, within `--storage-timeout`: heartbeats first
+  get a grace period to resume. A machine cut off alone for longer than the grace period
+  has its trials taken over by the others, as a dead one does.
 - Died or raised: attempts + 1; waiting again while attempts <= MAX_RETRY, else failed with
   its error. An interrupted trial (SIGINT, SIGTERM) is handed back with no attempt used up.
 - Finished: complete, failed (the trial's row says failed: a NaN loss, say) or pruned; final.
@@ -56,20 +60,40 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from sweep.progress import alive
-from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, first_line, last_outage, recently_away, retrying, saw_outage, transient
+from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, first_line, last_outage, mask_url, recently_away, retrying, saw_outage, transient
 
 __all__ = ["MAX_RETRY", "QUEUE_TABLE", "HOSTS_TABLE", "Claim", "Queue", "here"]
 
 QUEUE_TABLE = "sweep_queue"
 HOSTS_TABLE = "sweep_hosts"
 MAX_RETRY = 3  # a trial whose worker died, or whose code raised, runs at most this many times more
-ACTIVE = ("waiting", "running")
+SLOW_S = 5.0  # a heartbeat or a look at the queue that took longer met an outage (a link cut and back)
 T = TypeVar("T")
+
+# This process's state, shared by every Queue in it: when it started (it judges nobody silent
+# before it has itself been talking to the database for a grace period), the last outage it
+# wrote to sweep_hosts, and the Optuna trials it has seen RUNNING with no holder, since when.
+_STARTED = time.monotonic()
+_reported = -float("inf")
+_unowned: dict[tuple[str, str, int], float] = {}
 
 
 def here() -> str:
     """This process as a worker: host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@functools.lru_cache(maxsize=1)
+def pid_space() -> str:
+    """What makes this host's process ids comparable: the boot and the pid namespace (two
+    containers may share a host name, not their processes)."""
+    parts = []
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()), ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("?")
+    return " ".join(parts)
 
 
 def slurm_job() -> str | None:
@@ -86,8 +110,8 @@ def server_clock(dialect: str):
     expression = {
         "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())",
         "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
-        "mysql": "UNIX_TIMESTAMP(NOW(6))",
-        "mariadb": "UNIX_TIMESTAMP(NOW(6))",
+        "mysql": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) / 1e6)",
+        "mariadb": "(TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6)) / 1e6)",
     }.get(dialect)
     if expression is None:  # another database: its clock is this host's (documented)
         return sa.literal(time.time(), sa.Double)
@@ -101,7 +125,6 @@ class Claim:
     study: str
     slot: int
     token: str
-    kind: str
     params: dict[str, Any]
     trial_key: str | None
     attempts: int
@@ -129,6 +152,7 @@ class _Tables:
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
             sa.Column("claim", sa.String(64)),
             sa.Column("worker", sa.String(255)),
+            sa.Column("pid_space", sa.String(255)),
             sa.Column("run", sa.String(64)),
             sa.Column("job", sa.String(64)),
             sa.Column("optuna_trial", sa.Integer),
@@ -172,8 +196,6 @@ class Queue:
     def __init__(self, url: str, study_name: str, *, grace_period: float = 120, heartbeat_interval: float = 30, timeout: float = DEFAULT_TIMEOUT):
         self.url, self.study_name = url, study_name
         self.grace_period, self.heartbeat_interval, self.timeout = grace_period, heartbeat_interval, timeout
-        self._unowned: dict[int, float] = {}  # Optuna trials seen RUNNING with no holder: since when (monotonic)
-        self._reported = -float("inf")  # the last outage of this process written to sweep_hosts
 
     def __reduce__(self):
         return (_queue, (self.url, self.study_name, self.grace_period, self.heartbeat_interval, self.timeout))
@@ -194,7 +216,15 @@ class Queue:
         import sqlalchemy as sa
 
         q = self.t.queue
-        present = {row.slot for row in self.rows()}
+        present = {row.slot: row.trial_key for row in self.rows() if row.kind == "grid"}
+        for slot, (params, key) in enumerate(points):
+            if slot in present and present[slot] != key:
+                from sweep.errors import SpecError
+
+                raise SpecError(
+                    f"--study {self.study_name}: its queue holds another grid (point {slot} is trial {present[slot]} there, "
+                    f"{key} here); leave --study out, or name a new study"
+                )
         added = 0
         for slot, (params, key) in enumerate(points):
             if slot in present:
@@ -260,13 +290,13 @@ class Queue:
             def take(row=row, token=token) -> int:
                 with self.t.engine.begin() as conn:
                     return conn.execute(
-                        sa.update(q).where(*self._where(q.c.slot == row.slot, q.c.state == "waiting"))
-                        .values(state="running", claim=token, worker=here(), run=run, job=slurm_job(),
+                        sa.update(q).where(*self._where(q.c.slot == row.slot, q.c.state == "waiting", q.c.attempts == row.attempts))
+                        .values(state="running", claim=token, worker=here(), pid_space=pid_space(), run=run, job=slurm_job(), error=None,
                                 claimed=self.t.now(), heartbeat=self.t.now(), updated=self.t.now())
                     ).rowcount  # fmt: skip
 
             if self.t.retry(take, "claiming a grid point"):
-                return Claim(self.study_name, row.slot, token, "grid", json.loads(row.params or "{}"), row.trial_key, row.attempts, row.optuna_trial)
+                return Claim(self.study_name, row.slot, token, json.loads(row.params or "{}"), row.trial_key, row.attempts, row.optuna_trial)
         return None
 
     def claim_trial(self, number: int, run: str, attempts: int = 0) -> Claim:
@@ -278,7 +308,7 @@ class Queue:
         token = uuid.uuid4().hex
         values = dict(
             study_name=self.study_name, slot=number, kind="optuna", state="running", attempts=attempts, claim=token,
-            worker=here(), run=run, job=slurm_job(), optuna_trial=number,
+            worker=here(), pid_space=pid_space(), run=run, job=slurm_job(), optuna_trial=number,
         )  # fmt: skip
 
         def insert() -> None:
@@ -290,7 +320,7 @@ class Queue:
                     conn.execute(sa.update(q).where(*self._where(q.c.slot == number)).values(**values, heartbeat=self.t.now(), updated=self.t.now()))
 
         self.t.retry(insert, "claiming a trial")
-        return Claim(self.study_name, number, token, "optuna", {}, None, attempts)
+        return Claim(self.study_name, number, token, {}, None, attempts)
 
     def _update(self, held: Claim, what: str, **values) -> bool:
         """Update the row `held` holds, if it still does; whether it did."""
@@ -340,22 +370,33 @@ class Queue:
     @contextlib.contextmanager
     def heartbeat(self, claim: Claim) -> Iterator[None]:
         """Beat for `claim` every interval while the block runs. A beat that fails is an outage
-        this host saw: once beats go through again, it is reported (`sweep_hosts`), so no
-        machine fails another's trial until heartbeats have had a grace period to resume."""
+        this host saw (said once on stderr): the next beat is tried a second later, and once
+        one goes through the outage is reported (`sweep_hosts`), so no machine fails another's
+        trial until heartbeats have had a grace period to resume."""
         stop = threading.Event()
 
         def beat() -> None:
-            lost = False
-            while not stop.wait(self.heartbeat_interval):
+            lost = away = False
+            while not stop.wait(1.0 if away else self.heartbeat_interval):
+                began = time.monotonic()
                 try:
                     held = self.beat(claim)
-                    self.report_outage()
-                except Exception as err:
-                    if transient(err):
+                    if time.monotonic() - began > SLOW_S:  # a beat that hung on a cut link is an outage too
                         saw_outage()
-                    else:
+                except Exception as err:
+                    if not transient(err):
                         print(f"trial slot {claim.slot}: heartbeat failed ({first_line(err)})", file=sys.stderr)
+                        continue
+                    saw_outage()
+                    if not away:
+                        print(f"sweep: {mask_url(self.url)} does not answer (a heartbeat); the trial goes on training", file=sys.stderr, flush=True)
+                    away = True
                     continue
+                if away:
+                    saw_outage()  # (it came back just now)
+                    print(f"sweep: {mask_url(self.url)} answers again", file=sys.stderr, flush=True)
+                    away = False
+                self.report_outage()
                 if not held and not lost:
                     lost = True
                     print(f"trial slot {claim.slot}: another machine took this trial over (no heartbeat from here for the grace period)", file=sys.stderr)
@@ -372,11 +413,12 @@ class Queue:
 
     def report_outage(self) -> None:
         """Write this host's latest outage end to `sweep_hosts` if this process saw one it has
-        not reported (best effort: the database may be away again)."""
+        not reported yet (best effort: the database may be away again; the next call reports)."""
         import sqlalchemy as sa
 
+        global _reported
         seen = last_outage()
-        if seen <= self._reported:
+        if seen <= _reported:
             return
         h = self.t.hosts
         host = socket.gethostname()
@@ -384,16 +426,18 @@ class Queue:
             with self.t.engine.begin() as conn:
                 if not conn.execute(sa.update(h).where(h.c.host == host).values(outage_end=self.t.now())).rowcount:
                     conn.execute(sa.insert(h).values(host=host, outage_end=self.t.now()))
-            self._reported = seen
-        except Exception:
-            pass  # the next call reports it
+            _reported = seen
+        except Exception as err:
+            if not (transient(err) or isinstance(err, sa.exc.IntegrityError)):  # (two processes of a host inserting at once)
+                print(f"sweep: could not record an outage in {HOSTS_TABLE} ({first_line(err)})", file=sys.stderr)
 
     def quiet(self) -> bool:
-        """Whether stale claims may be taken over now: this process saw no outage within the
-        grace period, nor did any host report one, and the server has been up that long."""
+        """Whether stale claims may be taken over now: this process has been talking to the
+        database for a grace period and saw no outage within it, no host reported one within
+        it, and the server has been up that long."""
         import sqlalchemy as sa
 
-        if recently_away(self.grace_period):
+        if recently_away(self.grace_period) or time.monotonic() - _STARTED < self.grace_period:
             return False
         self.report_outage()
         t = self.t
@@ -416,7 +460,11 @@ class Queue:
         import sqlalchemy as sa
 
         q, t = self.t.queue, self.t
+        began = time.monotonic()
         quiet = self.quiet()
+        if time.monotonic() - began > SLOW_S:
+            saw_outage()
+            quiet = False
         host = socket.gethostname()
 
         def read():
@@ -424,11 +472,15 @@ class Queue:
                 now = float(conn.execute(sa.select(t.now())).scalar())
                 return now, conn.execute(sa.select(q).where(*self._where(q.c.state == "running"))).all()
 
+        began = time.monotonic()
         now, running = t.retry(read, "reading the running trials")
+        if time.monotonic() - began > SLOW_S:  # the database hung meanwhile (a cut link that came back): not quiet
+            saw_outage()
+            quiet = False
         found = []
         for row in running:
             worker_host, _, pid = (row.worker or "").rpartition(":")
-            gone_here = worker_host == host and pid.isdigit() and not alive(int(pid))
+            gone_here = worker_host == host and row.pid_space == pid_space() and pid.isdigit() and not alive(int(pid))
             silent = quiet and (row.heartbeat is None or now - float(row.heartbeat) > self.grace_period)
             if gone_here or silent:
                 found.append(row)
@@ -479,7 +531,32 @@ class Queue:
                 released.append(row)
         return released
 
-    def sweep(self, study, *, interrupted: str | None = None) -> int:
+    def brief(self, timeout: float = 3.0) -> Queue:
+        """This queue, trying the database for at most `timeout` seconds a call."""
+        return Queue(self.url, self.study_name, grace_period=self.grace_period, heartbeat_interval=self.heartbeat_interval, timeout=min(self.timeout, timeout))
+
+    def hand_back(self, study, run: str, timeout: float = 3.0) -> list[Any] | None:
+        """A stopped driver's last act: every row its run `run` still holds goes back (grid
+        points wait again; an Optuna trial's params wait as a new trial), no attempt used up,
+        and the study is told their trials failed. Tries the database for at most `timeout`
+        seconds (a stop must not wait for an outage to end); None when it could not (the
+        claims then go stale and are retried after the grace period)."""
+        from sweep.errors import StoreError
+
+        try:
+            handed = self.brief(timeout).release_run(run)
+            for row in handed:
+                if row.optuna_trial is not None and tell_failed(study, row.optuna_trial, "interrupted") and row.kind == "optuna":
+                    requeue(study, row.optuna_trial, row.attempts)
+            return handed
+        except StoreError:
+            return None
+        except Exception as err:
+            if not transient(err):
+                print(f"sweep: could not hand back this run's trials ({first_line(err)}); they are retried after the grace period", file=sys.stderr)
+            return None
+
+    def sweep(self, study) -> int:
         """Fail the Optuna trials of stale rows and retry them (see the module's rules), and
         fail Optuna trials left RUNNING that no row holds for a grace period (a worker killed
         between asking and claiming, or a retried ask whose first answer was lost). Returns
@@ -498,22 +575,26 @@ class Queue:
         return taken
 
     def sweep_unowned(self, study, at_once: bool = False) -> None:
-        """Fail the Optuna trials RUNNING that no row holds, once they have been seen so for a
-        grace period (this host's own monotonic clock: a duration, not a time of day), or
-        `at_once` (a grid with no point waiting or running: nobody can be about to hold them)."""
+        """Fail the Optuna trials RUNNING that no row holds, once this process has seen them so
+        for a grace period (its own monotonic clock: a duration, not a time of day), or
+        `at_once` (a grid with no point waiting or running, read again here: nobody can be
+        about to hold them)."""
         import optuna
 
+        if at_once and any(row.state in ("waiting", "running") for row in self.rows()):
+            return
         held = {row.optuna_trial for row in self.rows("running")}
         now = time.monotonic()
         running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-        for number in list(self._unowned):
-            if number not in running or number in held:
-                del self._unowned[number]
+        mine = {(url, name, number) for (url, name, number) in _unowned if (url, name) == (self.url, self.study_name)}
+        for entry in mine:
+            if entry[2] not in running or entry[2] in held:
+                del _unowned[entry]
         for number in running - held:
-            since = self._unowned.setdefault(number, now)
+            since = _unowned.setdefault((self.url, self.study_name, number), now)
             if at_once or (now - since > self.grace_period and not recently_away(self.grace_period)):
                 tell_failed(study, number, "held by no worker")
-                self._unowned.pop(number, None)
+                _unowned.pop((self.url, self.study_name, number), None)
 
 
 def _queue(url, study_name, grace_period, heartbeat_interval, timeout) -> Queue:

@@ -28,6 +28,7 @@ from sweep.run.jobs import trial_for
 from sweep.run.queue import MAX_RETRY, Claim, Queue, here, requeue
 from sweep.run.schedule import worker_slot
 from sweep.run.study import StudyConfig, open_study, trial_attrs
+from sweep import stop
 from sweep.stop import Stopped
 from sweep.train import Pruning, run_trial
 
@@ -94,17 +95,22 @@ class OptunaTrialJob:
 
         queue = self.config.queue()
         queue.sweep(open_study(self.config, create=False, worker=worker_slot()))  # so dead workers' points wait again
+        if stop.requested() is not None:
+            raise Stopped()  # (stopping: take nothing more)
         claim = queue.claim_next(self.run)
         if claim is None:
             return None
         State = optuna.trial.TrialState
         result: dict[str, Any] = {}
+        study, trial = None, None
         with queue.heartbeat(claim):
-            study = open_study(self.config, create=False, fixed=claim.params)
-            trial = study.ask()
-            queue.attach(claim, trial.number)
-            _set_attrs(trial, {"grid_point": claim.slot, **({"retry_of": claim.previous} if claim.previous is not None else {})})
             try:
+                study = open_study(self.config, create=False, fixed=claim.params)
+                trial = study.ask()
+                if not queue.attach(claim, trial.number):  # taken over already (this host was cut off a grace period)
+                    self._tell(study, trial, state=State.FAIL)
+                    return None
+                _set_attrs(trial, {"grid_point": claim.slot, **({"retry_of": claim.previous} if claim.previous is not None else {})})
                 values = self._objective(trial, result)
             except optuna.TrialPruned:
                 self._tell(study, trial, state=State.PRUNED)
@@ -116,12 +122,14 @@ class OptunaTrialJob:
                 raise  # the database stayed away: nothing can be told; the claim goes stale and is retried elsewhere
             except (Stopped, KeyboardInterrupt):
                 queue.release(claim)
-                _interrupted(study, trial)
+                if trial is not None:
+                    _interrupted(study, trial)
                 raise
             except Exception as err:  # the job's own code raised: an attempt used up, retried by the next worker
                 error = first_line(err)
                 state = queue.charge(claim, error)
-                self._tell(study, trial, state=State.FAIL, error=error)
+                if trial is not None:
+                    self._tell(study, trial, state=State.FAIL, error=error)
                 print(f"grid point {claim.slot}: {error} ({'retried' if state == 'waiting' else f'failed after {MAX_RETRY + 1} attempts'})", file=sys.stderr)
                 return None
             else:
@@ -186,15 +194,14 @@ class OptunaTrialJob:
             except StoreError:
                 raise
             except (Stopped, KeyboardInterrupt) as stopped:
-                queue.finish(claim, "requeued", "interrupted", params=trial.params)
-                requeue(trial.study, trial.number, attempts)  # the same params wait again, no attempt used up
+                if queue.finish(claim, "requeued", "interrupted", params=trial.params):  # (else handed back by the driver already)
+                    requeue(trial.study, trial.number, attempts)  # the same params wait again, no attempt used up
                 _set_attrs(trial, {"interrupted": True})
                 raise _HandedBack(stopped) from None
             except Exception as err:
                 error = first_line(err)
                 retried = attempts + 1 <= MAX_RETRY
-                queue.finish(claim, "requeued" if retried else "failed", error, params=trial.params)
-                if retried:
+                if queue.finish(claim, "requeued" if retried else "failed", error, params=trial.params) and retried:
                     requeue(trial.study, trial.number, attempts + 1)
                 _set_attrs(trial, {"error": error})
                 raise TrialFailed(error) from None
