@@ -130,7 +130,7 @@ def test_chaos_three_hosts_signals_restarts_an_outage_and_a_clock_ahead(tmp_path
     from sweep.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = small_space(tmp_path, SEED002, f"chaos-{uuid.uuid4().hex[:6]}", epochs=4, train_limit=160)
+    space = small_space(tmp_path, SEED002, f"chaos-{uuid.uuid4().hex[:6]}", epochs=6, train_limit=224)
     keys = {spec.key for _, spec in grid_trials(load_space(space), None)}
     assert len(keys) == 36
     rng = random.Random(SEED)
@@ -160,13 +160,18 @@ def test_chaos_three_hosts_signals_restarts_an_outage_and_a_clock_ahead(tmp_path
         events = []
         try:
             for kind, what in plan:
-                time.sleep(rng.uniform(3.0, 8.0))
+                time.sleep(rng.uniform(2.0, 6.0))
                 if kind == "signal":
-                    running = [c for c in commands if c.process.poll() is None]
-                    assert running, f"the grid ended before the plan did: {events}"
-                    command = rng.choice(running)
-                    command.mid_trial()  # (a stop while the command starts up is tests/test_signals.py's)
-                    command.signal(what)
+                    while True:  # a command still running, caught mid-trial (a stop at start-up is tests/test_signals.py's)
+                        running = [c for c in commands if c.process.poll() is None]
+                        assert running, f"the grid ended before the plan did: {events}"
+                        command = rng.choice(running)
+                        command.mid_trial()
+                        try:
+                            command.signal(what)
+                            break
+                        except ProcessLookupError:  # it finished the grid just now: another one
+                            command.wait(None)
                     code = command.wait(what, timeout=60)
                     events.append(f"{signal.Signals(what).name} {command.host.name}: exit {code}")
                     assert code in (EXIT[what], 0), command.tail()  # (0: it was finishing anyway)
