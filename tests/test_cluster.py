@@ -290,6 +290,6 @@ def test_a_database_restart_mid_sweep_loses_and_duplicates_nothing(cluster, data
     by_point = states_by_point(study_of(database))
     assert all(states.count("COMPLETE") == 1 for states in by_point.values()) and len(by_point) == 12, by_point
     retried = sum(states.count("FAIL") for states in by_point.values())
-    noticed = sum("does not answer; retrying" in out for out in outputs)
+    noticed = sum("does not answer" in out for out in outputs)  # (retried calls, or a heartbeat that failed)
     assert noticed >= 1 and sum("answers again" in out for out in outputs) == noticed, outputs
     print(f"2 server restarts (down {', '.join(f'{d:.2f}' for d in downtimes)} s): {noticed} host(s) retried, {retried} trial(s) failed over")
