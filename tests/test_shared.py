@@ -297,8 +297,27 @@ def test_every_call_of_the_study_storage_is_retried_while_the_database_is_away(t
     assert [(t.state.name, t.value) for t in optuna.load_study(study_name="flaky", storage=config.storage_url).trials] == [("COMPLETE", 1.0), ("COMPLETE", 2.0)]
 
 
+def test_a_session_whose_connection_was_lost_mid_transaction_is_replaced(tmp_path, monkeypatch):
+    """A server restart can leave this thread's session holding a transaction on a dead
+    connection (SQLAlchemy: "Can't reconnect until invalid transaction is rolled back"); the
+    next call of the study storage gets a fresh session instead of failing the run."""
+    import optuna
+
+    from sweep.run.storage import open_storage
+
+    monkeypatch.setattr(shared_module.time, "sleep", lambda s: None)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", 5)
+    optuna.create_study(storage=storage, study_name="lost")
+    session = storage.inner.scoped_session()  # (the session Optuna's next call will use)
+    session.begin()
+    session.connection().invalidate()
+    assert [s.study_name for s in storage.get_all_studies()] == ["lost"]
+
+
 def test_what_counts_as_the_database_being_away():
     import sqlite3
+
+    from sqlalchemy.exc import PendingRollbackError
 
     from sweep.results.shared import transient
 
@@ -320,6 +339,7 @@ def test_what_counts_as_the_database_being_away():
     assert transient(sqlite3.OperationalError("database is locked"))
     assert not transient(sqlite3.OperationalError("no such table: sweep_trials"))
     assert not transient(ValueError("not the database"))
+    assert transient(PendingRollbackError("Can't reconnect until invalid transaction is rolled back."))
 
 
 def test_artifacts_in_an_s3_bucket(tmp_path, monkeypatch):

@@ -211,6 +211,8 @@ def transient(err: BaseException) -> bool:
         return wrapped is not None and wrapped is not err and transient(wrapped)
     if getattr(err, "connection_invalidated", False):
         return True
+    if "PendingRollbackError" in names and "invalid transaction" in str(err):
+        return True  # a connection lost inside a transaction (the retry starts a new one)
     original = getattr(err, "orig", None) or err  # the driver's own error inside SQLAlchemy's
     text = str(original)
     state = getattr(original, "sqlstate", None)

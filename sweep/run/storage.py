@@ -102,7 +102,19 @@ def _retrying_storage_class():
     def forward(name: str):
         def call(self, *args, **kwargs):
             method = getattr(self.inner, name)
-            return retrying(lambda: method(*args, **kwargs), url=self.url, timeout=self.retry_timeout, what="the study storage")
+            failed = False
+
+            def attempt():
+                nonlocal failed
+                if failed:  # a session whose connection was lost is not used again
+                    self.inner.remove_session()
+                try:
+                    return method(*args, **kwargs)
+                except Exception:
+                    failed = True
+                    raise
+
+            return retrying(attempt, url=self.url, timeout=self.retry_timeout, what="the study storage")
 
         call.__name__ = name
         call.__doc__ = getattr(BaseStorage, name).__doc__
