@@ -546,7 +546,7 @@ class Queue:
         try:
             handed = self.brief(timeout).release_run(run)
             for row in handed:
-                if row.optuna_trial is not None and tell_failed(study, row.optuna_trial, "interrupted") and row.kind == "optuna":
+                if row.optuna_trial is not None and tell_failed(study, row.optuna_trial) and row.kind == "optuna":
                     requeue(study, row.optuna_trial, row.attempts)
             return handed
         except StoreError:
@@ -568,7 +568,7 @@ class Queue:
                 continue
             taken += 1
             if row.optuna_trial is not None:
-                tell_failed(study, row.optuna_trial, "worker lost")
+                tell_failed(study, row.optuna_trial)  # its worker was lost
                 if state == "requeued":
                     requeue(study, row.optuna_trial, row.attempts + 1)
         self.sweep_unowned(study)
@@ -593,7 +593,7 @@ class Queue:
         for number in running - held:
             since = _unowned.setdefault((self.url, self.study_name, number), now)
             if at_once or (now - since > self.grace_period and not recently_away(self.grace_period)):
-                tell_failed(study, number, "held by no worker")
+                tell_failed(study, number)  # held by no worker
                 _unowned.pop((self.url, self.study_name, number), None)
 
 
@@ -605,7 +605,7 @@ def _dump(params: dict[str, Any] | None) -> str:
     return json.dumps(params, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else list(v))
 
 
-def tell_failed(study, number: int, why: str) -> bool:
+def tell_failed(study, number: int) -> bool:
     """Tell the study its trial `number` failed, unless it has finished already."""
     import optuna
 
