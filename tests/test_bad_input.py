@@ -84,6 +84,11 @@ CASES = [
         ["--storage postgresql://nobody@127.0.0.1:9/none", "cannot open the study storage"],
     ),
     ("bad option value", lambda t: ["--workers", "0"], ["--workers must be >= 1. Got 0 instead."]),
+    (
+        "postgres:// URL (SQLAlchemy knows only postgresql://)",
+        lambda t: ["--storage", "postgres://nobody:secret@127.0.0.1:9/none"],
+        ["--storage postgres://nobody:***@127.0.0.1:9/none", "scheme postgres://; write postgresql://nobody:***@127.0.0.1:9/none"],
+    ),
 ]
 
 
@@ -198,3 +203,11 @@ def test_a_corrupt_copy_of_real_cifar(shared_data, tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "data_batch_3: truncated or corrupt CIFAR file" in out.stderr
 
+
+
+def test_a_postgres_url_read_from_python_gets_the_same_hint():
+    from sweep.errors import StoreError
+    from sweep.results import load_results
+
+    with pytest.raises(StoreError, match=r"^--results postgres\+psycopg://u@h/db: .* write postgresql\+psycopg://u@h/db$"):
+        load_results("postgres+psycopg://u@h/db")

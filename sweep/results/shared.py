@@ -43,6 +43,7 @@ __all__ = [
     "READ_TIMEOUT",
     "SharedRows",
     "TABLE",
+    "check_scheme",
     "engine_options",
     "is_url",
     "first_line",
@@ -69,6 +70,19 @@ WRITER_HINT = "; rows finished here are kept in --results and pushed on the next
 def is_url(text: str | os.PathLike) -> bool:
     """Whether a `--results`/`--storage` value is a database URL rather than a folder."""
     return bool(re.match(r"^[a-z][a-z0-9+]*://", str(text)))
+
+
+SCHEME_FIXES = {"postgres": "postgresql"}  # schemes other tools write (Heroku, libpq) that SQLAlchemy does not know
+
+
+def check_scheme(url: str, flag: str) -> None:
+    """Refuse, in one line with the fix, a URL whose scheme SQLAlchemy knows by another name
+    (`postgres://`: SQLAlchemy knows only `postgresql://`)."""
+    scheme, sep, rest = str(url).partition("://")
+    base, plus, driver = scheme.partition("+")
+    if sep and base.lower() in SCHEME_FIXES:
+        fixed = f"{SCHEME_FIXES[base.lower()]}{plus}{driver}://{rest}"
+        raise StoreError(f"{flag} {mask_url(url)}: SQLAlchemy does not know the scheme {scheme}://; write {mask_url(fixed)}")
 
 
 # Secrets in URLs. A database URL may carry its password (`scheme://user:PASSWORD@host/db`,
@@ -316,6 +330,7 @@ class SharedRows:
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, writer: bool = True):
         import sqlalchemy as sa
 
+        check_scheme(url, "--storage" if writer else "--results")
         self.url, self.timeout, self.writer = url, timeout, writer
         database = sa.engine.make_url(url).database
         if not writer and url.startswith("sqlite") and database and not Path(database).exists():

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from sweep.errors import StoreError
-from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, first_line, mask_url, retrying
+from sweep.results.shared import DEFAULT_TIMEOUT, check_scheme, engine_options, first_line, mask_url, retrying
 
 __all__ = ["default_storage_url", "lost_schema_race", "open_storage", "queue_url"]
 
@@ -69,6 +69,7 @@ def open_storage(url: str, timeout: float = DEFAULT_TIMEOUT):
 
     import optuna
 
+    check_scheme(url, "--storage")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
