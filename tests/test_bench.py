@@ -87,3 +87,15 @@ def test_the_gpu_script_runs_as_its_header_says(shared_data, tmp_path):
     assert any(line.startswith("peak") for line in lines) and any(line.startswith("speedup:") for line in lines)
     assert "gpu.sh: the harness again with precision: mixed_bfloat16" in lines[-3]
     assert lines[-2].startswith("sweep.bench: 2 configurations") and lines[-1].startswith("harness")  # harness only
+
+
+def test_where_the_time_went_adds_packed_members_shares_as_they_are():
+    from sweep.cli.bench import time_shares
+
+    packed = [  # a pack of two: each member's times are already its share of the pack's
+        {"train_seconds": 3.0, "wall_seconds": 5.0, "eval_seconds": 1.0, "pack_size": 2},
+        {"train_seconds": 1.0, "wall_seconds": 2.0, "eval_seconds": 0.5, "pack_size": 2},
+    ]
+    assert time_shares(packed, 1, 10.0) == (
+        "of 1 worker(s) x 10.0 s: training 40%, evaluation and artefacts 15%, start-up, building and clean-up in trials 15%, outside trials 30%"
+    )

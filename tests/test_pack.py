@@ -123,3 +123,32 @@ def test_pack_auto_is_one_without_a_gpu_and_bad_values_are_one_line(tmp_path, mo
     bad = run_cli("sweep.grid", "--dataset", "synthetic", "--pack", "many", "--results", str(tmp_path))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "--pack" in bad.stderr and "'auto'" in bad.stderr and "many" in bad.stderr
+
+
+def test_a_members_time_share_follows_its_training_flops():
+    from sweep.train.pack import time_shares
+
+    small, large = spec(), spec(channel_factor=4, kernel_size=5)
+    shares = time_shares([small, large, small], (32, 32, 3))
+    assert sum(shares) == pytest.approx(1.0)
+    flops = [s.training_flops((32, 32, 3)) for s in (small, large)]
+    assert shares[1] / shares[0] == pytest.approx(flops[1] / flops[0]) and shares[0] == shares[2]
+
+
+@pytest.mark.slow
+def test_a_packed_members_times_are_its_share_and_add_up_to_the_packs(synthetic, tmp_path):
+    import time
+
+    from sweep.train import run_pack
+    from sweep.train.pack import time_shares
+
+    members = [spec(), spec(fewer_layers=True, channel_factor=4, kernel_size=5)]
+    start = time.perf_counter()
+    rows = run_pack(members, synthetic, tmp_path)
+    elapsed = time.perf_counter() - start
+    assert all(row["status"] == "complete" and row["pack_size"] == 2 for row in rows)
+    walls, trains = [row["wall_seconds"] for row in rows], [row["train_seconds"] for row in rows]
+    assert 0.8 * elapsed < sum(walls) <= elapsed  # each member's share, not the whole pack's twice
+    assert sum(trains) < elapsed and all(t < w for t, w in zip(trains, walls))
+    shares = time_shares(members, (32, 32, 3))
+    assert trains[1] / trains[0] == pytest.approx(shares[1] / shares[0])

@@ -270,9 +270,9 @@ def time_shares(rows: list[dict], workers: int, seconds: float) -> str:
     artefacts, the rest of each trial (framework start-up, building, compiling, cleaning
     up), and what no trial accounts for (process start-up, scheduling, idle workers)."""
     capacity = workers * seconds
-    train = sum(r["train_seconds"] / r.get("pack_size", 1) for r in rows)  # a pack trains its members together
+    train = sum(r["train_seconds"] for r in rows)  # (a packed member's times are its share of the pack's)
     evaluate = sum(r.get("eval_seconds", 0.0) for r in rows)
-    trial = sum(r["wall_seconds"] / r.get("pack_size", 1) for r in rows)
+    trial = sum(r["wall_seconds"] for r in rows)
     shares = {
         "training": train,
         "evaluation and artefacts": evaluate,

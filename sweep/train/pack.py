@@ -33,7 +33,7 @@ from sweep.train.epochs import Tracker
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
 from sweep.train.step import build_model, compile_model, fit, make_loss, make_optimizer, validation_loss
 
-__all__ = ["make_packs", "pack_model", "packable", "probe_pack_size", "run_pack"]
+__all__ = ["make_packs", "pack_model", "packable", "probe_pack_size", "run_pack", "time_shares"]
 
 
 def packable(spec: TrialSpec) -> bool:
@@ -70,6 +70,20 @@ def make_packs(specs: list[Any], size: int, cost: Callable[[Any], float]) -> lis
         packs.extend(bins)
     packs.extend(singles)
     return sorted(packs, key=lambda pack: sum(cost(s) for s in pack), reverse=True)
+
+
+def time_shares(specs: list[TrialSpec], image_shape: tuple[int, ...]) -> list[float]:
+    """Each member's share of a pack's common time (building, tracing, training): in
+    proportion to its training FLOPs per image, since every member trains on the same
+    batches for the same epochs; equal shares when a family has no FLOP formula."""
+    try:
+        flops = [float(spec.training_flops(image_shape)) for spec in specs]
+    except Exception:  # a family without the formula
+        flops = []
+    if len(flops) != len(specs) or not all(f > 0 for f in flops):
+        return [1 / len(specs)] * len(specs)
+    total = sum(flops)
+    return [f / total for f in flops]
 
 
 def pack_model(members: list, names: list[str], input_shape: tuple[int, ...], protocol, loss):
@@ -158,6 +172,9 @@ def run_pack(
     nothing it does afterwards is used. The pack ends when every member has. A pack does
     not checkpoint: after a crash, its unfinished members run again from the start. When a
     stop is requested (`sweep.stop`) it raises `Stopped` at its epoch end, with no rows.
+
+    A member's `train_seconds` and `wall_seconds` are its share of the pack's (`time_shares`),
+    plus, for the wall time, its own evaluation: the members' times add up to the pack's.
     """
     protocol = specs[0].protocol
     if any(s.protocol != protocol or s.data_id != specs[0].data_id for s in specs):
@@ -174,12 +191,15 @@ def run_pack(
     trackers = [Tracker(protocol.epochs, protocol.early_stopping_patience) for _ in specs]
     best: list[Any] = [None] * len(specs)
     members: list[Any] = []
+    shares = [1 / len(specs)] * len(specs)
+    train_seconds = 0.0
     try:
         backend_name = backend.keras_ready()
         import keras
 
         task, splits, arrays = task_arrays(dataset, protocol)
         input_shape = arrays["x_train"].shape[1:]
+        shares = time_shares(specs, input_shape)
         members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i, spec in enumerate(specs)]
         loss = make_loss(protocol, arrays["y_train"])
         pack = pack_model(members, names, input_shape, protocol, loss)
@@ -222,11 +242,14 @@ def run_pack(
         for row, out in zip(rows, outs):
             record_failure(row, out, err)
         members = []
+    common = time.perf_counter() - t0  # what the members did together, shared out by `shares`
+    own = [0.0] * len(specs)  # what each did alone: its evaluation
     for i, (spec, row, out) in enumerate(zip(specs, rows, outs)):
         if not members:
             break
+        t_own = time.perf_counter()
         try:
-            row["train_seconds"] = train_seconds
+            row["train_seconds"] = shares[i] * train_seconds
             if best[i] is not None and trackers[i].stop_reason != "nan":
                 members[i].set_weights(best[i])
             # Saved ready to evaluate, like a lone trial's (a fresh optimizer: the pack's moments are shared).
@@ -234,11 +257,12 @@ def run_pack(
             evaluate(spec, members[i], task, splits, arrays, trackers[i], row, out, save_model)
         except Exception as err:
             record_failure(row, out, err)
+        own[i] = time.perf_counter() - t_own
     members = best = []
     try:
         backend.clear()
     except Exception:  # cleaning up must never hide the trials' own outcome
         pass
-    for spec, row, out in zip(specs, rows, outs):
-        close_row(spec, row, out, t0)
+    for spec, row, out, share, alone in zip(specs, rows, outs, shares, own):
+        close_row(spec, row, out, time.perf_counter() - (share * common + alone))  # (its wall time: its share and its own)
     return rows
