@@ -52,3 +52,56 @@ def test_a_rewritten_row_replaces_its_run(tmp_path):
     assert len(list((tmp_path / "tensorboard" / "k").iterdir())) == 1
     scalars, hparams = read_run(tmp_path / "tensorboard" / "k")
     assert hparams == {"kernel_size": 3.0, "status": "complete"} and scalars["test_mse"] == [(1, 0.5)]
+
+
+def hparams_view(logdir) -> tuple[list[str], list[str]]:
+    """What TensorBoard's HParams view gets from a real `tensorboard --logdir` server: every
+    hyperparameter in its order, and those it shows by default (its frontend puts differing
+    ones first, stably, and shows the first five)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1", "--load_fast", "false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment", data=json.dumps({"experimentName": ""}).encode(),
+                                                 headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"})  # fmt: skip
+                experiment = json.loads(urllib.request.urlopen(request, timeout=5).read())
+                if experiment.get("hparamInfos"):
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "tensorboard did not serve the HParams experiment"
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    infos = experiment["hparamInfos"]
+    shown = sorted(infos, key=lambda info: not info.get("differs", False))[:5]
+    return [info["name"] for info in infos], [info["name"] for info in shown]
+
+
+@pytest.mark.slow
+def test_the_swept_factors_are_shown_by_default_in_the_hparams_view(tmp_path):
+    """Two runs in one folder differ in many fields (batch size, channels, dataset, epochs...);
+    TensorBoard alone would show the five first by name and hide `kernel_size`, which the first
+    space swept. The rows' `varied` marks the swept factors: those are shown."""
+    from sweep.results.tensorboard import write_trial
+
+    common = {"status": "complete", "test_mse": 0.1, "history": json.dumps([{"loss": 1.0, "val_loss": 1.0}])}
+    first = {"batch_size": 16, "channel_factor": 1, "compression_factor": 2, "dataset": "cifar10", "epochs": 10, "learning_rate": 1e-3, "varied": json.dumps(["kernel_size"])}
+    second = {"batch_size": 32, "channel_factor": 2, "compression_factor": 4, "dataset": "synthetic", "epochs": 1, "kernel_size": 3, "varied": json.dumps(["learning_rate"])}
+    for key, row in [("a3", {**first, "kernel_size": 3}), ("a5", {**first, "kernel_size": 5}), ("b1", {**second, "learning_rate": 1e-3}), ("b2", {**second, "learning_rate": 1e-2})]:
+        write_trial(tmp_path, {**common, **row, "trial_key": key})
+    names, shown = hparams_view(tmp_path / "tensorboard")
+    assert {"kernel_size", "learning_rate", "batch_size", "dataset", "status"} <= set(names)
+    assert shown[:2] == ["kernel_size", "learning_rate"], shown
