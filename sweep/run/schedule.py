@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,11 @@ def run_jobs(
     from joblib.externals.loky import get_reusable_executor
     from joblib.externals.loky.process_executor import BrokenProcessPool
 
+    # loky replaces a worker whose memory grew by 300 MB over a job (the framework's caches),
+    # once that job is done, and gives the jobs queued for it to the new one: nothing is lost,
+    # so its "A worker stopped ... memory leak" warning, in the middle of the progress bar, is
+    # not shown. (A worker that dies is said by `on_restart`.)
+    warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor", category=UserWarning)
     file = stop.stop_file(lock_dir)
     for stale in Path(lock_dir).glob("stop-*"):  # left by drivers that ended at once (a second signal)
         pid = stale.name.removeprefix("stop-")
