@@ -340,13 +340,101 @@ def test_losing_the_race_to_create_the_schema_is_recognised_inside_optunas_wrapp
 
 
 def test_study_names_stand_while_a_new_protocol_field_is_at_its_default():
-    """Adding `annealed_temperature` to the protocol renamed no study: machines of either
-    version, and a resumed Optuna run, find the same one."""
+    """Adding `annealed_temperature` to the protocol changed no study's hash: machines of
+    either version, and a resumed Optuna run, find the same one."""
     from sweep.run.study import study_name_for
     from sweep.space import load_space
 
     root = ROOT / "search_spaces"
-    assert study_name_for("grid", load_space(root / "colorization_classification.yaml"), ["d1"], ("val_mse",)) == "colorization_classification-grid-f0426724"
-    assert study_name_for("optuna", load_space(root / "seed002_grid.yaml"), ["d1"], ("val_mse",)) == "seed002_grid-optuna-41db290d"
+    assert study_name_for("grid", load_space(root / "colorization_classification.yaml"), ["d1"], ("val_mse",)) == "colorization_classification-grid-d1-10ep-f0426724"
+    assert study_name_for("optuna", load_space(root / "seed002_grid.yaml"), ["d1"], ("val_mse",)) == "seed002_grid-optuna-d1-10ep-41db290d"
     hot = load_space(root / "colorization_classification.yaml").with_protocol(annealed_temperature=0.7)
-    assert study_name_for("grid", hot, ["d1"], ("val_mse",)) != "colorization_classification-grid-f0426724"
+    assert not study_name_for("grid", hot, ["d1"], ("val_mse",)).endswith("-f0426724")
+
+
+def test_study_names_read_space_driver_datasets_and_epochs_before_the_hash(tmp_path):
+    """optuna-dashboard lists studies by name: what a reader needs to tell them apart comes
+    first (the dataset's name from its data id, the epochs), the hash keeps them unique."""
+    from sweep.run.study import study_name_for
+    from sweep.space import load_space
+
+    space = load_space(tiny_space(tmp_path, {"kernel_size": [3, 5]}, epochs=3))
+    cifar, synthetic = "cifar10-5000-1000-0123456789abcdef", "synthetic-48-16-fedcba9876543210"
+    name = study_name_for("grid", space, [cifar], ("val_mse",))
+    assert re.fullmatch(r"tiny-grid-cifar10-3ep-[0-9a-f]{8}", name), name
+    both = study_name_for("optuna", space, [synthetic, cifar, cifar], ("val_mse",))
+    assert re.fullmatch(r"tiny-optuna-cifar10\+synthetic-3ep-[0-9a-f]{8}", both), both
+    assert study_name_for("grid", space.with_protocol(epochs=4), [cifar], ("val_mse",)).startswith("tiny-grid-cifar10-4ep-")
+
+
+def test_a_study_stored_under_its_earlier_hash_only_name_is_the_one_found(tmp_path):
+    """Studies created before names were readable (`SPACE-KIND-HASH`) are resumed under that
+    name: asked with the storage, `study_name_for` finds them; a new storage gets the readable
+    name, and one that holds both (a study started after the upgrade) keeps the readable one."""
+    import optuna
+
+    from sweep.run.study import study_name_for
+    from sweep.space import load_space
+
+    space = load_space(tiny_space(tmp_path, {"kernel_size": [3, 5]}))
+    name = study_name_for("grid", space, ["d1"], ("val_mse",))
+    legacy = f"tiny-grid-{name.rsplit('-', 1)[1]}"
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    assert study_name_for("grid", space, ["d1"], ("val_mse",), url) == name
+    assert not (tmp_path / "studies.db").exists()  # asking creates no database
+    assert study_name_for("grid", space, ["d1"], ("val_mse",), f"journal:{tmp_path / 'journal.log'}") == name
+    optuna.create_study(study_name=legacy, storage=url)
+    assert study_name_for("grid", space, ["d1"], ("val_mse",), url) == legacy
+    assert study_name_for("optuna", space, ["d1"], ("val_mse",), url) != legacy  # another kind: its own study
+    optuna.create_study(study_name=name, storage=url)
+    assert study_name_for("grid", space, ["d1"], ("val_mse",), url) == name
+
+
+def test_a_shared_grid_stored_under_its_earlier_name_is_resumed_not_trained_again(tmp_path):
+    """A database whose grid study (and queue) an earlier version created under the hash-only
+    name: the rerun finds it there, queues nothing and trains nothing."""
+    from sweep.run import grid_trials
+    from sweep.run.study import study_name_for
+    from sweep.space import load_space
+
+    space = tiny_space(tmp_path, {"kernel_size": [3, 5]})
+    data_ids = [spec.data_id for _, spec in grid_trials(load_space(space), None)]
+    legacy = f"tiny-grid-{study_name_for('grid', load_space(space), data_ids, ('val_mse',)).rsplit('-', 1)[1]}"
+    url, results = f"sqlite:///{tmp_path / 'cluster.db'}", tmp_path / "r"
+    first = run_cli("sweep.grid", "--space", space, "--results", str(results), "--storage", url, "--study", legacy)  # (as the earlier version named it)
+    assert first.returncode == 0, first.stderr
+    stored = load_results(results).set_index("trial_key")["finished_at"].to_dict()
+    assert len(stored) == 2
+    again = run_cli("sweep.grid", "--space", space, "--results", str(results), "--storage", url)
+    assert again.returncode == 0, again.stderr
+    assert f"in study {legacy!r}" in again.stderr and "(0 queued now" in again.stderr, again.stderr
+    assert load_results(results).set_index("trial_key")["finished_at"].to_dict() == stored  # not trained again
+    assert [s.study_name for s in study_summaries(url)] == [legacy]
+    assert [t.state.name for t in load_study(url, legacy).trials] == ["COMPLETE"] * 2
+
+
+def test_a_local_grid_mirror_under_its_earlier_name_gets_the_rows_and_objectives_are_named(tmp_path):
+    """RESULTS/optuna.db written by an earlier version holds the grid's mirror under the
+    hash-only name: a rerun adds to that study (no second one); studies name their objective
+    (optuna-dashboard shows "val_mse", not "Objective 0")."""
+    import optuna
+
+    from sweep.run import grid_trials
+    from sweep.run.study import study_name_for
+    from sweep.space import load_space
+
+    space = tiny_space(tmp_path, {"kernel_size": [3, 5]})
+    data_ids = [spec.data_id for _, spec in grid_trials(load_space(space), None)]
+    legacy = f"tiny-grid-{study_name_for('grid', load_space(space), data_ids, ('val_mse',)).rsplit('-', 1)[1]}"
+    results = tmp_path / "r"
+    results.mkdir()
+    optuna.create_study(study_name=legacy, storage=f"sqlite:///{results / 'optuna.db'}")
+    out = run_cli("sweep.grid", "--space", space, "--results", str(results))
+    assert out.returncode == 0, out.stderr
+    url = f"sqlite:///{results / 'optuna.db'}"
+    assert [s.study_name for s in study_summaries(url)] == [legacy] and f"(study '{legacy}'" in out.stdout
+    study = load_study(url, legacy)
+    assert len(study.trials) == 2 and study.metric_names == ["val_mse"]
+    tuned = run_cli("sweep.optuna", "--trials", "1", "--space", space, "--results", str(results), "--objectives", "test_mse,latent_size")
+    assert tuned.returncode == 0, tuned.stderr
+    assert only_study(url).metric_names == ["test_mse", "latent_size"]

@@ -180,7 +180,7 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
     data_ids = [spec.data_id for _, spec in trials]
     config = StudyConfig(
         storage_url=args.storage,
-        study_name=args.study or study_name_for("grid", space, data_ids, ("val_mse",)),
+        study_name=args.study or study_name_for("grid", space, data_ids, ("val_mse",), args.storage),  # (an earlier version's name found too)
         objectives=("val_mse",),
         sampler="random",  # never consulted: every trial is a grid point (PartialFixedSampler)
         pruner="none",  # a grid runs every point to the end

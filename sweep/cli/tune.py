@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     data_ids = [dataset_for(dataclasses.replace(space.protocol, dataset=name), args.data_dir).data_id for name in datasets]
     config = StudyConfig(
         storage_url=args.storage or default_storage_url(results),
-        study_name=args.study or study_name_for("optuna", space, data_ids, objectives),
+        study_name=args.study or study_name_for("optuna", space, data_ids, objectives, args.storage or default_storage_url(results)),  # (an earlier version's name found too)
         objectives=objectives,
         sampler=args.sampler or ("nsga2" if len(objectives) > 1 else "tpe"),
         sampler_seed=args.sampler_seed,

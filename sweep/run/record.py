@@ -9,6 +9,7 @@ file that cannot be written costs a warning, not the run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -45,9 +46,10 @@ class GridRecord:
 
     def __init__(self, results: Path, space, trials: list[tuple[dict[str, Any], Any]]):
         self.points = {spec.key: point for point, spec in trials}
+        self._space, self._data_ids = space, [spec.data_id for _, spec in trials]
         self.config = StudyConfig(
             storage_url=default_storage_url(results),
-            study_name=study_name_for("grid", space, [spec.data_id for _, spec in trials], ("val_mse",)),
+            study_name=study_name_for("grid", space, self._data_ids, ("val_mse",)),
             objectives=("val_mse",),
             sampler="random",  # never asked: every trial is added finished
             pruner="none",
@@ -119,6 +121,9 @@ class GridRecord:
 
     def _open(self):
         if self._study is None:
+            # (a study file of an earlier version holds the grid under its hash-only name)
+            name = study_name_for("grid", self._space, self._data_ids, ("val_mse",), self.config.storage_url)
+            self.config = dataclasses.replace(self.config, study_name=name)
             self._study = open_study(self.config)
             self._recorded = {
                 (t.user_attrs.get("trial_key"), t.state.name) for t in self._study.get_trials(deepcopy=False)

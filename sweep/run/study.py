@@ -22,7 +22,7 @@ from sweep.errors import SpecError, StoreError, did_you_mean
 from sweep.results import OBJECTIVES
 from sweep.results.schema import per_epoch_metric
 from sweep.results.shared import DEFAULT_TIMEOUT, first_line, mask_url
-from sweep.run.storage import default_storage_url, open_storage, queue_url
+from sweep.run.storage import default_storage_url, lost_schema_race, open_storage, queue_url
 
 __all__ = [
     "PRUNERS",
@@ -69,16 +69,52 @@ def parse_objectives(text: str) -> tuple[str, ...]:
     return names
 
 
-def study_name_for(kind: str, space, data_ids: list[str], objectives: tuple[str, ...]) -> str:
+def study_name_for(kind: str, space, data_ids: list[str], objectives: tuple[str, ...], storage_url: str | None = None) -> str:
     """A name that is the same on every machine running the same command on the same data,
-    and different when the protocol or objectives change (so studies never mix them)."""
+    and different when the protocol or objectives change (so studies never mix them): the
+    space, the driver, the dataset(s) and the epochs to read (`cifar10_tiny-grid-cifar10-10ep-
+    1a2b3c4d`), then the hash of everything that identifies the study.
+
+    With `storage_url`, a study that storage already holds under the hash-only name of
+    earlier versions (`cifar10_tiny-grid-1a2b3c4d`) keeps that name, so it is resumed."""
     identity = json.dumps(
         {"factors": {k: repr(v) for k, v in space.factors.items()}, "protocol": space.protocol.identity(),
          "arch": space.arch, "data": sorted(set(data_ids)), "objectives": objectives, "kind": kind,
          **({"exclude": [sorted(e.items(), key=str) for e in space.exclude]} if space.exclude else {})},
         sort_keys=True,
     )  # fmt: skip
-    return f"{space.name}-{kind}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    datasets = "+".join(sorted({_dataset_name(data_id) for data_id in data_ids})) or "nodata"
+    name = f"{space.name}-{kind}-{datasets}-{space.protocol.epochs}ep-{digest}"
+    if storage_url is not None and not _holds(storage_url, name) and _holds(storage_url, legacy := f"{space.name}-{kind}-{digest}"):
+        return legacy
+    return name
+
+
+def _dataset_name(data_id: str) -> str:
+    """The dataset's name in its `data_id` (`NAME-TRAIN-TEST-HASH`, `sweep.data.Dataset`)."""
+    parts = data_id.rsplit("-", 3)
+    return parts[0] if len(parts) == 4 else data_id
+
+
+def _holds(storage_url: str, study_name: str) -> bool:
+    """Whether the storage at `storage_url` holds a study of that name (a SQLite or journal
+    file that does not exist holds none, and is not created)."""
+    from pathlib import Path
+
+    if storage_url.startswith("journal:"):
+        path = Path(storage_url.removeprefix("journal:")).expanduser()
+    elif storage_url.startswith("sqlite:///"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+    else:
+        path = None
+    if path is not None and not path.exists():
+        return False
+    try:
+        open_storage(storage_url).get_study_id_from_name(study_name)
+    except KeyError:
+        return False
+    return True
 
 
 def pruned_on(objectives: tuple[str, ...], pruner: str) -> str | None:
@@ -192,4 +228,10 @@ def open_study(config: StudyConfig, create: bool = True, worker: int = 0, fixed:
             f"study {config.study_name!r} optimises {len(study.directions)} objective(s) in other directions; "
             f"pass --study NAME for a new study with --objectives {','.join(config.objectives)}"
         )
+    if create and study.metric_names != list(config.objectives):  # (named in optuna-dashboard, not "Objective 0")
+        try:
+            study.set_metric_names(list(config.objectives))
+        except Exception as err:  # another machine's driver named them first
+            if not lost_schema_race(err):
+                raise
     return study
