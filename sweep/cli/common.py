@@ -32,6 +32,7 @@ __all__ = [
     "check_positive",
     "code_version",
     "duration",
+    "eta",
     "interrupted_line",
     "one_line",
     "protocol_overrides",
@@ -194,6 +195,32 @@ def one_line(row: dict[str, Any], factors: tuple[str, ...] = ()) -> str:
     )
 
 
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # one ETA: ours, in the postfix (tqdm's assumes equal trials)
+REFRESH_S = 1.0  # how often the bar's postfix (ETA, running trials' epochs) is redrawn on a terminal
+LOG_REFRESH_S = 30.0  # ... and in a log file, which gets a line each time
+
+
+def eta(timed: list[tuple[float, float]], left: list[float | None], workers: int, elapsed: float, done: int) -> str | None:
+    """The time still to go, or None before there is anything to go by. `timed` holds the
+    (training FLOPs, seconds) of the finished trials and `left` the FLOPs of those still to
+    run (None where unknown). With three finished trials of two sizes or more, a line fitted
+    to their seconds against their FLOPs (a fixed cost per trial plus FLOPs at a rate)
+    predicts each trial left, shared by the workers; else the run's pace so far (`elapsed`
+    seconds for `done` trials) times the trials left."""
+    import numpy as np
+
+    if not left:
+        return None
+    if None not in left and len(timed) >= 3 and len({w for w, _ in timed}) >= 2:
+        slope, fixed = np.polyfit([w for w, _ in timed], [s for _, s in timed], 1)
+        if slope < 0:
+            slope, fixed = 0.0, float(np.mean([s for _, s in timed]))
+        return duration(sum(max(fixed + slope * w, 0.0) for w in left) / max(workers, 1))
+    if done:
+        return duration(elapsed / done * len(left))
+    return None
+
+
 def run_with_progress(
     jobs: list,
     plan,
@@ -206,11 +233,10 @@ def run_with_progress(
     on_row: Callable[[dict], Any] | None = None,
 ) -> list:
     """Run jobs on the plan's workers with a progress bar; return the rows (each printed as
-    `one_line(row, factors)`). While trials train, the bar shows each running trial's epoch
-    and, given each trial's training FLOPs (`work`, by trial key), an ETA from them: a line
-    fitted to the finished trials' seconds against their FLOPs (a fixed cost per trial plus
-    FLOPs at a rate) predicts each trial still to run, shared by the workers (tqdm's own ETA
-    assumes every trial costs the same). `on_row` is called with each row as it arrives.
+    `one_line(row, factors)`). While trials train, the bar shows one ETA (`eta`: from each
+    trial's training FLOPs, `work` by trial key, where given; else from the pace so far) and
+    each running trial's epoch; at the end, neither. `on_row` is called with each row as it
+    arrives.
 
     A stop signal (`sweep.stop`) stops the workers at their epoch ends (or kills them at the
     deadline); once none is left this raises `stop.Interrupted`, whose message says what is
@@ -218,7 +244,6 @@ def run_with_progress(
     import threading
     import time
 
-    import numpy as np
     from tqdm import tqdm
 
     from sweep import progress
@@ -233,29 +258,30 @@ def run_with_progress(
     timed: list[tuple[float, float]] = []  # (training FLOPs, seconds) of each finished trial
     left = dict(work or {})
     finished_watching = threading.Event()
-
-    def eta() -> str | None:
-        if len(timed) < 3 or len({w for w, _ in timed}) < 2:
-            return None
-        slope, fixed = np.polyfit([w for w, _ in timed], [s for _, s in timed], 1)
-        if slope < 0:
-            slope, fixed = 0.0, float(np.mean([s for _, s in timed]))
-        return duration(sum(max(fixed + slope * w, 0.0) for w in left.values()) / max(plan.workers, 1))
+    started = time.monotonic()
+    done = 0  # trials finished in this run
+    lock = threading.Lock()
 
     def last_words(signum: int) -> str:  # if this process must end before run_jobs returns (sweep.stop.exit_now)
         return interrupted_line(signum, len(rows), killed=1 if plan.workers == 1 else 0, forced=stop.forced())
 
-    with stop.deferred(last_words), tqdm(total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr) as bar:
+    with stop.deferred(last_words), tqdm(
+        total=total, initial=initial, unit="trial", desc=desc, dynamic_ncols=True, file=sys.stderr, bar_format=BAR_FORMAT
+    ) as bar:  # fmt: skip
+        interval = REFRESH_S if sys.stderr.isatty() else LOG_REFRESH_S  # a log file gets a line every 30 s, not every second
 
-        interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
+        def redraw(refresh: bool = True) -> None:
+            with lock:
+                to_go = list(left.values()) if work else [None] * max(total - initial - done, 0)
+                estimate = eta(timed, to_go, plan.workers, time.monotonic() - started, done)
+                parts = [f"{f['key'][:6]} epoch {f['epoch']}/{f['epochs']}" for f in progress.running(folder)]
+                if estimate:
+                    parts.insert(0, f"ETA {estimate}")
+                bar.set_postfix_str("; ".join(parts), refresh=refresh)
 
         def watch() -> None:
             while not finished_watching.wait(interval):
-                parts = [f"{f['key'][:6]} epoch {f['epoch']}/{f['epochs']}" for f in progress.running(folder)]
-                estimate = eta() if work else None
-                if estimate:
-                    parts.insert(0, f"ETA {estimate} (by FLOPs)")
-                bar.set_postfix_str("; ".join(parts), refresh=True)
+                redraw()
 
         watcher = threading.Thread(target=watch, name="progress", daemon=True)
         watcher.start()
@@ -263,12 +289,18 @@ def run_with_progress(
         try:
             for result in run_jobs(jobs, plan, lock_dir, on_restart=restart):
                 finished = result if isinstance(result, list) else [result]  # a pack returns its members' rows
+                with lock:
+                    done += len(finished)
+                    for row in finished:
+                        if row is not None and row.get("trial_key") in left:
+                            flops = left.pop(row["trial_key"])
+                            if row.get("wall_seconds"):
+                                timed.append((flops, float(row["wall_seconds"])))
+                redraw(refresh=False)  # (the finished trials' epochs gone from it)
                 bar.update(len(finished))
                 for row in finished:
                     if row is not None:
                         rows.append(row)
-                        if row.get("trial_key") in left and row.get("wall_seconds"):
-                            timed.append((left.pop(row["trial_key"]), float(row["wall_seconds"])))
                         bar.write(one_line(row, factors), file=sys.stderr)
                         if on_row is not None:
                             on_row(row)
@@ -283,6 +315,7 @@ def run_with_progress(
             finished_watching.set()
             watcher.join()
             os.environ.pop(progress.ENV, None)
+            bar.set_postfix_str("", refresh=False)  # the bar's last state: no ETA, no epochs of trials long finished
     return rows
 
 
