@@ -13,7 +13,11 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sweep.arch import arch_from_dict, forward_flops, pointwise_saving
@@ -21,7 +25,20 @@ from sweep.data import DATASETS
 from sweep.encodings import ANNEALED_T, ENCODINGS, TASKS, task_for
 from sweep.errors import SpecError, did_you_mean, must_be
 
-__all__ = ["LOSSES", "OPTIMIZERS", "PRECISIONS", "TrainingProtocol", "TrialSpec", "digest", "protocol_fields", "protocol_from_dict", "protocol_key_error"]
+__all__ = [
+    "LOSSES",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "TrainingProtocol",
+    "TrialSpec",
+    "current_backend",
+    "digest",
+    "protocol_fields",
+    "protocol_from_dict",
+    "protocol_key_error",
+    "selected_images",
+    "train_images_of",
+]
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 LOSSES = ("mse", "mae", "huber", "ab_classification")
@@ -116,26 +133,79 @@ class TrainingProtocol:
         defaults left out."""
         return {k: v for k, v in self.to_dict().items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
-    def canonical(self, native_size: int | None = None) -> dict[str, Any]:
+    def canonical(self, native_size: int | None = None, train_images: int | None = None) -> dict[str, Any]:
         """The fields as they act on training, on images whose own square size is
-        `native_size` (when known). Those that cannot change anything are left out or
-        normalised: the annealed-mean temperature of any loss but ab classification, or at its
-        default (the keys of earlier trials stand); the plateau's factor and floor while the
-        plateau is off, or while its patience is too long to lower the rate before the last
-        epoch; an early-stopping patience no run of `epochs` epochs can reach; an `image_size`
-        equal to the images' own."""
+        `native_size` and of which the data has `train_images` for training (each when known).
+        Those that cannot change anything are left out or normalised: the annealed-mean
+        temperature of any loss but ab classification, or at its default (the keys of earlier
+        trials stand); the plateau's factor and floor while the plateau is off, or while its
+        patience is too long to lower the rate before the last epoch; an early-stopping
+        patience that could stop training only after its last epoch; an `image_size` equal to
+        the images' own; fractions that select the same images (`train_fraction`,
+        `val_fraction`: one spelling each, see `_spelling`) and a `train_limit` above
+        what the fraction selects."""
         values = self.identity()
+        if train_images is not None:
+            values.update(self._split(train_images))
         if self.loss != "ab_classification":
             values.pop("annealed_temperature", None)  # decodes nothing
         if self.reduce_lr_patience is not None and self.reduce_lr_patience >= self.epochs - 1:
             values["reduce_lr_patience"] = None  # a rate lowered after the last epoch trains nothing
         if values["reduce_lr_patience"] is None:
             del values["reduce_lr_factor"], values["reduce_lr_min"]
-        if self.early_stopping_patience is not None and self.early_stopping_patience >= self.epochs:
-            values["early_stopping_patience"] = None
+        if self.early_stopping_patience is not None and self.early_stopping_patience >= self.epochs - 1:
+            values["early_stopping_patience"] = None  # the earliest stop, after epoch patience + 1, is the end
         if self.image_size is not None and self.image_size == native_size and self.dataset != "folder":
             values["image_size"] = None  # resizes nothing
         return values
+
+    def _split(self, train_images: int) -> dict[str, Any]:
+        """`train_fraction`, `val_fraction` and `train_limit` as they select images from
+        `train_images`: each fraction spelt one way (`_spelling`), the limit left
+        out (None) where it cuts nothing."""
+        fraction, limit = self.train_fraction, self.train_limit
+        selected = selected_images(fraction, limit, train_images)
+        unlimited = selected_images(fraction, None, train_images)
+        if limit is not None and limit >= unlimited:
+            limit = None  # cuts nothing
+        default = TrainingProtocol()
+        fraction = _spelling(lambda f: selected_images(f, limit, train_images), selected, 1.0, default.train_fraction) or self.train_fraction
+        n_val = validation_images(self.val_fraction, selected)
+        val = _spelling(lambda f: validation_images(f, selected), n_val, 0.5, default.val_fraction) or self.val_fraction
+        return {"train_fraction": fraction, "val_fraction": val, "train_limit": limit}
+
+
+def selected_images(train_fraction: float, train_limit: int | None, train_images: int) -> int:
+    """How many of `train_images` training images a protocol selects (as `sweep.data.splits`)."""
+    selected = max(2, int(round(train_fraction * train_images)))
+    return selected if train_limit is None else min(selected, train_limit)
+
+
+def validation_images(val_fraction: float, selected: int) -> int:
+    """How many of the `selected` images validate (as `sweep.data.splits`)."""
+    return max(1, int(round(val_fraction * selected)))
+
+
+def _spelling(count: Any, target: int, high: float, default: float) -> float | None:
+    """The one spelling of every fraction whose `count` of images is `target`: the default
+    if it is one of them (the keys of trials at a limit that cuts the default fraction
+    stand), else the smallest of the decimals in (0, high] with the fewest digits. `count`
+    is non-decreasing in the fraction, so each digit count is one bisection."""
+    if count(default) == target:
+        return default
+    for digits in range(16):
+        def value(m: int) -> float:
+            return float(f"{m}e-{digits}")  # the exact decimal: 3e-1 is 0.3, not 0.30000000000000004
+
+        low, high_m = 1, int(round(high * 10**digits))
+        if high_m < 1:
+            continue
+        while low < high_m:  # the smallest multiple of 10^-digits that selects at least `target`
+            mid = (low + high_m) // 2
+            low, high_m = (low, mid) if count(value(mid)) >= target else (mid + 1, high_m)
+        if count(value(low)) == target:
+            return value(low)
+    return None  # (none of 15 digits: the fraction stays as given)
 
 
 def protocol_fields() -> list[str]:
@@ -165,6 +235,30 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def current_backend() -> str:
+    """The Keras backend this process trains with, found as Keras finds it (the imported
+    module's, else $KERAS_BACKEND, else the `backend` of $KERAS_HOME/keras.json or
+    ~/.keras/keras.json, else tensorflow) without importing Keras."""
+    if "keras" in sys.modules and hasattr(sys.modules["keras"], "backend"):
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        return str(json.loads((home / "keras.json").read_text()).get("backend") or "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+DATA_ID = re.compile(r"^.+-(\d+)-\d+-[0-9a-f]+$")  # NAME-TRAIN-TEST-HASH (`sweep.data.Dataset.data_id`)
+
+
+def train_images_of(data_id: str) -> int | None:
+    """The number of training images a data id names (None for an id of another form)."""
+    match = DATA_ID.match(data_id or "")
+    return int(match.group(1)) if match else None
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial: an architecture, a protocol, and the identity of the data it runs on.
@@ -178,16 +272,30 @@ class TrialSpec:
     protocol: TrainingProtocol
     data_id: str
     native_size: int | None = None  # the data's own square image size, when known
+    backend: str = field(default_factory=current_backend)  # the Keras backend: each draws its own weights from a seed
 
     def canonical(self, seed: bool = True) -> dict[str, Any]:
         """The effective configuration: the architecture as built, the protocol as it acts,
-        the data's content hash (and the seed, unless `seed` is False)."""
-        protocol = self.protocol.canonical(self.native_size)
+        the data's content hash (and the seed, unless `seed` is False), and the Keras backend
+        unless it is TensorFlow (so the keys of earlier trials stand).
+
+        Under `ab_classification` the head is a 1x1 convolution whatever the family's own
+        output kernel; a U-Net's `last_width` equal to the output's channels is its default."""
+        protocol = self.protocol.canonical(self.native_size, train_images_of(self.data_id))
         if not seed:
             del protocol["seed"]
-        values = {"arch": self.arch.canonical(), "protocol": protocol, "data": self.data_id}
-        if self.protocol.loss == "ab_classification" and getattr(self.arch, "output_kernel", getattr(self.arch, "kernel_size", 1)) != 1:
-            values["head"] = "pointwise"  # a 1x1 output over the bins in place of the family's k x k one
+        arch = self.arch.canonical()
+        task = task_for(self.protocol.task, self.protocol.encoding, self.protocol.loss)
+        if arch.get("last_width") == task.output_channels:
+            del arch["last_width"]
+        values = {"arch": arch, "protocol": protocol, "data": self.data_id}
+        if self.protocol.loss == "ab_classification":
+            if "output_kernel" in arch:
+                arch["output_kernel"] = 1  # the head's own kernel: nothing else reads it
+            elif getattr(self.arch, "kernel_size", 1) != 1:
+                values["head"] = "pointwise"  # a 1x1 output over the bins in place of the family's k x k one
+        if self.backend != "tensorflow":
+            values["backend"] = self.backend
         return values
 
     @property
@@ -225,6 +333,8 @@ class TrialSpec:
         values = {"arch": self.arch.to_dict(), "protocol": self.protocol.to_dict(), "data_id": self.data_id}
         if self.native_size is not None:
             values["native_size"] = self.native_size
+        if self.backend != "tensorflow":
+            values["backend"] = self.backend
         return values
 
     @classmethod
@@ -235,4 +345,5 @@ class TrialSpec:
             protocol=protocol_from_dict(values["protocol"]),
             data_id=values["data_id"],
             native_size=values.get("native_size"),
+            backend=values.get("backend", "tensorflow"),  # (rows of earlier versions name none)
         )

@@ -26,8 +26,8 @@ def test_fields_that_change_nothing_do_not_change_the_key():
     assert key(reduce_lr_patience=3, reduce_lr_factor=0.5) != key(reduce_lr_patience=3)
     # ... or while its patience is too long to lower the rate before the last epoch
     assert key(epochs=5, reduce_lr_patience=4, reduce_lr_factor=0.5) == key(epochs=5) != key(epochs=5, reduce_lr_patience=3)
-    # An early-stopping patience no run of `epochs` epochs can reach
-    assert key(epochs=5, early_stopping_patience=5) == key(epochs=5) != key(epochs=5, early_stopping_patience=4)
+    # An early-stopping patience that could stop training only after its last epoch (epochs - 1 or more)
+    assert key(epochs=5, early_stopping_patience=5) == key(epochs=5, early_stopping_patience=4) == key(epochs=5) != key(epochs=5, early_stopping_patience=3)
     # base_channels x channel_factor pairs with the same widths; the medium width when it is dropped
     assert key(ArchSpec(base_channels=(16, 24, 32), channel_factor=1)) == key(ArchSpec(channel_factor=2))
     assert key(ArchSpec(fewer_layers=True, base_channels=(8, 40, 16))) == key(ArchSpec(fewer_layers=True))

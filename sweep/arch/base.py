@@ -33,6 +33,11 @@ class Family:
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         return {"family": self.family, **values}
 
+    def with_fields(self, **values: Any) -> Any:
+        """A copy with some fields replaced (`dataclasses.replace`; a family whose fields derive
+        others says how they follow)."""
+        return dataclasses.replace(self, **values)
+
     def canonical(self) -> dict[str, Any]:
         """What determines the built model, and nothing else: two specs with equal canonical
         forms build the same model (the trial key hashes this, not `to_dict`). Families whose

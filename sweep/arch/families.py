@@ -8,12 +8,14 @@ layer table, with predictable layer names (``enc_conv1``, ``latent``, ``dec_deco
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sweep.arch.base import Family, check_bool, check_divisible, check_filters, check_int, check_odd, check_rate
 from sweep.arch.latent import conv_flops
+from sweep.errors import SpecError
 
 __all__ = ["ConvLatentSpec", "DenseLatentSpec", "FCLatentSpec", "UNetSpec"]
 
@@ -240,9 +242,30 @@ class UNetSpec(Family):
             for name in ("depth", "base_width"):
                 if getattr(self, name) is not None:
                     check_int(self, name)
-            depth = self.depth if self.depth is not None else len(self.filters)
-            base = self.base_width if self.base_width is not None else self.filters[0]
-            object.__setattr__(self, "filters", tuple(base * 2 ** min(i, 3) for i in range(depth)))
+            widths = self.widths(self.depth, self.base_width, self.filters)
+            if self.filters not in (widths, SEED003_FILTERS):  # (the default: not given)
+                decide = " and ".join(f"{name}={getattr(self, name)}" for name in ("depth", "base_width") if getattr(self, name) is not None)
+                raise SpecError(
+                    f"filters {list(self.filters)} of UNetSpec would change nothing: {decide} decide the widths "
+                    f"({list(widths)}); vary depth and base_width, or give filters on a U-Net without them (arch: unet)"
+                )
+            object.__setattr__(self, "filters", widths)
+
+    @staticmethod
+    def widths(depth: int | None, base_width: int | None, filters: tuple[int, ...]) -> tuple[int, ...]:
+        """The down blocks' widths base_width x (1, 2, 4, 8, 8, ...)[:depth], either taken
+        from `filters` (its length, its first width) when not given."""
+        depth = depth if depth is not None else len(filters)
+        base = base_width if base_width is not None else filters[0]
+        return tuple(base * 2 ** min(i, 3) for i in range(depth))
+
+    def with_fields(self, **values: Any) -> "UNetSpec":
+        """A copy with some fields replaced; with `depth` or `base_width` set, widths not
+        given follow them (they are not this spec's derived ones)."""
+        depth, base = values.get("depth", self.depth), values.get("base_width", self.base_width)
+        if "filters" not in values and (depth is not None or base is not None):
+            values["filters"] = self.widths(depth, base, self.filters)
+        return dataclasses.replace(self, **values)
 
     @property
     def reference_input(self) -> tuple[int, int, int]:  # type: ignore[override]

@@ -72,7 +72,7 @@ def arch_from_dict(values: dict[str, Any], base: Any | None = None) -> Any:
         if key not in allowed:
             raise SpecError(did_you_mean(f"field of {type(base).__name__}", key, allowed))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return dataclasses.replace(base, **values)
+    return base.with_fields(**values)
 
 
 def preset(name: str) -> Any:

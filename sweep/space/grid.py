@@ -34,6 +34,9 @@ class Categorical:
     def grid(self) -> tuple[Any, ...]:
         return self.values
 
+    def normalise(self, value: Any) -> Any:
+        return value
+
 
 @dataclass(frozen=True)
 class Range:
@@ -63,6 +66,18 @@ class Range:
 
     def _value(self, i: int) -> float:
         return min(round(self.low + i * self.step, 12), float(self.high))
+
+    def normalise(self, value: Any) -> Any:
+        """A value drawn from the range as the grid spells it: an int range's as an int, a
+        stepped float range's as its nearest grid value (Optuna's 0.1 + 2 x 0.1 is
+        0.30000000000000004; the grid's is 0.3). Other values come back unchanged."""
+        if self.log or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value
+        if self.is_int:
+            return int(value)
+        if self.step is None:
+            return value
+        return self._value(min(max(round((value - self.low) / self.step), 0), self._steps()))
 
     @property
     def last(self) -> float:

@@ -25,6 +25,7 @@ here imports Keras.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,14 @@ class SearchSpace:
         return [point for point in grid_points(self.factors) if not self.excluded(point)]
 
     def excluded(self, point: dict[str, Any]) -> bool:
-        """Whether an `exclude` entry matches the point (every key of the entry, equal value)."""
-        return any(all(k in point and point[k] == v for k, v in entry.items()) for entry in self.exclude)
+        """Whether an `exclude` entry matches the point (every key of the entry, equal value
+        once both are spelt as the grid spells them)."""
+        point = self.normalise(point)
+        return any(all(k in point and point[k] == v for k, v in self.normalise(entry).items()) for entry in self.exclude)
+
+    def normalise(self, point: dict[str, Any]) -> dict[str, Any]:
+        """The point with every factor's value as the grid spells it (`Range.normalise`)."""
+        return {k: self.factors[k].normalise(v) if k in self.factors else v for k, v in point.items()}
 
     def with_protocol(self, *, from_flags: bool = False, **overrides: Any) -> "SearchSpace":
         """The same space with some protocol values replaced (command-line options win over
@@ -137,7 +144,9 @@ class SearchSpace:
         return None
 
     def suggest(self, trial: Any) -> dict[str, Any]:
-        """Sample a point with an Optuna trial (`suggest_categorical`, `suggest_int`, `suggest_float`)."""
+        """Sample a point with an Optuna trial (`suggest_categorical`, `suggest_int`,
+        `suggest_float`), its values spelt as the grid spells them: the same point from
+        either driver is one trial key."""
         point = {}
         for name, dim in self.factors.items():
             if isinstance(dim, Categorical):
@@ -146,7 +155,7 @@ class SearchSpace:
                 point[name] = trial.suggest_int(name, int(dim.low), int(dim.last), step=int(dim.step or 1), log=dim.log)
             else:
                 point[name] = trial.suggest_float(name, dim.low, dim.last, step=dim.step, log=dim.log)
-        return point
+        return self.normalise(point)
 
 
 
@@ -303,3 +312,55 @@ def _check_factors(space: SearchSpace) -> None:
                 space.spec(point, data_id="check")
             except SpecError as err:
                 raise _fail(where, "space", f"the combination {point} is invalid: {err}") from None
+    _check_inert(space)
+
+
+MAX_INERT_POINTS = 20_000  # a larger space is not searched for factors that change nothing
+
+
+def _check_inert(space: SearchSpace) -> None:
+    """Refuse a factor that changes no trial at any point of the space (every point that
+    differs from another only in it has that point's trial key), naming what decides instead.
+    A factor that changes nothing at some points only (a plateau factor while some points
+    turn the plateau off) is kept: those points share one key and run once. Ranges count by
+    their ends."""
+    dims = {k: dim.grid() if dim.has_grid else (dim.low, dim.last) for k, dim in space.factors.items()}
+    if math.prod(len(values) for values in dims.values()) > MAX_INERT_POINTS:
+        return
+    keys = {}
+    for point in grid_points({k: Categorical(tuple(v)) for k, v in dims.items()}):
+        if space.excluded(point):
+            continue
+        try:
+            keys[tuple(map(repr, point.values()))] = space.spec(point, data_id="check").key
+        except SpecError:
+            continue  # (a range's end that the grid never reaches with the others)
+    names = list(dims)
+    for i, name in enumerate(names):
+        if len(dims[name]) < 2:
+            continue
+        groups: dict[tuple, set[str]] = {}
+        sizes: dict[tuple, int] = {}
+        for combo, key in keys.items():
+            rest = combo[:i] + combo[i + 1 :]
+            groups.setdefault(rest, set()).add(key)
+            sizes[rest] = sizes.get(rest, 0) + 1
+        if any(sizes[rest] > 1 for rest in groups) and all(len(group) == 1 for group in groups.values()):
+            raise _fail(space.path, f"space.{name}", f"changes no trial at any point of this space: {_what_decides(space, name)}; leave it out")
+
+
+def _what_decides(space: SearchSpace, name: str) -> str:
+    """Why a factor changes nothing, in the words of the fields that decide instead."""
+    protocol = space.protocol
+    reasons = {
+        "annealed_temperature": "only the loss ab_classification decodes with it",
+        "reduce_lr_factor": "reduce_lr_patience decides (the plateau is off, or too patient to lower the rate before the last epoch)",
+        "reduce_lr_min": "reduce_lr_patience decides (the plateau is off, or too patient to lower the rate before the last epoch)",
+        "reduce_lr_patience": f"epochs ({protocol.epochs}) decides: a patience of epochs - 1 or more lowers the rate only after the last epoch",
+        "early_stopping_patience": f"epochs ({protocol.epochs}) decides: a patience of epochs - 1 or more can stop only at the end",
+        "output_kernel": "the loss ab_classification decides: its head is a 1x1 convolution whatever the output kernel",
+        "last_width": "the output's channels decide: a last width equal to them is the default",
+        "batch_norm_from": "filters decide: batch norm from past the last down block is none",
+        "dropout": "filters decide: a one-block U-Net has no up block to drop out of",
+    }
+    return reasons.get(name, "every value builds the same model and trains it the same way")
