@@ -75,3 +75,20 @@ def test_the_pareto_front_and_paired_effects_by_hand():
     assert paired["n"] == 2 and paired["mean"] == pytest.approx(0.7) and paired["pairs"] == ["lab|mse", "rgb|mse"]
     assert paired["ci_low"] == pytest.approx(0.7 - 12.706 * np.std([1.0, 0.4], ddof=1) / math.sqrt(2), rel=1e-3)
     assert C.paired_effect(configs, "arch", "a", "u_noskip")["n"] == 1
+
+
+def test_a_paired_effect_pairs_on_every_other_factor():
+    """With the annealed temperature varying too, a configuration is paired only with its
+    baseline at the same temperature: the one baseline is never counted twice."""
+    configs = pd.DataFrame({
+        "arch": ["u", "u", "u_noskip", "u", "u", "u_noskip"], "encoding": ["lab"] * 6,
+        "loss": ["ab_classification"] * 3 + ["mse"] * 3, "annealed_temperature": [0.38, 1.0, 0.38, 0.38, 1.0, 1.0],
+        "psnr_gain": [2.0, 5.0, 1.0, 0.9, 0.6, 0.5], "n_seeds": [1] * 6,
+    })  # fmt: skip
+    paired = C.paired_effect(configs, "arch", "u", "u_noskip")
+    assert paired["n"] == 2 and paired["pairs"] == ["lab|ab_classification|0.38", "lab|mse|1.0"]
+    assert paired["mean"] == pytest.approx(((2.0 - 1.0) + (0.6 - 0.5)) / 2)
+    # ... and an effect of the encoding holds the architecture and the temperature fixed
+    configs.loc[len(configs)] = {"arch": "u", "encoding": "rgb", "loss": "mse", "annealed_temperature": 1.0, "psnr_gain": 0.1, "n_seeds": 1}
+    paired = C.paired_effect(configs, "encoding", "lab", "rgb")
+    assert paired["n"] == 1 and paired["mean"] == pytest.approx(0.6 - 0.1)

@@ -3,11 +3,15 @@
     from sweep import analysis
     from sweep.results import load_results
 
-    frame = load_results("results")
+    frame = load_results("results", group="cifar10 reconstruct")   # one comparable group (frame["group"])
     analysis.latent_correlation(frame)            # Correlation(estimate, ci_low, ci_high, p_value, n)
     analysis.power_law(frame).b                   # the exponent
     analysis.factor_importance(frame)             # factor, share of variance, best level
     analysis.best(frame, "test_psnr", n=5)        # any metric; also worst, first, pareto_front
+    analysis.groups(load_results("results"))      # every comparable group: name -> its trials
+
+A frame that pools comparable groups (trials that differ in more than the factors a space
+varied: other data, task or epochs) is refused by every statistic with a `GroupError`.
 
 ==============  ==================================================================
 module          holds
@@ -29,14 +33,17 @@ from sweep.analysis.stats import (
     DEFAULT_METRIC,
     METRICS,
     Correlation,
+    GroupError,
     Interaction,
     PowerLaw,
     best,
+    comparable_groups,
     complete,
     config_label,
     configurations,
     factor_importance,
     first,
+    groups,
     higher_is_better,
     interactions,
     latent_correlation,
@@ -46,6 +53,7 @@ from sweep.analysis.stats import (
     pareto_front,
     plain,
     power_law,
+    single_group,
     strongest_interaction,
     varied_factors,
     worst,
@@ -55,15 +63,18 @@ from sweep.analysis.studies import importance_evaluator, load_study, optuna_impo
 __all__ = [
     "Correlation",
     "DEFAULT_METRIC",
+    "GroupError",
     "Interaction",
     "METRICS",
     "PowerLaw",
     "best",
+    "comparable_groups",
     "complete",
     "config_label",
     "configurations",
     "factor_importance",
     "first",
+    "groups",
     "higher_is_better",
     "importance_evaluator",
     "interactions",
@@ -78,6 +89,7 @@ __all__ = [
     "plain",
     "power_law",
     "recorded_data_dirs",
+    "single_group",
     "strongest_interaction",
     "varied_factors",
     "worst",

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sweep.analysis.stats import CONFIDENCE, complete, configurations, main_effects
+from sweep.analysis.stats import CONFIDENCE, complete, configurations, main_effects, plain, varied_factors
+from sweep.results.schema import COLUMNS
 
 __all__ = ["COLOUR_METRICS", "EVIDENCE", "colour_configurations", "colour_effects", "colour_factors", "colour_pareto", "paired_effect", "with_colour_columns"]
 
@@ -39,6 +40,7 @@ COLOUR_METRICS = {
 # How the predicted chroma follows the true one (sweep.metrics.chroma_agreement)
 EVIDENCE = ("a_slope", "b_slope", "a_corr", "b_corr", "a_bias", "b_bias")
 FACTORS = ("arch", "encoding", "loss")
+ARCH_COLUMNS = frozenset(c.name for c in COLUMNS if c.group == "arch") | {"preset"}  # what `arch` summarises
 
 
 def with_colour_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -72,13 +74,15 @@ def colour_configurations(frame: pd.DataFrame, confidence: float = CONFIDENCE) -
         half = stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)) * configs[f"{metric}_std"] / np.sqrt(n)
         half = half.where(n > 1)
         configs[f"{metric}_ci_low"], configs[f"{metric}_ci_high"] = configs[metric] - half, configs[metric] + half
-    configs["label"] = [label(row) for _, row in configs.iterrows()]
+    others = [f for f in varied_factors(configs) if f not in ARCH_COLUMNS and f not in FACTORS]
+    configs["label"] = [label(row, others) for _, row in configs.iterrows()]
     return configs.sort_values("psnr_gain", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def label(row) -> str:
+def label(row, others: Sequence[str] = ()) -> str:
+    """'unet32, lab, ab_classification', then any other factor that varied as name=value."""
     loss = "" if row.get("loss") in (None, "mse") else f", {row['loss']}"
-    return f"{row['arch']}, {row['encoding']}{loss}"
+    return f"{row['arch']}, {row['encoding']}{loss}" + "".join(f", {name}={plain(row[name])}" for name in others)
 
 
 def colour_factors(configs: pd.DataFrame) -> list[str]:
@@ -112,10 +116,14 @@ def colour_effects(frame: pd.DataFrame, metrics: Sequence[str] = ("psnr_gain", "
 def paired_effect(frame: pd.DataFrame, factor: str, level: str, baseline: str, metric: str = "psnr_gain", confidence: float = CONFIDENCE) -> dict | None:
     """What `factor` = `level` adds over `baseline` with every other factor held fixed: the
     mean of the paired differences of `metric` over the configurations present at both
-    levels, with its t-interval. None when no pair exists."""
+    levels, with its t-interval. A pair agrees on every other factor that varied (the
+    encoding, the loss, a protocol field such as the annealed temperature; for `arch`, the
+    architecture fields are what the two levels differ in), so no configuration is counted
+    twice. None when no pair exists."""
     configs = frame if "n_seeds" in frame else colour_configurations(frame)
-    others = [f for f in FACTORS if f != factor and f in configs]
-    key = configs[others].map(str).agg("|".join, axis=1)
+    mine = ARCH_COLUMNS if factor == "arch" else {factor}
+    others = list(dict.fromkeys([f for f in FACTORS if f != factor and f in configs] + [f for f in varied_factors(configs) if f not in mine and f not in FACTORS]))
+    key = configs[others].map(lambda v: str(plain(v))).agg("|".join, axis=1) if others else pd.Series("", index=configs.index)
     a = configs[configs[factor] == level].set_index(key[configs[factor] == level])[metric]
     b = configs[configs[factor] == baseline].set_index(key[configs[factor] == baseline])[metric]
     diff = (a - b.reindex(a.index)).dropna()

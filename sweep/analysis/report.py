@@ -1,6 +1,11 @@
 """The report of a sweep: figures and a Markdown report (`python -m sweep.report`).
 
     write_report("results")                  # writes results/report/report.md
+    write_report("results", group="cifar10 reconstruct")   # one comparable group's report
+
+A folder holding several comparable groups (`sweep.results.load_results`' `group`: trials
+that differ in more than the factors a space varied, such as two runs with other epochs)
+gets one report per group, in REPORT/<group>/, and REPORT/report.md lists them.
 
 Every number in `report.md` comes from `sweep.analysis` on the trials as stored (replicates
 merged into configurations), and is also written, unrounded, to `summary.json`. The report
@@ -12,13 +17,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 from sweep.errors import SpecError, StoreError, SweepError
 
-__all__ = ["TOP", "write_report"]
+__all__ = ["TOP", "slug", "writable", "write_report"]
 
 TOP = 10  # rows in the table of top models: enough to see the pattern, short enough to read (as `--top`)
 
@@ -105,35 +112,107 @@ def write_report(
     study: str | None = None,
     command: str | None = None,
     pictures: str | Path | None = None,
+    group: str | None = None,
 ) -> Path:
     """Write the figures, `report.md` and `summary.json` for `results_dir` (a results folder,
     or a storage URL: the whole cluster's rows, `load_results(URL)`); return report.md.
     `pictures`: the folder holding `trials/<key>/reconstructions.png` (default: the results
-    folder; for a URL, none unless given)."""
+    folder; for a URL, none unless given).
+
+    Each comparable group of the trials (`load_results`' `group`) is analysed apart: with one
+    group, OUT holds its report; with several, OUT/report.md lists them and each group's own
+    report, header, PCA reference and figures are in OUT/<group>/. `group` picks one."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, no display needed
     from sweep import analysis as A
-    from sweep.analysis import figures as F
     from sweep.results import is_url, load_results, mask_url
 
     url = str(results_dir) if is_url(results_dir) else None
     local = None if url else Path(results_dir)  # runs/ and trials/ exist only in a folder
     label = mask_url(url) if url else str(local)  # what the report says it covers
-    frame = load_results(url or local)
+    frame = load_results(url or local, group=group)
     pictures = Path(pictures) if pictures is not None else local
-    configs = A.configurations(frame)
-    if len(configs) and (metric not in configs.columns or configs[metric].isna().all()):
-        measured = [m for m in A.METRICS if m in configs.columns and configs[m].notna().any()]
+    done = frame[frame["status"] == "complete"]
+    if len(done) and (metric not in done.columns or done[metric].isna().all()):
+        measured = [m for m in A.METRICS if m in done.columns and done[m].notna().any()]
         raise SpecError(f"--metric {metric}: no complete trial in {label} has it; these do: {', '.join(measured)}")
     out = Path(out_dir) if out_dir is not None else (local / "report" if local else Path("report"))
-    out.mkdir(parents=True, exist_ok=True)
+    writable(out, "--out")
+    names = list(dict.fromkeys(frame["group"]))
+    args = dict(metric=metric, data_dirs=data_dirs, reference=reference, top=top, command=command, pictures=pictures)
+    if len(names) <= 1:
+        where = f"the only comparable group of `{label}`" if group is None else f"comparable group `{group}` of `{label}`"
+        return _write_group(frame, out, label, local, storage=storage, study=study, counts=coverage(frame, local),
+                            group_line=f"Group: **{names[0] if names else 'none'}**, {where}." if names else "", **args)  # fmt: skip
     counts = coverage(frame, local)
+    summary: dict[str, Any] = {"results": label, "metric": metric, "coverage": counts, "groups": {}}
+    md = [f"# Sweep report: `{label}`", ""]
+    md.append(
+        f"`{label}` holds **{len(names)} comparable groups**, analysed apart: their trials differ in more than the factors "
+        "a search space or study varied (the data, the task, or a protocol field such as the epochs), so no statistic, "
+        "table or figure pools them. `python -m sweep.report --group NAME` writes one group's report alone."
+    )
+    md.append("")
+    if counts["missing"]:
+        md.append(f"{counts['missing']} more of the {counts['planned']} trials planned in `runs/` have no row yet (a partial sweep).\n")
+    rows = []
+    for name in names:
+        part = frame[frame["group"] == name]
+        folder = slug(name)
+        _write_group(part, out / folder, f"{label}, group {name}", local, storage=None, study=None, counts=coverage(part, None),
+                     group_line=f"Group: **{name}**, one of the {len(names)} comparable groups of `{label}` ([all groups](../report.md)).", **args)  # fmt: skip
+        configs = A.configurations(part)
+        rho = A.latent_correlation(configs, "spearman", metric) if len(configs) and metric in configs else None
+        summary["groups"][name] = {
+            "folder": folder, "trials": len(part), "complete": int((part["status"] == "complete").sum()),
+            "configurations": len(configs), "spearman": rho.__dict__ if rho is not None else None,
+        }  # fmt: skip
+        rows.append([f"[{name}]({folder}/report.md)", len(part), int((part["status"] == "complete").sum()), len(configs),
+                     fmt_r(rho.estimate) if rho is not None else "n/a"])  # fmt: skip
+    md.append(table(["group", "trials", "complete", "configurations", f"Spearman rho (latent size, {A.metric_label(metric).split(' (')[0]})"], rows))
+    md.append("")
+    md.append(f"Made by `{command or 'python -m sweep.report'}` at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    md.append("")
+    from sweep.analysis import figures as F
+
+    written: dict[str, str] = {}
+    md += _optuna_section(A, F, frame, storage, study, out, written, summary)
+    (out / "report.md").write_text("\n".join(md).rstrip() + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True))
+    return out / "report.md"
+
+
+def slug(name: str) -> str:
+    """A group's folder name: 'cifar10 reconstruct epochs=1' -> 'cifar10-reconstruct-epochs-1'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-") or "group"
+
+
+def writable(out: Path, flag: str) -> None:
+    """Create `out` and check a file can be written there; a StoreError (one line) otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise StoreError(f"{flag} {out}: the report cannot be written there ({err.strerror or err}); give --out DIR, a folder you can write") from None
+
+
+def _write_group(frame, out: Path, label: str, local: Path | None, *, metric, data_dirs, reference, top, storage, study, command, pictures, counts, group_line) -> Path:
+    """The report of one comparable group's trials (`frame`) in `out`."""
+    from sweep import analysis as A
+    from sweep.analysis import figures as F
+
+    configs = A.configurations(frame)
+    writable(out, "--out")
     name = A.metric_label(metric).split(" (")[0]
-    summary: dict[str, Any] = {"results": label, "metric": metric, "coverage": counts}
+    summary: dict[str, Any] = {"results": label, "group": frame["group"].iloc[0] if len(frame) else None, "metric": metric, "coverage": counts}
     written: dict[str, str] = {}
     notes: list[str] = []
     md: list[str] = [f"# Sweep report: `{label}`", ""]
+    if group_line:
+        md += [group_line, ""]
 
     md.append(
         f"Covers **{counts['trials']} trials**: {counts['complete']} complete, {counts['failed']} failed, "
@@ -147,21 +226,25 @@ def write_report(
         + (f" ({replicated} trained with several seeds; each counts once, as its mean over seeds)" if replicated else "")
         + f". Error metric: {A.metric_label(metric)}."
     )
+    measured = len(configs) and metric in configs.columns and configs[metric].notna().any()
     if len(configs):
         varied = A.varied_factors(configs)
         md.append(f"Factors varied: {', '.join(f'`{v}`' for v in varied) or 'none'}.")
         protocol = configs.iloc[0]
-        md.append(
-            f"Protocol: {protocol.get('dataset')}, task {protocol.get('task')}, {fmt(protocol.get('epochs'))} epoch(s), "
-            f"train fraction {fmt(protocol.get('train_fraction'))} ({fmt(protocol.get('n_train'))} training, "
-            f"{fmt(protocol.get('n_val'))} validation, {fmt(protocol.get('n_test'))} test images)."
+        epochs = "epochs varied" if "epochs" in varied else f"{fmt(protocol.get('epochs'))} epoch(s)"
+        fraction = "varied" if "train_fraction" in varied else fmt(protocol.get("train_fraction"))
+        sizes = "" if {"train_fraction", "train_limit", "val_fraction"} & set(varied) else (
+            f" ({fmt(protocol.get('n_train'))} training, {fmt(protocol.get('n_val'))} validation, {fmt(protocol.get('n_test'))} test images)"
         )
+        md.append(f"Protocol: {protocol.get('dataset')}, task {protocol.get('task')}, {epochs}, train fraction {fraction}{sizes}.")
     md.append("")
     md.append(f"Made by `{command or 'python -m sweep.report'}` at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
     md.append("")
 
     if configs.empty:
         md.append("No complete trials yet: nothing to analyse.\n")
+    elif not measured:
+        md.append(f"No complete trial of this group has {metric}: nothing to analyse by it (`--metric` picks another).\n")
     else:
         md += _colour_section(F, frame, out, written, summary)
         spearman = A.latent_correlation(configs, "spearman", metric)
@@ -201,8 +284,9 @@ def _answer(A, configs, metric, name, spearman, law) -> list[str]:
             + ("" if clear else "; the interval does not exclude 0 (or there are too few configurations for one)")
             + (f"; power-law exponent {fmt_r(law.b)} (R² = {fmt_r(law.r2)})." if math.isfinite(law.b) else ".")
         )
-    if A.varied_factors(configs):
-        top = A.factor_importance(configs, metric).iloc[0]
+    importance = A.factor_importance(configs, metric)
+    if len(importance):
+        top = importance.iloc[0]
         md.append(f"- The factor that mattered most: `{top['factor']}`, {top['share']:.1%} of the variance (best level: {top['best_level']}).")
     winner = A.best(configs, metric).iloc[0]
     md.append(f"- Best configuration: {winner['label']} ({name} {fmt(winner[metric])}, latent size {fmt(winner['latent_size'])}, {fmt(winner['params'])} parameters).")
@@ -312,6 +396,8 @@ def _effects_section(A, F, configs, metric, name, out, written, summary) -> list
         return md + ["No factor varies in these results.", ""]
     importance = A.factor_importance(configs, metric)
     effects = A.main_effects(configs, metric)
+    if importance.empty:
+        return md + ["No factor takes two levels among the configurations measured.", ""]
     summary["importance"] = importance.to_dict(orient="records")
     summary["main_effects"] = effects.to_dict(orient="records")
     top = importance.iloc[0]

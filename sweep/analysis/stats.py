@@ -1,12 +1,14 @@
 """Statistics over a results DataFrame (`sweep.results.load_results`): what drives the error.
 
 Every function takes the DataFrame of trials as `load_results` returns it (or the output
-of `configurations`, which they all accept too) and works on **configurations**: the
+of `configurations`, which they all accept too), of **one comparable group** (`group`: a
+frame that pools several is refused with a `GroupError` naming them; select one with
+`frame[frame["group"] == NAME]` or `load_results(RESULTS, group=NAME)`), and works on **configurations**: the
 complete trials grouped by everything that defines them but the seed. Trials that differ
 only in `seed` are replicates of one configuration, so they count once, with their mean and
 spread, never as separate models (a 36-configuration grid with 3 seeds has n = 36, not 108).
 
-    frame = load_results("results")
+    frame = load_results("results", group="cifar10 reconstruct")   # one comparable group
     configurations(frame)                  # one row per configuration: means, std, n_seeds
     latent_correlation(frame)              # Spearman rho with a bootstrap 95% CI
     latent_correlation(frame, "pearson")   # Pearson r of log(latent) and log(error)
@@ -36,19 +38,23 @@ from scipy import stats
 from sweep.arch import PRESETS
 from sweep.errors import SpecError, did_you_mean, must_be
 from sweep.results.schema import IDENTITY, METRICS, higher_is_better, metric_label
+from sweep.results.store import GroupError, comparable_groups, groups, single_group
 
 __all__ = [
     "Correlation",
     "DEFAULT_METRIC",
+    "GroupError",
     "Interaction",
     "METRICS",
     "PowerLaw",
     "best",
     "complete",
+    "comparable_groups",
     "config_label",
     "configurations",
     "factor_importance",
     "first",
+    "groups",
     "higher_is_better",
     "interactions",
     "latent_correlation",
@@ -58,6 +64,7 @@ __all__ = [
     "pareto_front",
     "plain",
     "power_law",
+    "single_group",
     "strongest_interaction",
     "varied_factors",
     "worst",
@@ -128,6 +135,7 @@ def configurations(frame: pd.DataFrame, metrics: Iterable[str] = METRICS) -> pd.
     seed (the one whose artefacts a gallery shows); `label` names the configuration briefly.
     Ordered by first appearance, as `load_results` orders trials.
     """
+    single_group(frame)  # (a frame of several groups is refused: their trials are not comparable)
     if _is_configurations(frame):
         return frame
     done = complete(frame).reset_index(drop=True)
@@ -189,7 +197,10 @@ def config_label(row: pd.Series | dict, varied: Sequence[str]) -> str:
     for name in varied:
         if name not in arch:
             parts.append(f"{name}={plain(row[name])}")
-    return "; ".join(parts) or str(row.get("trial_key", "?"))
+    if not parts:  # nothing varied: the architecture's name, never a hash
+        preset, family = plain(row.get("preset")), plain(row.get("family"))
+        parts.append(str(preset) if preset else f"{family or 'the'} model")
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- selections
@@ -388,7 +399,8 @@ def _levels(configs: pd.DataFrame, factor: str) -> pd.Series:
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
         return pd.qcut(numeric, N_BINS, duplicates="drop").astype(str)
-    return values.map(lambda v: v if not isinstance(v, list) else tuple(v))
+    shown = [(lambda v: "none" if v is None else tuple(v) if isinstance(v, list) else v)(plain(v)) for v in configs[factor]]  # (None is a level, not a gap)
+    return pd.Series(shown, index=configs.index, dtype=object, name=factor)
 
 
 def _chosen(configs: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
@@ -396,7 +408,7 @@ def _chosen(configs: pd.DataFrame, chosen: Sequence[str] | None) -> list[str]:
     for name in names:
         if name not in configs.columns:
             raise SpecError(did_you_mean("factor (of those the sweep varied)", name, varied_factors(configs)))
-    return names
+    return [name for name in names if _levels(configs, name).nunique() > 1]  # one level: no effect to measure
 
 
 def main_effects(

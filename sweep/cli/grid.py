@@ -34,6 +34,7 @@ from sweep.cli.common import (
     write_run_record,
 )
 from sweep.errors import SpecError
+from sweep.results.schema import varied_text
 
 SUMMARY_FORMATS = {"test_mse": "{:.5f}", "test_psnr": "{:.2f}", "test_ssim": "{:.4f}", "test_ab_rmse": "{:.2f}"}  # one precision per column
 SUMMARY_COLUMNS = ["fewer_layers", "channel_factor", "kernel_size", "compression_factor", "latent_size", "params", "test_mse", "test_psnr", "test_ssim"]
@@ -148,7 +149,7 @@ def run_local(args, space, trials, plan, results: Path) -> str:
     pack, how = resolve_pack(args.pack, todo, plan, args.data_dir)
     print(f"sweep.grid: {how}", file=sys.stderr)
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "trials": [s.key for s in todo], "plan": plan.__dict__, "repeats": args.repeats, "pack": pack})
-    extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    extra = {"driver": "grid", "space": space.name, "varied": varied_text(space.factors), "code_version": code_version()}
     from sweep.cli.plan import trial_work
 
     jobs = make_jobs(todo, pack, args.data_dir, results, extra, args.checkpoint_every, args.artifacts)
@@ -206,7 +207,7 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
     )
     run = uuid.uuid4().hex
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage), "study": config.study_name, "run": run})
-    extra = {"driver": "grid", "space": space.name, "code_version": code_version()}
+    extra = {"driver": "grid", "space": space.name, "varied": varied_text(space.factors), "code_version": code_version()}
     job = OptunaTrialJob(
         config, space, args.data_dir, str(results), extra, args.checkpoint_every, enqueued_only=True, shared=shared, artifacts=args.artifacts, run=run
     )  # fmt: skip

@@ -2,8 +2,13 @@
 
     python -m sweep.report --results results                 # writes results/report/report.md
     python -m sweep.report --results /tmp/r1 --metric test_ssim
+    python -m sweep.report --results /tmp/r1 --group "cifar10 reconstruct"   # one comparable group
     python -m sweep.report --results runs/opt --storage sqlite:///opt.db --study opt
-    python -m sweep.report --results postgresql://user@host/db --artifacts /shared/artifacts   # a cluster's sweep
+    python -m sweep.report --results postgresql://user@host/db --artifacts /shared/artifacts   # a cluster's sweep, in ./report-host-db
+
+A folder holding several comparable groups (trials that differ in more than the factors a
+space varied: other data, another task, other --epochs) gets one report per group, listed
+in REPORT/report.md; `--group NAME` writes one group's alone.
 
 The report itself is `sweep.analysis.report.write_report`. It never trains and never
 imports Keras.
@@ -36,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="results directory of a sweep, or the --storage URL of a sweep run on many machines (its results "
         "table holds every machine's rows) (default: %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--out", help="where to write the report (default: RESULTS/report; ./report for a URL)")
+    parser.add_argument("--out", help="where to write the report (default: RESULTS/report; for a URL, ./report-HOST-DATABASE)")
+    parser.add_argument(
+        "--group", metavar="NAME",
+        help="analyse only this comparable group (default: each group of the folder apart; the report names them)",
+    )  # fmt: skip
     parser.add_argument(
         "--artifacts", metavar="DIR_OR_URL",
         help="the sweep's --artifacts store, where the galleries' pictures are (default: the results directory's trials/)",
@@ -74,19 +83,54 @@ def main(argv: list[str] | None = None) -> int:
             raise StoreError(f"--results {mask_url(args.results)}: no such directory; give the --results folder of a sweep, or its --storage URL")
         if not any((results / "rows").glob("*.json")):
             raise StoreError(f"--results {args.results}: no trial rows (rows/*.json) yet; run python -m sweep.grid --results {args.results} first")
-    from sweep.analysis.report import write_report  # pandas, scipy, matplotlib: not for --help
+    from sweep.analysis.report import writable, write_report  # pandas, scipy, matplotlib: not for --help
 
-    out = Path(args.out) if args.out else (Path("report") if isinstance(results, str) else results / "report")
+    out = Path(args.out) if args.out else (url_folder(results) if isinstance(results, str) else results / "report")
+    try:
+        writable(out, "--out")
+    except StoreError:
+        if args.out:
+            raise
+        raise StoreError(f"--results {mask_url(str(args.results))}: the report cannot be written to {out} (not writable); give --out DIR to write it elsewhere") from None
     pictures = fetch_pictures(args.artifacts, results, out) if args.artifacts else None
     from sweep.results.shared import mask_args
 
     command = " ".join(["python -m sweep.report", *mask_args(sys.argv[1:] if argv is None else argv, paste=True)])  # (the report shows it, to copy)
     path = write_report(
         results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
-        top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures,
+        top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures, group=args.group,
     )  # fmt: skip
-    print(f"report: {path} (figures beside it)")
+    for line in groups_said(path, chosen=args.group is not None):
+        print(line)
+    where = f" (the report of {mask_url(args.results)}; --out DIR writes it elsewhere)" if isinstance(results, str) and not args.out else ""
+    print(f"report: {path} (figures beside it){where}")
     return 0
+
+
+def url_folder(url: str) -> Path:
+    """Where a storage URL's report goes by default: ./report-HOST-DATABASE (named, so two
+    clusters' reports never overwrite each other)."""
+    import re
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    name = "-".join(p for p in (parts.hostname, parts.path.strip("/").rsplit("/", 1)[-1]) if p)
+    return Path("report-" + (re.sub(r"[^A-Za-z0-9._]+", "-", name).strip("-") or parts.scheme.split("+")[0]))
+
+
+def groups_said(path: Path, chosen: bool = False) -> list[str]:
+    """The report's groups, as the command says them: one line each."""
+    import json
+
+    try:
+        summary = json.loads((path.parent / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if "groups" in summary:
+        return [f"{len(summary['groups'])} comparable groups, analysed apart:"] + [
+            f"  {name}: {g['trials']} trials -> {path.parent / g['folder'] / 'report.md'}" for name, g in summary["groups"].items()
+        ]
+    return [f"group: {summary['group']}" + ("" if chosen else " (the only one)")] if summary.get("group") else []
 
 
 def fetch_pictures(where: str, results: str | Path, out: Path) -> Path:

@@ -30,6 +30,7 @@ from sweep.cli.common import (
     run_with_progress,
     write_run_record,
 )
+from sweep.results.schema import varied_text
 
 DEFAULT_SPACE = "search_spaces/seed002_optuna.yaml"
 IMPORTANCE_TRIALS = 20  # fewer complete trials than this: importances come with a caveat
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     write_run_record(results, "optuna", {"space": space.path, "protocol": space.protocol.to_dict(), "study": config.study_name, "storage": mask_url(config.storage_url), "trials": args.trials})
-    extra = {"driver": "optuna", "space": space.name, "code_version": code_version()}
+    extra = {"driver": "optuna", "space": space.name, "varied": varied_text(space.factors), "code_version": code_version()}
     shared = args.storage if args.storage and is_url(args.storage) else None  # rows for every machine
     pushed = RowStore(str(results), shared, args.storage_timeout).push_missing(lambda row: row.get("study_name") == config.study_name)
     if pushed:

@@ -53,6 +53,7 @@ __all__ = [
     "per_epoch_metric",
     "spec_columns",
     "unknown_columns",
+    "varied_text",
 ]
 
 STATUSES = ("complete", "failed", "pruned")
@@ -160,6 +161,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("wall_seconds", "float", "time", "seconds of the whole trial", core=True),
     Column("driver", "str", "run", "the command that ran the trial: grid, optuna, bench", core=True),
     Column("space", "str", "run", "the search space's name", core=True),
+    Column("varied", "json", "run", "the factors its search space or study varied (a JSON list): fields the analysis never splits comparable groups by", core=True),
     Column("study_name", "str", "run", "the Optuna study of the trial", core=True),
     Column("optuna_trial", "int", "run", "the trial's number in that study", core=True),
     Column("optuna_state", "str", "run", "the state told to the study: COMPLETE, PRUNED, FAIL", core=True),
@@ -212,6 +214,11 @@ def metric_label(name: str) -> str:
 def unknown_columns(names: Iterable[str]) -> list[str]:
     """The names that are not columns of the schema."""
     return [name for name in names if name not in _BY_NAME]
+
+
+def varied_text(factors: Iterable[str]) -> str:
+    """The `varied` cell of a trial of a space or study with these factors."""
+    return json.dumps(sorted(factors))
 
 
 def spec_columns(spec: TrialSpec) -> dict[str, Any]:

@@ -42,14 +42,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sweep.errors import StoreError
+from sweep.errors import SpecError, StoreError
 from sweep.faults import failpoint
 from sweep.files import TEMPORARY_SUFFIX, atomic_path
 from sweep.results.schema import COLUMNS, PROTOCOL_DEFAULTS, STATUSES, unknown_columns
 from sweep.results.shared import DEFAULT_TIMEOUT, READ_TIMEOUT, SharedRows, is_url, shared_rows
 from sweep.results.tensorboard import write_trial
 
-__all__ = ["RowStore", "check_writable", "completed_keys", "export", "load_results", "read_row", "read_rows", "write_row"]
+__all__ = [
+    "GroupError",
+    "RowStore",
+    "check_writable",
+    "completed_keys",
+    "comparable_groups",
+    "export",
+    "groups",
+    "load_results",
+    "read_row",
+    "read_rows",
+    "single_group",
+    "write_row",
+]
 
 STALE_TMP_SECONDS = 3600  # a row is written in milliseconds; an older temporary is a crash's leftover
 
@@ -173,12 +186,26 @@ def completed_keys(results_dir: str | Path, statuses: Iterable[str] = ("complete
     return {row["trial_key"] for row in read_rows(results_dir) if row.get("status") in wanted}
 
 
-def load_results(results: str | Path):
+def load_results(results: str | Path, group: str | None = None):
     """Every trial of a results folder, or of the shared table of a storage URL (the whole
     cluster's: `load_results("postgresql://user@host/db")`), as one DataFrame, one row per
     trial. Its columns are the schema's in declared order: the core ones always, the others
     when some row has them; numbers are numeric and flags boolean whatever rows are missing
-    them. Columns the schema does not know (rows of an older version) come last."""
+    them. Columns the schema does not know (rows of an older version) come last, then
+    `group`: each trial's comparable group (`comparable_groups`), which the analysis never
+    pools. `group=NAME` keeps that group's trials only (an unknown name is a SpecError
+    listing the folder's groups)."""
+    frame = _load(results)
+    frame["group"] = comparable_groups(frame)
+    if group is not None:
+        names = list(dict.fromkeys(frame["group"]))
+        if group not in names:
+            raise SpecError(f"group {group!r}: not a group of {results}; its groups: {'; '.join(map(repr, names)) or 'none (no rows)'}")
+        frame = frame[frame["group"] == group].reset_index(drop=True)
+    return frame
+
+
+def _load(results: str | Path):
     import pandas as pd
 
     frame = pd.DataFrame(shared_rows(str(results), READ_TIMEOUT, writer=False).rows() if is_url(results) else read_rows(results))
@@ -197,6 +224,109 @@ def load_results(results: str | Path):
     if len(frame):
         frame = frame.sort_values(["finished_at", "trial_key"], na_position="last", kind="stable")
     return frame.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- comparable groups
+
+ALWAYS_APART = ("data_id", "dataset", "task")  # never one group, whatever a space swept
+NEVER_APART = ("seed",)  # replicates of one configuration
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"  # the committed spaces (rows older than `varied`)
+
+
+class GroupError(SpecError):
+    """A frame that pools comparable groups was given to a statistic."""
+
+
+def _swept_by_row(row: dict[str, Any]) -> set[str]:
+    """The factors the row's space or study varied: its `varied` cell, or, for a row written
+    before there was one, the factors of the committed space of its `space` name."""
+    varied = row.get("varied")
+    if isinstance(varied, str):
+        try:
+            return set(json.loads(varied))
+        except ValueError:
+            return set()
+    if isinstance(varied, (list, tuple)):
+        return set(varied)
+    space = row.get("space")
+    if isinstance(space, str) and (SPACES / f"{space}.yaml").is_file():
+        import yaml
+
+        try:
+            return set((yaml.safe_load((SPACES / f"{space}.yaml").read_text()) or {}).get("space") or {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            return set()
+    return set()
+
+
+def _cell(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (list, tuple)):
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 10 and 10.0 alike (a column made float by a missing value)
+    return value
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
+
+
+def comparable_groups(frame) -> "pd.Series":  # noqa: F821
+    """Each trial's comparable group, a readable name: the trials that may be compared share
+    the data id, the dataset and task, and every protocol field that no space or study of the
+    frame varied (its rows' `varied`: a field someone swept never splits a group; the seed
+    never does). Two runs of one space with different `--epochs` are two groups; a trial
+    reused by a second space (one trial key, one row) is in the group its values match.
+
+    A frame without a `varied` column (one built by hand) is split by data id, dataset and
+    task only. Names are the dataset and task, then the fields that tell the groups of that dataset and
+    task apart (`cifar10 reconstruct epochs=1`), then the data id where that is not enough."""
+    import pandas as pd
+
+    if len(frame) == 0:
+        return pd.Series([], index=frame.index, dtype=object)
+    records = frame.to_dict(orient="records")
+    swept = set().union(*(_swept_by_row(r) for r in records))
+    protocol = [c.name for c in COLUMNS if c.group == "protocol"]
+    if "varied" not in frame.columns:  # a frame built by hand, not by load_results: nothing says what was swept
+        protocol = []
+    fields = [f for f in (*ALWAYS_APART, *protocol) if f in frame.columns and f not in NEVER_APART and (f in ALWAYS_APART or f not in swept)]
+    fields = list(dict.fromkeys(fields))
+    keys = [tuple(_cell(r.get(f)) for f in fields) for r in records]
+    distinct = list(dict.fromkeys(keys))
+    names: dict[tuple, str] = {}
+    for key in distinct:
+        values = dict(zip(fields, key))
+        base = " ".join(_shown(values[f]) for f in ("dataset", "task") if f in values) or "all"
+        same = [dict(zip(fields, k)) for k in distinct if all(dict(zip(fields, k)).get(f) == values.get(f) for f in ("dataset", "task"))]
+        apart = [f for f in fields if f not in ALWAYS_APART and len({json.dumps(o.get(f), default=str) for o in same}) > 1]
+        names[key] = " ".join([base, *(f"{f}={_shown(values[f])}" for f in apart)])
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    for key, name in names.items():
+        if counts[name] > 1:  # the same protocol on other data
+            names[key] = f"{name} data={str(dict(zip(fields, key)).get('data_id'))[:8]}"
+    return pd.Series([names[k] for k in keys], index=frame.index, dtype=object)
+
+
+def groups(frame) -> dict[str, Any]:
+    """The frame's comparable groups, name -> its trials, in order of first appearance."""
+    column = frame["group"] if "group" in frame.columns else comparable_groups(frame)
+    return {name: frame[column == name] for name in dict.fromkeys(column)}
+
+
+def single_group(frame, what: str = "this frame") -> None:
+    """Raise GroupError (one line) when `frame` pools trials of several comparable groups."""
+    column = frame["group"] if "group" in frame.columns else comparable_groups(frame)
+    names = list(dict.fromkeys(n for n in column if isinstance(n, str)))
+    if len(names) > 1:
+        raise GroupError(
+            f"{what} pools {len(names)} comparable groups ({'; '.join(map(repr, names))}): trials that differ in more than "
+            f"the swept factors; analyse one, e.g. frame[frame['group'] == {names[0]!r}], or load_results(RESULTS, group={names[0]!r})"
+        )
 
 
 def export(results_dir: str | Path) -> Path:
