@@ -47,11 +47,20 @@ def wait_mid_trial(results, process: subprocess.Popen, timeout: float = 180) -> 
     """Until the command has checkpointed an epoch of a trial it holds (so it is mid-trial)."""
     from sweep.train.checkpoint import CHECKPOINT_FILE
 
+    def checkpoints() -> dict:
+        found = {}
+        for path in results.glob(f"trials/*/{CHECKPOINT_FILE}"):
+            try:
+                found[path] = path.stat().st_mtime_ns
+            except FileNotFoundError:  # (its trial ended meanwhile)
+                pass
+        return found
+
+    before = checkpoints()  # (an earlier stopped run's checkpoints are not this command's)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        if list(results.glob(f"trials/*/{CHECKPOINT_FILE}")):
-            time.sleep(0.5)
+        if set(checkpoints().items()) - set(before.items()):  # (written at the end of an epoch, atomically)
             return
         time.sleep(0.2)
     raise AssertionError("no trial checkpointed an epoch")
@@ -63,7 +72,7 @@ def wait_mid_trial(results, process: subprocess.Popen, timeout: float = 180) -> 
     ids=["Ctrl-C", "SIGTERM", "Ctrl-C twice, two workers"],
 )
 def test_a_stopped_shared_grid_loses_no_point_and_the_rerun_completes_each_once(tmp_path, postgres_url, stop, twice, workers):
-    space = small_space(tmp_path, FACTORS, "stopped", epochs=6, train_limit=256)
+    space = small_space(tmp_path, FACTORS, "stopped", epochs=12, train_limit=256)  # (an epoch can take 0.1 s: trials long enough to stop mid-way)
     results = tmp_path / "results"
     expected = 130 if stop == signal.SIGINT else 143
     for attempt in range(2):  # two runs stopped, as the finding did it
@@ -143,7 +152,7 @@ def test_a_stopped_optuna_run_hands_its_trial_back_with_the_same_params(tmp_path
 
     from sweep.results import load_results
 
-    space = small_space(tmp_path, FACTORS, "sampled", epochs=6, train_limit=256)
+    space = small_space(tmp_path, FACTORS, "sampled", epochs=12, train_limit=256)
     results = tmp_path / "results"
     command = [sys.executable, "-m", "sweep.optuna", "--trials", "2", "--space", space, "--results", str(results), "--sampler", "grid",
                "--sampler-seed", "0", "--workers", "1", "--checkpoint-every", "0", "--pruner", "none"]  # fmt: skip

@@ -25,7 +25,7 @@ from sweep.faults import failpoint
 from sweep.results import RowStore
 from sweep.results.shared import first_line
 from sweep.run.jobs import trial_for
-from sweep.run.queue import MAX_RETRY, Claim, Queue, here, requeue
+from sweep.run.queue import MAX_RETRY, Claim, Queue, here, requeue, tell_failed
 from sweep.run.schedule import worker_slot
 from sweep.run.study import StudyConfig, open_study, trial_attrs
 from sweep import stop
@@ -275,10 +275,5 @@ def _set_attrs(trial, attrs: dict[str, Any]) -> None:
 def _interrupted(study, trial) -> None:
     """A grid trial stopped by a signal: recorded as failed in the study (Optuna has no state
     for "handed back"; the queue's point waits again), marked `interrupted`."""
-    import optuna
-
     _set_attrs(trial, {"interrupted": True})
-    try:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-        pass
+    tell_failed(study, trial.number)
