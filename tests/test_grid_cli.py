@@ -104,3 +104,42 @@ def test_real_cifar10_subset(shared_data, tmp_path):
     first = frame[frame["compression_factor"] == 2].iloc[0]
     assert first["params"] == 4911 and first["latent_size"] == 1024
     assert first["n_train"] + first["n_val"] == round(0.05 * 5085) and first["n_test"] == 1017
+
+
+@pytest.mark.parametrize(
+    "factors, decides",
+    [
+        ({"filters": [[16, 32, 64], [64, 128, 256]]}, "depth=3 and base_width=32 decide the widths"),  # the preset's depth/base_width overwrote them
+        ({"output_kernel": [1, 2]}, "ab_classification decides: its head is a 1x1 convolution"),
+        ({"reduce_lr_factor": [0.1, 0.5], "kernel_size": [3, 5]}, "reduce_lr_patience decides"),
+    ],
+)
+def test_a_factor_that_changes_nothing_is_refused_naming_what_decides(tmp_path, factors, decides):
+    """Before, `filters` on unet32 gave one model and a dry run listed 1 trial; the others
+    were merged into one trial silently."""
+    ab = {"task": "colorize", "encoding": "lab", "loss": "ab_classification"} if "output_kernel" in factors else {}
+    space = small_space(tmp_path, factors, **ab)
+    text = open(space).read().replace("name: small", "name: small\narch: unet32") if "kernel_size" not in factors else open(space).read()
+    open(space, "w").write(text)
+    out = run_cli("sweep.grid", "--space", space, "--dry-run", "--results", str(tmp_path / "r"))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    name = next(iter(factors))
+    assert f"space.{name}" in out.stderr and decides in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_rerun_counts_stored_trials_it_trains_again_under_a_new_key(tmp_path):
+    """A row stored under an earlier version's key (an early-stopping patience of epochs - 1,
+    keyed apart from none until this version) trains again: the start line says how many."""
+    from sweep.cli.grid import rekeyed_trials
+    from sweep.spec import TrainingProtocol, TrialSpec
+
+    data = "cifar10-5085-1000-0123456789abcdef"
+    patient = TrialSpec(ArchSpec(), TrainingProtocol(epochs=10, early_stopping_patience=9), data, 32, backend="tensorflow")
+    stands = TrialSpec(ArchSpec(kernel_size=5), TrainingProtocol(), data, 32, backend="tensorflow")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    for old_key, spec in (("b8db0eb5614b4ad9", patient), (stands.key, stands)):  # b8db...: its key before this version
+        (rows / f"{old_key}.json").write_text(json.dumps({"trial_key": old_key, "status": "complete", "spec": json.dumps(spec.to_dict())}))
+    assert patient.key == TrialSpec(ArchSpec(), TrainingProtocol(epochs=10), data, 32, backend="tensorflow").key != "b8db0eb5614b4ad9"
+    assert rekeyed_trials(tmp_path, {patient.key, stands.key}, ("complete",)) == 1
+    assert rekeyed_trials(tmp_path, {stands.key}, ("complete",)) == 0  # (not in this grid)

@@ -125,6 +125,27 @@ def colorization_table(done) -> str:
     )
 
 
+def rekeyed_trials(results: Path, todo: set[str], statuses: tuple[str, ...]) -> int:
+    """How many of the `todo` keys a stored row holds under another key: its spec, parsed
+    again, is keyed otherwise by this version (README, Upgrading), so it trains again."""
+    import json
+
+    from sweep.results import read_rows
+    from sweep.spec import TrialSpec
+
+    again = set()
+    for row in read_rows(results):
+        if row.get("status") not in statuses or not row.get("spec"):
+            continue
+        try:
+            key = TrialSpec.from_dict(json.loads(row["spec"]) if isinstance(row["spec"], str) else row["spec"]).key
+        except (SpecError, KeyError, TypeError, ValueError):
+            continue  # (a row no longer valid as a spec is not this grid's)
+        if key != row.get("trial_key") and key in todo:
+            again.add(key)
+    return len(again)
+
+
 def run_local(args, space, trials, plan, results: Path) -> str:
     """Run the grid's trials not yet stored here; return the name of the study in
     RESULTS/optuna.db that mirrors its rows."""
@@ -137,8 +158,10 @@ def run_local(args, space, trials, plan, results: Path) -> str:
     skip_statuses = ("complete",) if args.retry_failed else ("complete", "failed")
     done = completed_keys(results, statuses=skip_statuses) & set(keys)
     todo = [spec for spec in specs if spec.key not in done]
+    rekeyed = rekeyed_trials(results, {spec.key for spec in todo}, skip_statuses)
+    again = f" ({rekeyed} of them stored under a key of an earlier version: trained again, see the README's Upgrading)" if rekeyed else ""
     print(
-        f"sweep.grid: {len(keys)} trials from {space.path}; {len(done)} already stored, {len(todo)} to run "
+        f"sweep.grid: {len(keys)} trials from {space.path}; {len(done)} already stored, {len(todo)} to run{again} "
         f"on {plan.describe()}; results in {results}",
         file=sys.stderr,
     )
