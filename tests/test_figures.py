@@ -97,10 +97,57 @@ def test_colorization_gallery_shows_each_encoding(frame, tmp_path):
     fig = figures.colorization_gallery(colour, tmp_path)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert [t.split(" (")[0] for t in titles] == ["encoding lab", "encoding ycbcr", "loss ab_classification"]
-    assert titles[-1].split(": ")[1].startswith("5 conv, ch 1, k 3, f 1; encoding=lab; loss=ab_classification"), titles[-1]
+    assert titles[-1].split(": ")[1].startswith("5 conv, ch 1, k 3, f 1, lab, latent"), titles[-1]  # the title says the loss
+    assert all("=" not in t and ";" not in t for t in titles), titles  # a few words, not the spec's fields
     plt.close(fig)
     fig = figures.colorization_gallery(colour.assign(preset="acml"), tmp_path)  # a preset: named in a few words
-    assert fig.axes[-1].get_title(loc="left").split(": ")[1].startswith("acml, lab, ab_classification, latent")
+    assert fig.axes[-1].get_title(loc="left").split(": ")[1].startswith("acml, lab, latent")
+    assert fig.axes[0].get_title(loc="left").split(": ")[1].startswith("acml, latent")
+    plt.close(fig)
+
+
+def test_colorization_gallery_rows_are_labelled_gray_truth_prediction(frame, tmp_path):
+    colour = frame.assign(task="colorize", encoding="lab")
+    best = analysis.best(colour).iloc[0]["trial_key"]
+    stored = tmp_path / "trials" / best
+    stored.mkdir(parents=True)
+    plt.imsave(stored / "reconstructions.png", np.random.default_rng(0).random((96, 256, 3)))  # three strips of 32 px
+    fig = figures.colorization_gallery(colour, tmp_path)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["gray", "truth", "prediction"]
+    assert list(ax.get_yticks()) == pytest.approx([16, 48, 80])  # each label at its strip's middle
+    plt.close(fig)
+    plain = {"best": analysis.best(frame).iloc[0]}
+    (tmp_path / "trials" / plain["best"]["trial_key"]).mkdir(parents=True, exist_ok=True)
+    plt.imsave(tmp_path / "trials" / plain["best"]["trial_key"] / "reconstructions.png", np.random.default_rng(0).random((64, 256, 3)))
+    ax = figures.gallery(tmp_path, plain).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["original", "reconstruction"] and list(ax.get_yticks()) == pytest.approx([16, 48])
+    plt.close("all")
+
+
+def colour_configs() -> pd.DataFrame:
+    return pd.DataFrame({
+        "psnr_gain": [-6.5, -3.4, -1.1, 0.2], "colorfulness_ratio": [0.3, 0.5, 0.9, 0.6],
+        "encoding": ["lab", "lab", "ycbcr", "ycbcr"], "arch": ["acml", "unet32", "acml", "unet32"], "loss": ["mse", "ab_classification", "mse", "mse"],
+    })  # fmt: skip
+
+
+def test_colour_tradeoff_plots_each_configuration_and_labels_each_line_beside_it():
+    configs = colour_configs()
+    fig = figures.colour_tradeoff(configs, configs.iloc[[2, 3]], targets=(1.5, 0.8))
+    ax = fig.axes[0]
+    points = [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_marker() not in ("None", "", None) and len(line.get_xydata()) == 1]
+    assert sorted(points) == sorted(zip(configs["psnr_gain"], configs["colorfulness_ratio"]))
+    fig.canvas.draw()
+    texts = {t.get_text().strip(): t for t in ax.texts}
+    assert {"grayscale baseline", "target: +1.5 dB", "target: 0.8 of the truth's colourfulness"} <= set(texts), list(texts)
+    to_pixels = ax.transData.transform
+    renderer = fig.canvas.get_renderer()
+    for label, x in (("grayscale baseline", 0.0), ("target: +1.5 dB", 1.5)):
+        box, line_x = texts[label].get_window_extent(renderer), to_pixels((x, 0))[0]
+        assert line_x - 15 < box.x0 < box.x1 <= line_x + 1, (label, box, line_x)  # hugging its own line, on its left
+    box, line_y = texts["target: 0.8 of the truth's colourfulness"].get_window_extent(renderer), to_pixels((0, 0.8))[1]
+    assert line_y - 1 <= box.y0 < line_y + 5 and box.x1 < to_pixels((-1.1, 0))[0]  # just above its line, clear of the others' labels
     plt.close(fig)
 
 
@@ -120,3 +167,42 @@ def test_optuna_figures(tmp_path):
     for name, fig in made.items():
         figures.save(fig, tmp_path, name)
         assert (tmp_path / f"{name}.png").exists()
+
+
+def config_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration's mean over seeds, computed here from the frame (not by the analysis)."""
+    factors = ["fewer_layers", "channel_factor", "kernel_size", "compression_factor"]
+    return frame.groupby(factors, as_index=False)[["test_mse", "latent_size"]].mean()
+
+
+def test_the_scatter_plots_each_configurations_mean_error_at_its_latent_size(frame):
+    expected = config_means(frame)
+    ax = figures.latent_scatter(frame).axes[0]
+    points = max((c.get_offsets() for c in ax.collections), key=len)
+    assert sorted(float(y) for _, y in points) == pytest.approx(sorted(expected["test_mse"]))
+    for x, y in points:
+        (latent,) = expected.loc[np.isclose(expected["test_mse"], y), "latent_size"]
+        assert abs(np.log10(x / latent)) < 0.2  # at its latent size, spread sideways by a few per cent at most
+    plt.close("all")
+
+
+def test_main_effects_plot_the_mean_error_at_each_level(frame):
+    configs = config_means(frame)
+    fig = figures.factor_effects(frame)
+    for ax in fig.axes:
+        factor = ax.get_xlabel().replace(" ", "_")
+        expected = configs.groupby(factor)["test_mse"].mean()
+        (line,) = ax.lines[:1]
+        assert list(line.get_ydata()) == pytest.approx(list(expected)), factor
+        levels = [("3 conv" if v else "5 conv") if factor == "fewer_layers" else str(v) for v in expected.index]
+        assert [t.get_text() for t in ax.get_xticklabels()] == levels
+    plt.close(fig)
+
+
+def test_learning_curves_plot_each_epochs_losses(frame):
+    keys = {"best": analysis.best(frame).iloc[0]["trial_key"]}
+    ax = figures.learning_curves(frame, keys).axes[0]
+    training, validation = ax.get_lines()[:2]
+    assert list(training.get_xdata()) == [1, 2] and list(training.get_ydata()) == pytest.approx([0.08, 0.05])
+    assert list(validation.get_xdata()) == [1, 2] and list(validation.get_ydata()) == pytest.approx([0.07, 0.06])
+    plt.close("all")

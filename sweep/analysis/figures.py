@@ -288,14 +288,23 @@ def learning_curves(frame: pd.DataFrame, picks: dict[str, str]) -> plt.Figure:
 def gallery(results_dir: str | Path | None, picks: dict[str, pd.Series], metric: str = stats.DEFAULT_METRIC) -> plt.Figure:
     """Originals above reconstructions for each picked configuration ({"first": row, ...} with
     rows from `stats.best/worst/first`), composed from the trials' stored PNGs
-    (`results_dir/trials/<key>/reconstructions.png`; None: no pictures at hand)."""
+    (`results_dir/trials/<key>/reconstructions.png`; None: no pictures at hand), each strip
+    labelled on the left (gray / truth / prediction for a colorization)."""
     fig, axes = plt.subplots(len(picks), 1, figsize=(9.6, 2.9 * len(picks)), squeeze=False)
     for ax, (name, row) in zip(axes[:, 0], picks.items()):
         path = None if results_dir is None else Path(results_dir) / "trials" / str(row["trial_key"]) / "reconstructions.png"
-        ax.set_axis_off()
         if path is not None and path.exists():
-            ax.imshow(plt.imread(path))
+            image = plt.imread(path)
+            ax.imshow(image)
+            strips = GALLERY_ROWS["colorize" if row.get("task") == "colorize" else "reconstruct"]
+            height = image.shape[0] / len(strips)
+            ax.set_xticks([])
+            ax.set_yticks([height * (i + 0.5) for i in range(len(strips))], strips, fontsize=9)
+            ax.tick_params(left=False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
         else:
+            ax.set_axis_off()
             ax.text(0.5, 0.5, f"no reconstructions.png for trial {row['trial_key']} at hand", ha="center", va="center")
         value = row[metric]
         extra = f", latent {int(row['latent_size']):,}" if pd.notna(row.get("latent_size")) else ""
@@ -307,14 +316,16 @@ def gallery(results_dir: str | Path | None, picks: dict[str, pd.Series], metric:
     return fig
 
 
-def _colour_label(row: pd.Series) -> str:
-    """A colorization configuration in a few words: preset, encoding, loss if not MSE (a
-    configuration that is no preset keeps its own label, which names its varied fields)."""
-    if not isinstance(row.get("preset"), str) and isinstance(row.get("label"), str):
-        return row["label"]
-    arch = row.get("preset")
+GALLERY_ROWS = {"reconstruct": ("original", "reconstruction"), "colorize": ("gray", "truth", "prediction")}  # a trial's reconstructions.png, top down (sweep.train.evaluate.save_gallery)
+
+
+def _colour_label(row: pd.Series, group: str) -> str:
+    """A colorization configuration in a few words beside its group's title (`group`: the
+    encoding or loss it is the best of): its preset, or its architecture's words from its label
+    (which name every varied field), and the encoding or loss the title does not say."""
+    arch = row.get("preset") if isinstance(row.get("preset"), str) else str(row.get("label", row["trial_key"])).split(";")[0].strip()
     loss = row.get("loss") if isinstance(row.get("loss"), str) else "mse"
-    parts = (arch, row.get("encoding"), None if loss == "mse" else loss)
+    parts = [arch, row.get("encoding") if group.startswith("loss") else None, None if loss == "mse" or group.startswith("loss") else loss]
     return ", ".join(str(part) for part in parts if isinstance(part, str) and part)
 
 
@@ -334,10 +345,10 @@ def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path | None, me
         top = stats.best(group, metric)
         if len(top):
             row = top.iloc[0].copy()
-            row["label"] = _colour_label(row)
+            row["label"] = _colour_label(row, title)
             picks[f"{title} (best of {len(group)})"] = row
     fig = gallery(results_dir, picks, metric)
-    fig.suptitle("Colorization: gray input, true colour and prediction, per encoding (and loss other than MSE)", fontsize=11)
+    fig.suptitle("Colorization: the best of each encoding (and loss other than MSE) on test images", fontsize=11)
     return fig
 
 
@@ -361,11 +372,14 @@ def colour_tradeoff(configs: pd.DataFrame, front: pd.DataFrame | None = None, ta
     if front is not None and len(front) > 1:
         line = front.sort_values("psnr_gain")
         ax.plot(line["psnr_gain"], line["colorfulness_ratio"], color="0.3", lw=1, ls="--", zorder=0, label="Pareto front")
+    along = {"rotation": 90, "ha": "right", "va": "top", "fontsize": 8, "transform": ax.get_xaxis_transform()}  # (each label hugs its own line, on its left)
     ax.axvline(0, color="0.5", lw=0.8)
-    ax.text(0, 1.0, " grayscale baseline", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.4")
+    ax.text(0, 0.99, "grayscale baseline ", color="0.4", **along)
     if targets:
         ax.axvline(targets[0], color="0.6", lw=0.8, ls=":")
+        ax.text(targets[0], 0.99, f"target: +{targets[0]:g} dB ", color="0.45", **along)
         ax.axhline(targets[1], color="0.6", lw=0.8, ls=":")
+        ax.text(0.01, targets[1], f"target: {targets[1]:g} of the truth's colourfulness", transform=ax.get_yaxis_transform(), ha="left", va="bottom", fontsize=8, color="0.45")
     ax.set_xlabel("test PSNR gain over the grayscale baseline (dB, mean and 95% CI over seeds)")
     ax.set_ylabel("colourfulness / the truth's (Hasler-Suesstrunk)")
     handles = [plt.Line2D([], [], color=palette[e], marker="o", ls="", label=f"encoding {e}") for e in encodings]
