@@ -154,3 +154,49 @@ def test_a_metric_no_trial_has_is_one_line(synthetic_sweep, tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "--metric test_ab_rmse: no complete trial in" in out.stderr and "these do: val_mse" in out.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_a_read_only_results_folder_is_one_line(results, tmp_path, monkeypatch):
+    """No traceback: one line naming the folder and the way out (--out), which works."""
+    from pathlib import Path
+
+    from sweep.cli.report import main
+    from sweep.errors import StoreError
+
+    real = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(results)):
+            raise PermissionError(30, "Read-only file system", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(StoreError) as refused:
+        main(["--results", str(results), "--no-reference"])
+    message = str(refused.value)
+    assert "\n" not in message and message == (
+        f"--results {results}: the report cannot be written to {results / 'report'} (Read-only file system); give --out DIR to write it elsewhere"
+    )
+    elsewhere = tmp_path.parent / f"elsewhere-{tmp_path.name}"
+    assert main(["--results", str(results), "--no-reference", "--out", str(elsewhere)]) == 0
+    assert "Spearman rho" in (elsewhere / "report.md").read_text()
+
+
+def test_a_url_report_goes_to_a_named_folder():
+    from pathlib import Path
+
+    from sweep.cli.report import url_folder
+
+    assert url_folder("postgresql://user:secret@db-host:5432/sweep") == Path("report-db-host-sweep")
+    assert url_folder("sqlite:////tmp/x/study.db") == Path("report-study.db")
+
+
+def test_configurations_are_named_by_their_factors_never_a_hash(results):
+    report = write_report(results).read_text()
+    frame = load_results(results)
+    configs = analysis.configurations(frame)
+    assert all(key not in label for label in configs["label"] for key in configs["trial_key"])
+    lone = {"trial_key": "3fa9c2d1e0", "preset": "unet32", "family": "unet"}
+    assert analysis.config_label(lone, []) == "unet32"
+    assert analysis.config_label({**lone, "preset": None}, []) == "unet model"
+    assert "Group: **synthetic reconstruct**, the only comparable group" in report

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from sweep.errors import SpecError, StoreError, SweepError
 
-__all__ = ["TOP", "slug", "writable", "write_report"]
+__all__ = ["TOP", "NotWritable", "slug", "writable", "write_report"]
 
 TOP = 10  # rows in the table of top models: enough to see the pattern, short enough to read (as `--top`)
 
@@ -196,7 +196,15 @@ def writable(out: Path, flag: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise StoreError(f"{flag} {out}: the report cannot be written there ({err.strerror or err}); give --out DIR, a folder you can write") from None
+        refused = NotWritable(f"{flag} {out}: the report cannot be written there ({err.strerror or err}); give --out DIR, a folder you can write")
+        refused.strerror = err.strerror or str(err)
+        raise refused from None
+
+
+class NotWritable(StoreError):
+    """The report's folder cannot be written (`strerror` says why)."""
+
+    strerror = "not writable"
 
 
 def _write_group(frame, out: Path, label: str, local: Path | None, *, metric, data_dirs, reference, top, storage, study, command, pictures, counts, group_line) -> Path:

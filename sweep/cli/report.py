@@ -83,23 +83,23 @@ def main(argv: list[str] | None = None) -> int:
             raise StoreError(f"--results {mask_url(args.results)}: no such directory; give the --results folder of a sweep, or its --storage URL")
         if not any((results / "rows").glob("*.json")):
             raise StoreError(f"--results {args.results}: no trial rows (rows/*.json) yet; run python -m sweep.grid --results {args.results} first")
-    from sweep.analysis.report import writable, write_report  # pandas, scipy, matplotlib: not for --help
+    from sweep.analysis.report import NotWritable, write_report  # pandas, scipy, matplotlib: not for --help
 
     out = Path(args.out) if args.out else (url_folder(results) if isinstance(results, str) else results / "report")
-    try:
-        writable(out, "--out")
-    except StoreError:
-        if args.out:
-            raise
-        raise StoreError(f"--results {mask_url(str(args.results))}: the report cannot be written to {out} (not writable); give --out DIR to write it elsewhere") from None
-    pictures = fetch_pictures(args.artifacts, results, out) if args.artifacts else None
     from sweep.results.shared import mask_args
 
     command = " ".join(["python -m sweep.report", *mask_args(sys.argv[1:] if argv is None else argv, paste=True)])  # (the report shows it, to copy)
-    path = write_report(
-        results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
-        top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures, group=args.group,
-    )  # fmt: skip
+    try:
+        pictures = fetch_pictures(args.artifacts, results, out) if args.artifacts else None
+        path = write_report(
+            results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
+            top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures, group=args.group,
+        )  # fmt: skip
+    except (NotWritable, PermissionError, OSError) as err:  # a read-only results folder (or --out)
+        why = getattr(err, "strerror", None) or "not writable"
+        if args.out:
+            raise StoreError(f"--out {out}: the report cannot be written there ({why}); give --out DIR, a folder you can write") from None
+        raise StoreError(f"--results {mask_url(str(args.results))}: the report cannot be written to {out} ({why}); give --out DIR to write it elsewhere") from None
     for line in groups_said(path, chosen=args.group is not None):
         print(line)
     where = f" (the report of {mask_url(args.results)}; --out DIR writes it elsewhere)" if isinstance(results, str) and not args.out else ""
