@@ -112,6 +112,37 @@ def test_the_pack_size_probe_measures_growing_packs(synthetic):
         assert rates[size] >= 1.1 * rates[size // 2]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seconds, chosen", [
+    ((1.0, 1.0, 1.9), 2),  # 2 trains twice the images/s of 1; 4 only 5% more than 2: stop at 2
+    ((1.0, 1.0, 1.5), 4),  # 4 gains a third over 2: take it (max_size 4 ends the probe)
+    ((1.0, 1.9, 1.0), 1),  # 2 gains 5% over 1: not worth packing
+])  # fmt: skip
+def test_the_pack_size_probe_chooses_by_the_rates_it_measures(synthetic, monkeypatch, seconds, chosen):
+    """The probe's timings made known (a clock whose timed calls take `seconds` for packs of
+    1, 2, 4): it grows while a pack trains at least PROBE_GAIN times the images/s of the size
+    before, and returns that size and the rates it measured."""
+    from sweep.train import pack, probe_pack_size
+
+    durations = iter(seconds)
+    now = [0.0]
+
+    def perf_counter() -> float:  # called at the start and the end of each timed call
+        if perf_counter.started:
+            now[0] += next(durations)
+        perf_counter.started = not perf_counter.started
+        return now[0]
+
+    perf_counter.started = False
+    monkeypatch.setattr(pack, "time", type("Clock", (), {"perf_counter": staticmethod(perf_counter)}))
+    specs = [spec(channel_factor=c, kernel_size=k) for c in (1, 2) for k in (3, 5)]
+    size, rates = probe_pack_size(specs, synthetic, max_size=4)
+    tried = list(rates)
+    assert size == chosen and tried == [1, 2, 4][: len(tried)]
+    images = rates[1] * seconds[0]  # the images one timed call of one model trains
+    assert [rates[n] for n in tried] == pytest.approx([n * images / seconds[i] for i, n in enumerate(tried)])
+
+
 def test_pack_auto_is_one_without_a_gpu_and_bad_values_are_one_line(tmp_path, monkeypatch):
     from conftest import run_cli
 
