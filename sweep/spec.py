@@ -142,8 +142,8 @@ class TrainingProtocol:
         patience is too long to lower the rate before the last epoch; an early-stopping
         patience that could stop training only after its last epoch; an `image_size` equal to
         the images' own; fractions that select the same images (`train_fraction`,
-        `val_fraction`: one spelling each, see `_spelling`) and a `train_limit` above
-        what the fraction selects."""
+        `val_fraction`: one spelling each, see `_spelling`), a `train_limit` spelt as the
+        fraction that selects as many."""
         values = self.identity()
         if train_images is not None:
             values.update(self._split(train_images))
@@ -160,19 +160,17 @@ class TrainingProtocol:
         return values
 
     def _split(self, train_images: int) -> dict[str, Any]:
-        """`train_fraction`, `val_fraction` and `train_limit` as they select images from
-        `train_images`: each fraction spelt one way (`_spelling`), the limit left
-        out (None) where it cuts nothing."""
-        fraction, limit = self.train_fraction, self.train_limit
-        selected = selected_images(fraction, limit, train_images)
-        unlimited = selected_images(fraction, None, train_images)
-        if limit is not None and limit >= unlimited:
-            limit = None  # cuts nothing
+        """`train_fraction`, `val_fraction` and `train_limit` as the images they select from
+        `train_images`: the first N of a fixed shuffle, so N alone decides. N is spelt as the
+        fraction that selects it without a limit (`_spelling`), the limit left out; the
+        validation count likewise."""
         default = TrainingProtocol()
-        fraction = _spelling(lambda f: selected_images(f, limit, train_images), selected, 1.0, default.train_fraction) or self.train_fraction
+        selected = selected_images(self.train_fraction, self.train_limit, train_images)
+        limit = self.train_limit if selected < 2 else None  # (under 2: only a limit selects so few)
+        fraction = _spelling(lambda f: selected_images(f, limit, train_images), selected, 1.0, default.train_fraction)
         n_val = validation_images(self.val_fraction, selected)
-        val = _spelling(lambda f: validation_images(f, selected), n_val, 0.5, default.val_fraction) or self.val_fraction
-        return {"train_fraction": fraction, "val_fraction": val, "train_limit": limit}
+        val = _spelling(lambda f: validation_images(f, selected), n_val, 0.5, default.val_fraction)
+        return {"train_fraction": fraction or self.train_fraction, "val_fraction": val or self.val_fraction, "train_limit": limit}
 
 
 def selected_images(train_fraction: float, train_limit: int | None, train_images: int) -> int:
@@ -192,7 +190,7 @@ def _spelling(count: Any, target: int, high: float, default: float) -> float | N
     stand), else the smallest of the decimals in (0, high] with the fewest digits. `count`
     is non-decreasing in the fraction, so each digit count is one bisection."""
     if count(default) == target:
-        return default
+        return default  # (the keys of earlier trials at the default stand)
     for digits in range(16):
         def value(m: int) -> float:
             return float(f"{m}e-{digits}")  # the exact decimal: 3e-1 is 0.3, not 0.30000000000000004
