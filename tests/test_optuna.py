@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -117,22 +118,45 @@ def test_an_optuna_study_in_a_shared_database_puts_every_row_there_and_reuses_ot
 
 def test_pruning_reads_the_objective_in_its_own_direction(tmp_path):
     """With --objectives val_psnr the pruner sees validation PSNR (dB, larger is better) after
-    every epoch, not a loss: it prunes the worst trials of a maximised objective."""
-    space = tiny_space(tmp_path, {"kernel_size": [3, 5], "channel_factor": [1, 2]}, epochs=3)
+    every epoch, not a loss, and prunes the trials that fall below the median of the completed
+    ones: enough trials run past the median pruner's 5 start-up trials that some are pruned,
+    and exactly those the rule picks for a maximised objective (recomputed here from the
+    reported values), never the better half."""
+    space = tiny_space(tmp_path, {"learning_rate": [1e-5, 3e-3, 1e-2], "kernel_size": [3, 5], "channel_factor": [1, 2]}, epochs=3)
     results = tmp_path / "o"
-    out = run_cli("sweep.optuna", "--trials", "3", "--space", space, "--results", str(results), "--objectives", "val_psnr")
+    out = run_cli(
+        "sweep.optuna", "--trials", "10", "--space", space, "--results", str(results), "--objectives", "val_psnr",
+        "--sampler", "grid", "--sampler-seed", "0", "--workers", "1",
+    )  # fmt: skip  (the grid sampler: ten distinct points, none reused; one worker: trials end in order)
     assert out.returncode == 0, out.stderr
     study = only_study(f"sqlite:///{results}/optuna.db")
     assert study.direction.name == "MAXIMIZE"
     rows = load_results(results).set_index("trial_key")
-    trained = [t for t in study.trials if not t.user_attrs.get("reused_row")]  # (a sampled repeat reuses its row)
-    assert trained and all(t.state.name == "COMPLETE" for t in study.trials)
-    for trial in trained:
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == 10 and not any(t.user_attrs.get("reused_row") for t in trials)
+    pruned = []
+    for index, trial in enumerate(trials):
         row = rows.loc[trial.user_attrs["trial_key"]]
         values = [trial.intermediate_values[epoch] for epoch in sorted(trial.intermediate_values)]
-        assert len(values) == 3 and all(5 < value < 60 for value in values), values  # decibels, not a loss
-        assert values[int(row["best_epoch"]) - 1] == pytest.approx(row["val_psnr"], rel=1e-5)
-        assert trial.value == pytest.approx(row["val_psnr"])
+        assert sorted(trial.intermediate_values) == list(range(len(values))) and all(5 < value < 60 for value in values), values  # decibels, not a loss
+        # Optuna's median rule, in the objective's own direction (larger is better): from the
+        # 6th trial on, after the warm-up epoch, stop when the best value so far is below the
+        # median of the completed trials' values at that epoch.
+        done = [t for t in trials[:index] if t.state.name == "COMPLETE"]
+        due = next((
+            epoch for epoch in range(1, len(values))
+            if len(done) >= 5 and max(values[: epoch + 1]) < statistics.median(t.intermediate_values[epoch] for t in done)
+        ), None)  # fmt: skip
+        if due is None:
+            assert trial.state.name == "COMPLETE" and len(values) == 3, (trial.number, values)
+            assert row["status"] == "complete" and values[int(row["best_epoch"]) - 1] == pytest.approx(row["val_psnr"], rel=1e-5)
+            assert trial.value == pytest.approx(row["val_psnr"])
+        else:
+            assert trial.state.name == "PRUNED" and len(values) == due + 1, (trial.number, values, due)
+            assert row["status"] == "pruned" and row["optuna_state"] == "PRUNED" and row["epochs_run"] == due + 1
+            pruned.append(trial.number)
+    assert pruned and all(number >= 5 for number in pruned), pruned  # something was pruned, never a start-up trial
+    assert f"({len(trials) - len(pruned)} complete, {len(pruned)} pruned, 0 fail)" in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize("objective", ["latent_size", "train_seconds", "test_ab_rmse"])
