@@ -46,6 +46,9 @@ def test_the_notebooks_are_committed_executed_on_a_real_run():
         assert outputs(notebook, "image/png") or path.stem == "colorization", f"{path.name} shows no figure"
         assert "../results: " in "".join(o.get("text", "") for c in code for o in c.outputs), f"{path.name} ran elsewhere"
         assert PARAMETER in code[0].source, f"{path.name}: the first code cell should set RESULTS"
+        said = "".join(o.get("text", "") for o in code[1].outputs)
+        assert "../results holds " in said and "comparable group(s)" in said, f"{path.name} does not list the folder's groups"
+        assert "../results: group '" in said, f"{path.name} does not say which group it shows"
         assert any("sweep.analysis" in c.source or "from sweep import analysis" in c.source for c in code)
 
 
@@ -184,3 +187,23 @@ def test_the_lab_job_opens_the_notebooks_on_a_results_folder(tmp_path, synthetic
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+@pytest.mark.slow
+def test_a_notebook_shows_one_group_of_a_folder_of_two(tmp_path, synthetic_sweep, monkeypatch):
+    """The synthetic sweep and a copy of it at other epochs in one folder: the notebook lists
+    both groups and shows one, never the 8 trials pooled."""
+    import json
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(synthetic_sweep / "rows", results / "rows")
+    for path in list((results / "rows").glob("*.json")):
+        row = json.loads(path.read_text())
+        row.update(trial_key=f"{row['trial_key']}e3", config_key=f"{row['config_key']}e3", epochs=3, test_mse=row["test_mse"] * 2)
+        (results / "rows" / f"{row['trial_key']}.json").write_text(json.dumps(row))
+    notebook = execute(ROOT / "notebooks" / "latent_vs_error.ipynb", results, monkeypatch)
+    text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
+    assert "holds 2 comparable group(s): synthetic reconstruct epochs=2; synthetic reconstruct epochs=3" in text
+    assert "group 'synthetic reconstruct epochs=2': 4 trials, 4 complete, 0 failed -> 4 configurations" in text
+    assert "n = 4)" in text and "n = 8" not in text
