@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import run_cli, small_space
 from sweep.results import write_row
 
@@ -43,3 +45,51 @@ def test_the_optuna_dry_run_samples_the_space(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert "learning_rate" in lines[0].split() and 2 <= len(lines) - 2 <= 4
     assert "trials to run, about" in lines[-1] and not (tmp_path / "r").exists()
+
+
+def _estimate(line: str) -> float:
+    """The seconds of a plan's last line ("..., about 4m12s on ...")."""
+    import re
+
+    text = re.search(r"about (\S+) on", line).group(1)
+    parts = dict((unit, int(n)) for n, unit in re.findall(r"(\d+)([dhms])", text))
+    return parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+
+
+@pytest.mark.slow
+def test_with_nothing_stored_the_estimate_comes_from_a_timing_probe_and_lands_within_2x(tmp_path):
+    """No stored trial to go by: a short probe of the plan's own models on this host, nothing
+    stored, and the estimate within 2x of the run it plans (a small grid, one worker)."""
+    space = small_space(tmp_path, {"kernel_size": [3, 5], "channel_factor": [1, 4]}, epochs=3, train_limit=400)
+    results = tmp_path / "results"
+    args = ("--space", space, "--results", str(results), "--workers", "1")
+    plan = run_cli("sweep.grid", "--dry-run", *args)
+    assert plan.returncode == 0, plan.stderr
+    last = plan.stdout.strip().splitlines()[-1]
+    assert "timing probe" in last and "nothing stored" in last, last
+    assert not results.exists()
+    start = time.monotonic()
+    run = run_cli("sweep.grid", *args)
+    real = time.monotonic() - start
+    assert run.returncode == 0, run.stderr
+    assert real / 2 <= _estimate(last) <= real * 2, (last, real)
+
+
+@pytest.mark.slow
+def test_a_packed_plan_is_timed_in_packs(tmp_path):
+    space = small_space(tmp_path, {"kernel_size": [3, 5]})
+    out = run_cli("sweep.grid", "--dry-run", "--space", space, "--results", str(tmp_path / "r"), "--workers", "1", "--pack", "2")
+    assert out.returncode == 0, out.stderr
+    assert "timing probe of 2 of its models in packs of 2" in out.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_offline_without_data_the_dry_run_still_prints_the_plan_and_an_estimate(tmp_path):
+    env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    out = run_cli("sweep.grid", "--dry-run", "--results", str(tmp_path / "r"), env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.strip().splitlines() if not line.startswith("Downloading data from")]  # (Keras' own line)
+    assert len(lines) == 38 and all(line.split()[0] == "?" and line.endswith("?") for line in lines[1:-1]), lines[:3]
+    assert lines[-1].startswith("36 trials (stored or to run: unknown without the data), about "), lines[-1]
+    assert "no data" in out.stderr and "--data-dir" in out.stderr
+    assert not (tmp_path / "r").exists()

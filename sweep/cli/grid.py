@@ -311,12 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage and args.pack not in (1, "auto"):
         raise SpecError("--pack: packs are formed by the local grid; with --storage every grid point is its own Optuna trial (leave --pack out)")
     if args.dry_run:
-        from sweep.cli.plan import print_plan
+        from sweep.cli.plan import offline_trials, print_plan
+        from sweep.errors import DataError
         from sweep.run import unique_trials
 
         plan = plan_workers(args.workers, args.workers_per_gpu)
         skip = ("complete",) if args.retry_failed else ("complete", "failed")
-        print_plan(unique_trials(grid_trials(space, args.data_dir)), args.data_dir, Path(args.results), plan.workers, plan.describe(), skip)
+        try:
+            trials, known = unique_trials(grid_trials(space, args.data_dir)), True
+        except DataError as err:  # offline without the data: the plan on the dataset's nominal shape
+            trials, known = offline_trials(space), False
+            if args.data_dir is not None or not trials:
+                raise err from None
+            print(f"sweep.grid: no data ({str(err).split(';')[0]}): the plan of the official {space.protocol.dataset}; keys and stored trials need the data (--data-dir DIR)", file=sys.stderr)
+        print_plan(trials, args.data_dir, Path(args.results), plan.workers, plan.describe(), skip, plan=plan, pack=args.pack, known=known)
         return 0
     results = check_writable(args.results)
     if args.artifacts:

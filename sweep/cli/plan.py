@@ -2,82 +2,128 @@
 
 The plan is a table, one row per trial: its key, its factors, the latent size and parameter
 count (from the family's formulas, no model is built), the training FLOPs per image, and
-whether the results folder already has it. The time is estimated from the FLOPs: with
-this machine's stored trials, from a line fitted to their `train_seconds` against their
-training FLOPs (a fixed cost per trial, tracing and the first step, plus FLOPs at a rate)
-and their median cost outside training; with no stored trial of this host, at a rate
-derived from a short matrix product (`EFFICIENCY` of its FLOP/s: what small convolutional
-models reached here) plus `OVERHEAD` seconds per trial. Either way it is a rough guide.
-Nothing here imports a framework.
+whether the results folder already has it. The time is estimated per trial from its FLOPs:
+with three or more stored trials of this host, from a line fitted to their `train_seconds`
+against their training FLOPs (a fixed cost per trial, tracing and the first step, plus
+FLOPs at a rate) and their median cost outside training; with fewer, from a short timing
+probe on this host (`probe`): the lightest and the heaviest model to run, each trained for
+one epoch on synthetic images of the planned shape and timed step by step (in a pack of
+the planned size where the run packs), in a temporary folder, nothing stored; the other
+models are interpolated by their FLOPs. Without the data (offline) the plan is made on the
+dataset's nominal shape and size, and whether a trial is stored is unknown. Either way it
+is a rough guide. Nothing here imports a framework until the probe runs.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import socket
 import statistics
+import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sweep.cli.common import duration
 
-__all__ = ["EFFICIENCY", "OVERHEAD", "estimate_rate", "plan_table", "print_plan", "sample_points", "trial_work"]
+__all__ = ["NOMINAL", "Data", "estimate_rate", "offline_trials", "plan_table", "print_plan", "probe", "sample_points", "trial_work"]
 
-EFFICIENCY = 0.08  # training FLOP/s of a single-threaded worker over a matrix product's on all cores (small models: per-step costs dominate; measured, AMD EPYC, 2 cores)
-OVERHEAD = 2.0  # seconds per trial besides training steps: building, compiling, evaluating, saving
+NOMINAL = {"cifar10": ((32, 32, 3), 50_000, 10_000), "cifar100": ((32, 32, 3), 50_000, 10_000)}  # the official sets: (image shape, training images, test images)
+PROBE_IMAGES = 256  # synthetic training (and test) images of a probe trial: enough batches to time, few enough to take a second or two
+PROBE_STEPS = 10  # training steps timed per probed model
 
 
-def _shape(spec, data_dir: str | None) -> tuple[tuple[int, int, int], int, Any]:
-    """The model's input shape, output channels and the dataset of a trial (loaded once)."""
+@dataclass(frozen=True)
+class Data:
+    """What the plan needs of a dataset: its image shape and sizes (loaded, or nominal offline)."""
+
+    image_shape: tuple[int, int, int]
+    n_train: int
+    n_test: int
+    known: bool = True  # False: the nominal shape of a dataset not at hand (offline)
+
+
+def _data(protocol, data_dir: str | None, known: bool = True) -> Data:
+    if not known:
+        shape, n_train, n_test = NOMINAL[protocol.dataset]
+        return Data(shape, n_train, n_test, known=False)
     from sweep.data import dataset_for
+
+    dataset = dataset_for(protocol, data_dir)
+    return Data(dataset.image_shape, len(dataset.x_train), len(dataset.x_test))
+
+
+def offline_trials(space) -> list:
+    """The (point, spec) pairs of `space`'s grid on the nominal shape of its dataset, for a
+    plan made without the data: their keys lack the data's hash, so they are the plan's own."""
+    from sweep.run import unique_trials
+
+    trials = []
+    for point in space.grid_points():
+        spec = space.spec(point, data_id="", native_size=32)
+        if spec.protocol.dataset not in NOMINAL:
+            return []
+        trials.append((point, spec))
+    return unique_trials(trials)
+
+
+def _shape(spec, data: Data) -> tuple[tuple[int, int, int], int]:
+    """The model's input shape and output channels on `data`."""
     from sweep.encodings import task_for
 
     protocol = spec.protocol
-    dataset = dataset_for(protocol, data_dir)
-    height, width, _ = dataset.image_shape
+    height, width, _ = data.image_shape
     size = protocol.image_size
     task = task_for(protocol.task, protocol.encoding, protocol.loss)
-    return (size or height, size or width, task.input_channels), task.output_channels, dataset
+    return (size or height, size or width, task.input_channels), task.output_channels
 
 
-def _images(protocol, dataset) -> int:
-    """Training images a trial sees per epoch (as `sweep.data.make_splits` selects them)."""
-    selected = max(2, int(round(protocol.train_fraction * len(dataset.x_train))))
+def _split(protocol, n_train: int) -> tuple[int, int]:
+    """(training, validation) images a trial uses (as `sweep.data.make_splits` selects them)."""
+    selected = max(2, int(round(protocol.train_fraction * n_train)))
     if protocol.train_limit is not None:
         selected = min(selected, protocol.train_limit)
-    return selected - max(1, int(round(protocol.val_fraction * selected)))
+    val = max(1, int(round(protocol.val_fraction * selected)))
+    return selected - val, val
 
 
 def trial_work(spec, data_dir: str | None) -> float | None:
     """A trial's training FLOPs (per image x images x epochs), or None without a formula."""
-    shape, _, dataset = _shape(spec, data_dir)
+    data = _data(spec.protocol, data_dir)
     if not hasattr(spec.arch, "flops"):
         return None
-    return float(spec.training_flops(shape) * _images(spec.protocol, dataset) * spec.protocol.epochs)
+    shape, _ = _shape(spec, data)
+    return float(spec.training_flops(shape) * _split(spec.protocol, data.n_train)[0] * spec.protocol.epochs)
 
 
-def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip: tuple[str, ...]):
+def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip: tuple[str, ...], known: bool = True):
     """One row per (point, spec): factors, latent size, parameters, training GFLOP per image,
-    the training work of the whole trial (FLOPs) and whether it is stored or to run."""
+    the training work of the whole trial (FLOPs) and whether it is stored or to run ('?'
+    without the data: `known` False)."""
     import pandas as pd
 
     from sweep.arch import latent_size, pointwise_saving
 
     rows = []
     for point, spec in trials:
-        shape, outputs, dataset = _shape(spec, data_dir)
+        data = _data(spec.protocol, data_dir, known)
+        shape, outputs = _shape(spec, data)
         arch = spec.arch
         flops = spec.training_flops(shape) if hasattr(arch, "flops") else None
         params = arch.params(shape, outputs) if hasattr(arch, "params") else None
         if spec.protocol.loss == "ab_classification" and params is not None:  # its 1x1 head over the bins
             saving = pointwise_saving(arch, shape, outputs)
             params = None if saving is None else params - saving[1]
-        work = flops * _images(spec.protocol, dataset) * spec.protocol.epochs if flops is not None else None
+        n_train, n_val = _split(spec.protocol, data.n_train)
+        work = flops * n_train * spec.protocol.epochs if flops is not None else None
+        status = "?" if not known else "stored" if stored.get(spec.key) in skip else "to run"
         rows.append({
-            "trial_key": spec.key, **{k: v for k, v in point.items()}, "latent_size": latent_size(arch, shape), "params": params,
-            "GFLOP/image": None if flops is None else flops / 1e9, "work": work,
-            "status": "stored" if stored.get(spec.key) in skip else "to run",
+            "trial_key": spec.key if known else "?", **{k: v for k, v in point.items()}, "latent_size": latent_size(arch, shape), "params": params,
+            "GFLOP/image": None if flops is None else flops / 1e9, "work": work, "flops": flops,
+            "n_train": n_train, "n_val": n_val, "n_test": data.n_test, "spec": spec, "image_shape": data.image_shape, "status": status,
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -103,8 +149,9 @@ def sample_points(space, n: int, data_dir: str | None, seed: int | None = None) 
     return pairs
 
 
-def estimate_rate(rows: list[dict[str, Any]]) -> tuple[float, float, str]:
-    """(training FLOP/s per worker, fixed seconds per trial, how they were found)."""
+def estimate_rate(rows: list[dict[str, Any]]) -> tuple[float, float, str] | None:
+    """(training FLOP/s per worker, fixed seconds per trial, how they were found) from the
+    stored trials of this host; None with fewer than three (of two sizes or more)."""
     from sweep.spec import TrialSpec
 
     import numpy as np
@@ -123,35 +170,121 @@ def estimate_rate(rows: list[dict[str, Any]]) -> tuple[float, float, str]:
             works.append(spec.training_flops((size, size, channels)) * row["n_train"] * row["epochs_run"])
         except Exception:  # a row of an older version: it cannot say how fast this machine is
             continue
-        seconds.append(row["train_seconds"])
+        seconds.append(row["train_seconds"])  # (a packed member's: its share of the pack's)
         overheads.append(max(0.0, (row.get("wall_seconds") or row["train_seconds"]) - row["train_seconds"]))
     if len(works) >= 3 and len(set(works)) >= 2:
         # train_seconds = fixed (tracing, the first step) + work / rate, fitted over the stored trials
         slope, fixed = np.polyfit(np.asarray(works, float), np.asarray(seconds, float), 1)
         if slope > 0:
             return 1 / slope, max(fixed, 0.0) + statistics.median(overheads), f"fitted to {len(works)} stored trials of this host"
-    a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
-    a @ a  # warm up
-    start, repeats = time.perf_counter(), 8
-    for _ in range(repeats):
-        a @ a
-    matmul = 2 * 512**3 * repeats / (time.perf_counter() - start)
-    return matmul * EFFICIENCY, OVERHEAD, f"{EFFICIENCY:.0%} of a {matmul / 1e9:.0f} GFLOP/s matrix product here, +{OVERHEAD:.0f} s a trial; no stored trials of this host to go by"
+    return None
 
 
-def print_plan(trials: list, data_dir: str | None, results: Path, workers: int, describe: str, skip: tuple[str, ...]) -> None:
-    """Print the plan of `trials` ((point, spec) pairs, one per key) and its estimated time."""
+def probe(todo, threads: int | None, gpu: str | None = None, pack: int = 1) -> tuple[Any, float, str]:
+    """Time this host on the plan's own models: a function giving each row of `todo` (rows
+    of `plan_table`) its estimated seconds, the seconds a worker takes to start (the
+    framework's import), and how they were found.
+
+    The lightest and the heaviest model to run each train one epoch of PROBE_IMAGES synthetic
+    images of the planned shape (`run_trial`, in a temporary folder, nothing kept): its time
+    outside the training steps is the trial's fixed cost (building, tracing, saving; the
+    evaluation scaled to the planned test images); then PROBE_STEPS training steps are timed
+    in a pack of `pack` copies (per member: a pack's steps, tracing and building are shared).
+    A trial is then its fixed cost + epochs x (its steps + its validation images at a third
+    of a training image's cost each), every part interpolated between the two by FLOPs.
+    The process is set up as a worker is (`threads`, `gpu`)."""
+    import numpy as np
+
+    from sweep import backend
+
+    t0 = time.perf_counter()
+    backend.configure_process(gpu, threads)
+    backend.keras_ready()
+    startup = time.perf_counter() - t0
+    from sweep.data import Dataset
+    from sweep.train import run_trial
+    from sweep.train.pack import step_seconds
+
+    ordered = todo.sort_values("flops", kind="stable")
+    picks = [ordered.iloc[0]] if len(ordered) == 1 else [ordered.iloc[0], ordered.iloc[-1]]
+    measured = []  # (FLOPs per image, fixed seconds, step seconds, seconds per forward image)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="sweep-probe-") as folder:
+        for pick in picks:
+            spec = pick["spec"]
+            height, width, _ = pick["image_shape"]
+            n_test = min(int(pick["n_test"]), PROBE_IMAGES)
+            images = rng.integers(0, 256, (PROBE_IMAGES + n_test, height, width, 3), dtype=np.uint8)
+            dataset = Dataset("probe", images[:PROBE_IMAGES], images[PROBE_IMAGES:], "synthetic (timing probe)")
+            protocol = replace(spec.protocol, dataset="synthetic", epochs=1, train_fraction=1.0, train_limit=None, early_stopping_patience=None, reduce_lr_patience=None)
+            trial = replace(spec, protocol=protocol, data_id=dataset.data_id)
+            row = run_trial(trial, dataset, folder, checkpoint_every_s=math.inf)
+            if row["status"] != "complete":
+                raise RuntimeError(f"the timing probe's trial failed: {row.get('error')}")
+            step = step_seconds(trial, dataset, 1, PROBE_STEPS)
+            packed = step if pack == 1 else step_seconds(trial, dataset, pack, PROBE_STEPS)
+            n_train, n_val = _split(protocol, PROBE_IMAGES)
+            forward = step / protocol.batch_size / 3  # an image's forward pass: a third of its training step's
+            steps = math.ceil(n_train / protocol.batch_size)
+            evaluation = row.get("eval_seconds") or 0.0
+            fixed = max(row["wall_seconds"] - evaluation - steps * step - n_val * forward, 0.0)
+            evaluation *= max(int(pick["n_test"]) / n_test, 1.0)  # (rows of the planned test set)
+            measured.append((float(pick["flops"]), fixed / pack + evaluation, packed, forward))
+    flops = [m[0] for m in measured]
+
+    def part(i: int, x: float) -> float:
+        return float(np.interp(x, flops, [m[i] for m in measured])) if len(set(flops)) > 1 else measured[0][i]
+
+    def seconds(row) -> float:
+        x = float(row["flops"])
+        epochs = row["spec"].protocol.epochs
+        return part(1, x) + epochs * (math.ceil(row["n_train"] / row["spec"].protocol.batch_size) * part(2, x) + row["n_val"] * part(3, x))
+
+    packing = f" in packs of {pack}" if pack > 1 else ""
+    how = f"a {time.perf_counter() - t0:.0f} s timing probe of {len(picks)} of its models{packing} on this host, nothing stored"
+    return seconds, startup, how
+
+
+def print_plan(
+    trials: list,
+    data_dir: str | None,
+    results: Path,
+    workers: int,
+    describe: str,
+    skip: tuple[str, ...],
+    *,
+    plan=None,
+    pack: int | str = 1,
+    known: bool = True,
+) -> None:
+    """Print the plan of `trials` ((point, spec) pairs, one per key) and its estimated time:
+    from this host's stored trials, or else a timing probe (`probe`) on `plan`'s worker
+    layout and the pack size (`pack`: 'auto' packs only on a GPU, where its size is measured
+    when the run starts, so the estimate is then for trials alone). `known` False: made
+    without the data (offline), so which trials are stored is unknown."""
     from sweep.results import read_rows
 
-    rows = read_rows(results) if (results / "rows").is_dir() else []
-    table = plan_table(trials, data_dir, {r["trial_key"]: r.get("status") for r in rows}, skip)
-    shown = table.drop(columns=["work"])
+    rows = read_rows(results) if known and (results / "rows").is_dir() else []
+    table = plan_table(trials, data_dir, {r["trial_key"]: r.get("status") for r in rows}, skip, known)
+    shown = table.drop(columns=["work", "flops", "n_train", "n_val", "n_test", "spec", "image_shape"])
     formats = {"GFLOP/image": "{:.4f}".format, "params": lambda v: "" if v != v else f"{int(v):,}", "latent_size": "{:,}".format}
     print(shown.to_string(index=False, formatters={c: f for c, f in formats.items() if c in shown}))
-    todo = table[table["status"] == "to run"]
-    rate, overhead, how = estimate_rate(rows)
+    todo = table[table["status"] != "stored"]
+    counted = f"{len(todo)} of {len(table)} trials to run" if known else f"{len(table)} trials (stored or to run: unknown without the data)"
     if todo["work"].isna().any():
-        print(f"{len(todo)} of {len(table)} trials to run; no estimate: some architectures have no FLOP formula")
+        print(f"{counted}; no estimate: some architectures have no FLOP formula")
         return
-    seconds = (todo["work"].sum() / rate + overhead * len(todo)) / max(workers, 1)
-    print(f"{len(todo)} of {len(table)} trials to run, about {duration(seconds)} on {describe} ({how}); nothing was trained")
+    if todo.empty:
+        print(f"{counted}; nothing was trained")
+        return
+    stored = estimate_rate(rows)
+    if stored is not None:
+        rate, overhead, how = stored
+        seconds = (todo["work"].sum() / rate + overhead * len(todo)) / max(workers, 1)
+    else:
+        size = 1 if pack == "auto" else int(pack)
+        threads = plan.threads if plan is not None else max(1, (os.cpu_count() or 1) // max(workers, 1))
+        gpu = plan.gpus[0] if plan is not None and plan.gpus else None
+        per_trial, startup, how = probe(todo, threads, gpu, size)
+        seconds = startup + sum(per_trial(row) for _, row in todo.iterrows()) / max(workers, 1)
+    print(f"{counted}, about {duration(seconds)} on {describe} ({how}); nothing was trained")

@@ -33,7 +33,7 @@ from sweep.train.epochs import Tracker
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
 from sweep.train.step import build_model, compile_model, fit, make_loss, make_optimizer, validation_loss
 
-__all__ = ["make_packs", "pack_model", "packable", "probe_pack_size", "run_pack", "time_shares"]
+__all__ = ["make_packs", "pack_model", "packable", "probe_pack_size", "run_pack", "step_seconds", "time_shares"]
 
 
 def packable(spec: TrialSpec) -> bool:
@@ -148,6 +148,38 @@ def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16
             break
         best, size = size, size * 2
     return best, rates
+
+
+def step_seconds(spec: TrialSpec, dataset: Dataset, size: int = 1, steps: int = PROBE_STEPS) -> float:
+    """Seconds one training step of `spec` takes on this process's device, per member of a
+    pack of `size` copies (1: a lone trial), timed over `steps` steps after a first
+    (compiling) call on `dataset`'s images. For `--dry-run`'s timing probe."""
+    from sweep.train.step import epoch_plan
+
+    backend.keras_ready()
+    task, splits, arrays = task_arrays(dataset, spec.protocol)
+    input_shape = arrays["x_train"].shape[1:]
+    protocol = spec.protocol
+    x, y = backend.resident(arrays["x_train"]), backend.resident(arrays["y_train"])
+    order, weights = epoch_plan(protocol, 0, len(splits.train), pad=True)
+    if order.ndim == 1:
+        order = order[: max(len(order) // protocol.batch_size, 1) * protocol.batch_size].reshape(-1, protocol.batch_size)
+    reps = -(-steps // len(order))
+    order = np.tile(order, (reps, 1))[:steps]
+    weights = None if weights is None else np.tile(weights, (reps, 1))[:steps]
+    names = [f"m{i}" for i in range(size)]
+    try:
+        members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i in range(size)]
+        model = pack_model(members, names, input_shape, protocol, make_loss(protocol, arrays["y_train"]))
+        loop = backend.train_loop(model, names)
+        loop(x, y, order, weights)  # compile
+        t0 = time.perf_counter()
+        loop(x, y, order, weights)
+        backend.synchronize(model)
+        return (time.perf_counter() - t0) / len(order) / size
+    finally:
+        members = model = loop = None
+        backend.clear()
 
 
 def _out_of_memory(err: BaseException) -> bool:
