@@ -16,7 +16,8 @@ import pytest
 from sweep.errors import StoreError
 from sweep.results import COLUMNS, check_writable, completed_keys, export, load_results, read_rows, write_row
 
-CORE = [c.name for c in COLUMNS if c.core]  # the columns every DataFrame has
+CORE = [c.name for c in COLUMNS if c.core]  # the columns every DataFrame has ...
+DERIVED = ["group"]  # ... then each trial's comparable group, which load_results derives
 
 
 def row(key: str, status: str = "complete", **values) -> dict:
@@ -27,7 +28,8 @@ def test_rows_round_trip_as_one_dataframe(tmp_path):
     write_row(tmp_path, row("a", channel_factor=2, fewer_layers=False, history=json.dumps([{"loss": 1.0}])))
     write_row(tmp_path, row("b", "failed", error="NaN", test_mse=math.nan))
     frame = load_results(tmp_path)
-    assert list(frame.columns) == CORE  # the rows hold core columns only
+    assert list(frame.columns) == CORE + DERIVED  # the rows hold core columns only
+    assert frame["group"].tolist() == ["all", "all"]  # (rows that name no data, dataset or task)
     assert list(frame["trial_key"]) == ["a", "b"]
     assert frame.set_index("trial_key").loc["a", "channel_factor"] == 2
     assert pd.isna(frame.set_index("trial_key").loc["b", "test_mse"])
@@ -43,7 +45,7 @@ def test_a_rewrite_replaces_the_row(tmp_path):
 
 def test_empty_store_has_the_columns(tmp_path):
     frame = load_results(tmp_path / "nothing")
-    assert frame.empty and list(frame.columns) == CORE
+    assert frame.empty and list(frame.columns) == CORE + DERIVED
 
 
 def test_leftover_temporary_files_are_ignored(tmp_path):
@@ -74,7 +76,7 @@ def test_optional_columns_appear_in_schema_order_with_schema_types(tmp_path):
     write_row(tmp_path, row("b"))
     frame = load_results(tmp_path)
     names = [c.name for c in COLUMNS]
-    assert list(frame.columns) == [n for n in names if n in set(CORE) | {"filters", "latent_dim", "pack_size"}]
+    assert list(frame.columns) == [n for n in names if n in set(CORE) | {"filters", "latent_dim", "pack_size"}] + DERIVED
     assert frame["latent_dim"].dtype.kind == "f" and frame["test_mse"].tolist() == [0.5, 0.01]  # numbers, whatever the row had
 
 

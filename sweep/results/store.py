@@ -299,7 +299,7 @@ def comparable_groups(frame) -> "pd.Series":  # noqa: F821
     names: dict[tuple, str] = {}
     for key in distinct:
         values = dict(zip(fields, key))
-        base = " ".join(_shown(values[f]) for f in ("dataset", "task") if f in values) or "all"
+        base = " ".join(_shown(values[f]) for f in ("dataset", "task") if values.get(f) is not None) or "all"
         same = [dict(zip(fields, k)) for k in distinct if all(dict(zip(fields, k)).get(f) == values.get(f) for f in ("dataset", "task"))]
         apart = [f for f in fields if f not in ALWAYS_APART and len({json.dumps(o.get(f), default=str) for o in same}) > 1]
         names[key] = " ".join([base, *(f"{f}={_shown(values[f])}" for f in apart)])
