@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from sweep.arch import ArchSpec
+from sweep.arch import ArchSpec, DenseLatentSpec, UNetSpec
 from sweep.train import make_packs
 from sweep.spec import TrainingProtocol, TrialSpec
 
@@ -183,3 +183,68 @@ def test_a_packed_members_times_are_its_share_and_add_up_to_the_packs(synthetic,
     assert sum(trains) < elapsed and all(t < w for t, w in zip(trains, walls))
     shares = time_shares(members, (32, 32, 3))
     assert trains[1] / trains[0] == pytest.approx(shares[1] / shares[0])
+
+
+def assert_packed_equals_alone(specs: list[TrialSpec], dataset, tmp_path) -> list[dict]:
+    """Train `specs` as one pack and each alone; every member's row (its history to the last
+    epoch, metrics, early stop) and saved weights are those of its lone trial. Returns the
+    packed rows."""
+    import keras
+
+    from sweep.train import run_pack, run_trial, trial_dir
+
+    packed = run_pack(specs, dataset, tmp_path / "packed")
+    alone = [run_trial(s, dataset, tmp_path / "alone") for s in specs]
+    for s, p, q in zip(specs, packed, alone, strict=True):
+        assert p["status"] == q["status"] == "complete", (p["error"], q["error"])
+        assert p["trial_key"] == q["trial_key"] == s.key and p["pack_size"] == len(specs) and q["pack_size"] == 1
+        assert p["params"] == q["params"] and p["latent_size"] == q["latent_size"]
+        assert (p["epochs_run"], p["best_epoch"], p["stop_reason"]) == (q["epochs_run"], q["best_epoch"], q["stop_reason"])
+        history, lone = json.loads(p["history"]), json.loads(q["history"])
+        assert len(history) == len(lone) == q["epochs_run"]
+        for h, g in zip(history, lone):
+            assert h["loss"] == pytest.approx(g["loss"], rel=1e-5)
+            assert h["val_loss"] == pytest.approx(g["val_loss"], rel=1e-5)
+        metrics = [name for name, value in q.items() if name.startswith(("val_", "test_")) and isinstance(value, float)]
+        assert {"val_mse", "test_mse", "test_psnr", "test_ssim"} <= set(metrics), metrics
+        for name in metrics:
+            assert p[name] == pytest.approx(q[name], rel=1e-5, nan_ok=True), name
+        saved = [keras.models.load_model(trial_dir(tmp_path / d, s.key) / "model.keras").get_weights() for d in ("packed", "alone")]
+        assert len(saved[0]) == len(saved[1])
+        for w, v in zip(*saved):
+            np.testing.assert_allclose(w, v, rtol=1e-5, atol=1e-6)
+    return packed
+
+
+COLORIZE = TrainingProtocol(**{**PROTOCOL.to_dict(), "task": "colorize", "early_stopping_patience": None})
+CLASSES = TrainingProtocol(**{**COLORIZE.to_dict(), "encoding": "lab", "loss": "ab_classification"})
+EARLY = TrainingProtocol(**{**PROTOCOL.to_dict(), "epochs": 8, "learning_rate": 0.01, "early_stopping_patience": 1})
+PACKS = {  # two different models each (58 training images: a partial last batch too)
+    "batch_norm": [
+        TrialSpec(UNetSpec(depth=2, base_width=8, batch_norm_from=1), COLORIZE, "synthetic"),
+        TrialSpec(UNetSpec(depth=2, base_width=4, batch_norm_from=2, kernel_size=5), COLORIZE, "synthetic"),
+    ],
+    "dropout": [
+        TrialSpec(DenseLatentSpec(filters=(8, 16, 32), latent_dim=16, dropout=0.3), COLORIZE, "synthetic"),
+        TrialSpec(UNetSpec(depth=2, base_width=8, batch_norm_from=3, dropout=0.3), COLORIZE, "synthetic"),
+    ],
+    "classification_head": [
+        TrialSpec(UNetSpec(depth=2, base_width=8, batch_norm_from=3, output_kernel=1, last_width=8), CLASSES, "synthetic"),
+        TrialSpec(UNetSpec(depth=2, base_width=4, batch_norm_from=3, output_kernel=1, last_width=4), CLASSES, "synthetic"),
+    ],
+    "early_stopped_member": [spec(EARLY, channel_factor=1, compression_factor=1), spec(EARLY, channel_factor=4, compression_factor=4)],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(PACKS))
+def test_a_packed_member_trains_as_it_would_alone(case, synthetic, tmp_path):
+    """Batch normalisation (its batch statistics, no padding in them), dropout (each member's
+    own masks), a classification head (its logits and rebalanced loss), and a member that
+    stops early while the other trains on: each member of the pack is its lone trial, to
+    the same tolerances as the plain pair above."""
+    specs = PACKS[case]
+    packed = assert_packed_equals_alone(specs, synthetic, tmp_path)
+    assert packed[0]["params"] != packed[1]["params"]  # two different models really were packed
+    if case == "early_stopped_member":  # one stopped while the other trained on
+        assert [r["stop_reason"] for r in packed] == [None, "early_stopping"] and packed[1]["epochs_run"] < packed[0]["epochs_run"]
