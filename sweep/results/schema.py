@@ -18,7 +18,7 @@ size           latent_size, params, n_train, n_val, n_test
 metric         val_/test_ MSE, MAE, PSNR, SSIM; colour error, colourfulness
 baseline       test_gray_*: the grayscale baseline's scores (colorization)
 time           train_seconds, eval_seconds, wall_seconds
-run            driver, space, study_name, optuna_trial, optuna_state, pack_size
+run            driver, space, varied, study_name, optuna_trial, optuna_state, pack_size
 provenance     started_at, finished_at, host, device, backend, versions, code_version, spec
 =============  ===================================================================
 
