@@ -15,6 +15,7 @@ from sweep.cli.grid import summarize
 from sweep.encodings import ENCODINGS
 from sweep.space import load_space
 from sweep.results import load_results, write_row
+from sweep.results.schema import varied_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS_32 = ["acml", "dense_latent", "dense_latent_dropout", "fc_latent", "conv_latent"]
@@ -67,6 +68,7 @@ def test_the_summary_tables_encodings_by_architecture_against_the_gray_baseline(
             "trial_key": f"k{i}", "status": "complete", "family": PRESETS[preset].family, "preset": preset,
             "task": "colorize", "encoding": encoding, "loss": "mse", "latent_size": 1024 + i,
             "test_mse": 0.01 - i / 1000, "test_psnr": 20.0 + i, "test_ab_rmse": 15.0 - i, "finished_at": str(i), **gray,
+            "varied": varied_text(["arch", "encoding"]),  # (one space swept both: one comparable group)
         })  # fmt: skip
     text = summarize(load_results(tmp_path), reference_key="k0")
     table = text[text.index("colorization, test PSNR dB / ab RMSE") :].splitlines()
