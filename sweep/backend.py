@@ -211,8 +211,10 @@ def _tf_loop(model, outputs):
     import tensorflow as tf
 
     # XLA where Keras' own fit would use it (`jit_compile="auto"` resolves to GPUs; on this
-    # project's CPUs an XLA-compiled epoch ran 10x slower).
-    @tf.function(autograph=False, reduce_retracing=True, jit_compile=bool(model.jit_compile))
+    # project's CPUs an XLA-compiled epoch ran 10x slower). One trace per batch shape, never a
+    # shape-generic one: Keras weighs a packed member's loss by the static batch size, so a
+    # partial last batch traced with an unknown size counted as one image.
+    @tf.function(autograph=False, reduce_retracing=False, jit_compile=bool(model.jit_compile))
     def steps(x, y, order, weights):
         def body(i):
             wb = None if weights is None else weights[i]
