@@ -32,7 +32,7 @@ from sweep.cli.common import duration
 __all__ = ["NOMINAL", "Data", "estimate_rate", "offline_trials", "plan_table", "print_plan", "probe", "sample_points", "trial_work"]
 
 NOMINAL = {"cifar10": ((32, 32, 3), 50_000, 10_000), "cifar100": ((32, 32, 3), 50_000, 10_000)}  # the official sets: (image shape, training images, test images)
-PROBE_IMAGES = 256  # synthetic training (and test) images of a probe trial: enough batches to time, few enough to take a second or two
+PROBE_IMAGES = 128  # synthetic training (and test) images of a probe trial: a few batches, enough to time, few enough to take a second or two
 PROBE_STEPS = 10  # training steps timed per probed model
 
 
@@ -99,6 +99,27 @@ def trial_work(spec, data_dir: str | None) -> float | None:
     return float(spec.training_flops(shape) * _split(spec.protocol, data.n_train)[0] * spec.protocol.epochs)
 
 
+_COUNTED: dict[tuple, int | None] = {}  # training FLOPs counted on built models, by (arch, task, shape)
+
+
+def _training_flops(spec, shape: tuple[int, int, int]) -> int | None:
+    """Training FLOPs per image: from the family's formula, or for a family without one
+    counted on the built model (which imports Keras), once per architecture and task."""
+    if hasattr(spec.arch, "flops"):
+        return spec.training_flops(shape)
+    protocol = spec.protocol
+    key = (spec.arch, protocol.task, protocol.encoding, protocol.loss, shape)
+    if key not in _COUNTED:
+        from sweep.files import held_native_stderr
+
+        try:
+            with held_native_stderr():  # (the framework's start-up chatter)
+                _COUNTED[key] = spec.training_flops(shape)
+        except Exception:  # a model that cannot be built here: no estimate
+            _COUNTED[key] = None
+    return _COUNTED[key]
+
+
 def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip: tuple[str, ...], known: bool = True):
     """One row per (point, spec): factors, latent size, parameters, training GFLOP per image,
     the training work of the whole trial (FLOPs) and whether it is stored or to run ('?'
@@ -112,7 +133,7 @@ def plan_table(trials: list, data_dir: str | None, stored: dict[str, str], skip:
         data = _data(spec.protocol, data_dir, known)
         shape, outputs = _shape(spec, data)
         arch = spec.arch
-        flops = spec.training_flops(shape) if hasattr(arch, "flops") else None
+        flops = _training_flops(spec, shape)
         params = arch.params(shape, outputs) if hasattr(arch, "params") else None
         if spec.protocol.loss == "ab_classification" and params is not None:  # its 1x1 head over the bins
             saving = pointwise_saving(arch, shape, outputs)
@@ -185,13 +206,13 @@ def probe(todo, threads: int | None, gpu: str | None = None, pack: int = 1) -> t
     of `plan_table`) its estimated seconds, the seconds a worker takes to start (the
     framework's import), and how they were found.
 
-    The lightest and the heaviest model to run each train one epoch of PROBE_IMAGES synthetic
+    For each task and loss (`_kind`), the lightest and the heaviest model to run each train one epoch of PROBE_IMAGES synthetic
     images of the planned shape (`run_trial`, in a temporary folder, nothing kept): its time
     outside the training steps is the trial's fixed cost (building, tracing, saving; the
     evaluation scaled to the planned test images); then PROBE_STEPS training steps are timed
     in a pack of `pack` copies (per member: a pack's steps, tracing and building are shared).
     A trial is then its fixed cost + epochs x (its steps + its validation images at a third
-    of a training image's cost each), every part interpolated between the two by FLOPs.
+    of a training image's cost each), every part interpolated by FLOPs between the two of its kind.
     The process is set up as a worker is (`threads`, `gpu`)."""
     import numpy as np
 
@@ -205,9 +226,11 @@ def probe(todo, threads: int | None, gpu: str | None = None, pack: int = 1) -> t
     from sweep.train import run_trial
     from sweep.train.pack import step_seconds
 
-    ordered = todo.sort_values("flops", kind="stable")
-    picks = [ordered.iloc[0]] if len(ordered) == 1 else [ordered.iloc[0], ordered.iloc[-1]]
-    measured = []  # (FLOPs per image, fixed seconds, step seconds, seconds per forward image)
+    todo = todo.assign(kind=[_kind(spec) for spec in todo["spec"]])
+    picks = []
+    for _, group in todo.sort_values("flops", kind="stable").groupby("kind", sort=False):
+        picks += [group.iloc[0]] if len(group) == 1 else [group.iloc[0], group.iloc[-1]]
+    measured: dict[tuple, list] = {}  # per kind: (FLOPs per image, fixed seconds, step seconds, seconds per forward image)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="sweep-probe-") as folder:
         for pick in picks:
@@ -229,20 +252,27 @@ def probe(todo, threads: int | None, gpu: str | None = None, pack: int = 1) -> t
             evaluation = row.get("eval_seconds") or 0.0
             fixed = max(row["wall_seconds"] - evaluation - steps * step - n_val * forward, 0.0)
             evaluation *= max(int(pick["n_test"]) / n_test, 1.0)  # (rows of the planned test set)
-            measured.append((float(pick["flops"]), fixed / pack + evaluation, packed, forward))
-    flops = [m[0] for m in measured]
+            measured.setdefault(pick["kind"], []).append((float(pick["flops"]), fixed / pack + evaluation, packed, forward))
 
-    def part(i: int, x: float) -> float:
-        return float(np.interp(x, flops, [m[i] for m in measured])) if len(set(flops)) > 1 else measured[0][i]
+    def part(kind: tuple, i: int, x: float) -> float:
+        points = measured[kind]
+        flops = [m[0] for m in points]
+        return float(np.interp(x, flops, [m[i] for m in points])) if len(set(flops)) > 1 else points[0][i]
 
     def seconds(row) -> float:
-        x = float(row["flops"])
-        epochs = row["spec"].protocol.epochs
-        return part(1, x) + epochs * (math.ceil(row["n_train"] / row["spec"].protocol.batch_size) * part(2, x) + row["n_val"] * part(3, x))
+        kind, x, protocol = _kind(row["spec"]), float(row["flops"]), row["spec"].protocol
+        steps = math.ceil(row["n_train"] / protocol.batch_size)
+        return part(kind, 1, x) + protocol.epochs * (steps * part(kind, 2, x) + row["n_val"] * part(kind, 3, x))
 
     packing = f" in packs of {pack}" if pack > 1 else ""
     how = f"a {time.perf_counter() - t0:.0f} s timing probe of {len(picks)} of its models{packing} on this host, nothing stored"
     return seconds, startup, how
+
+
+def _kind(spec) -> tuple:
+    """What a trial's cost depends on besides its FLOPs: the task and the loss (Zhang et al.'s
+    ab classification costs far more per pixel than its convolutions count), probed apart."""
+    return (spec.protocol.task, spec.protocol.loss)
 
 
 def print_plan(
@@ -265,6 +295,16 @@ def print_plan(
     from sweep.results import read_rows
 
     rows = read_rows(results) if known and (results / "rows").is_dir() else []
+    stored = estimate_rate(rows)
+    if plan is None:
+        from sweep.run import plan_workers
+
+        plan = plan_workers(workers)
+    threads, gpu = plan.threads, plan.gpus[0] if plan.gpus else None
+    if stored is None:  # the probe will run: this process set up as a worker, before any framework loads
+        from sweep import backend
+
+        backend.configure_process(gpu, threads)
     table = plan_table(trials, data_dir, {r["trial_key"]: r.get("status") for r in rows}, skip, known)
     shown = table.drop(columns=["work", "flops", "n_train", "n_val", "n_test", "spec", "image_shape"])
     formats = {"GFLOP/image": "{:.4f}".format, "params": lambda v: "" if v != v else f"{int(v):,}", "latent_size": "{:,}".format}
@@ -272,19 +312,16 @@ def print_plan(
     todo = table[table["status"] != "stored"]
     counted = f"{len(todo)} of {len(table)} trials to run" if known else f"{len(table)} trials (stored or to run: unknown without the data)"
     if todo["work"].isna().any():
-        print(f"{counted}; no estimate: some architectures have no FLOP formula")
+        print(f"{counted}; no estimate: the FLOPs of some models could not be counted")
         return
     if todo.empty:
         print(f"{counted}; nothing was trained")
         return
-    stored = estimate_rate(rows)
     if stored is not None:
         rate, overhead, how = stored
         seconds = (todo["work"].sum() / rate + overhead * len(todo)) / max(workers, 1)
     else:
         size = 1 if pack == "auto" else int(pack)
-        threads = plan.threads if plan is not None else max(1, (os.cpu_count() or 1) // max(workers, 1))
-        gpu = plan.gpus[0] if plan is not None and plan.gpus else None
         per_trial, startup, how = probe(todo, threads, gpu, size)
         seconds = startup + sum(per_trial(row) for _, row in todo.iterrows()) / max(workers, 1)
     print(f"{counted}, about {duration(seconds)} on {describe} ({how}); nothing was trained")
