@@ -93,3 +93,22 @@ def test_offline_without_data_the_dry_run_still_prints_the_plan_and_an_estimate(
     assert lines[-1].startswith("36 trials (stored or to run: unknown without the data), about "), lines[-1]
     assert "no data" in out.stderr and "--data-dir" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_a_colorization_plan_is_estimated_by_task_and_loss_even_for_families_without_a_flop_formula(tmp_path):
+    """dense_latent has no FLOP formula (counted on the built model); ab classification is
+    probed apart from MSE, since its loss costs far more than its convolutions count."""
+    import yaml
+
+    space = tmp_path / "colour.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "colour", "arch": "acml",
+        "space": {"arch": ["acml", "dense_latent"], "loss": ["mse", "ab_classification"]},
+        "exclude": [{"arch": "dense_latent", "loss": "ab_classification"}],
+        "protocol": {"dataset": "synthetic", "task": "colorize", "encoding": "lab", "epochs": 1, "train_fraction": 1.0, "train_limit": 48, "batch_size": 16},
+    }))  # fmt: skip
+    out = run_cli("sweep.grid", "--dry-run", "--space", str(space), "--results", str(tmp_path / "r"), "--workers", "1")
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("3 of 3 trials to run, about ") and "timing probe of 3 of its models" in last, last
