@@ -118,6 +118,7 @@ def test_the_report_of_a_folder_of_two_groups_analyses_each_apart(tmp_path):
     for epochs in ("1", "2"):
         out = run_cli("sweep.grid", "--space", space, "--epochs", epochs, "--results", str(mixed))
         assert out.returncode == 0, out.stderr
+    assert f"load_results({str(mixed)!r}, group='synthetic reconstruct epochs=2')" in out.stdout, out.stdout  # (its end says how to select its own)
     _check_apart(mixed, alone, "synthetic reconstruct epochs=1", "synthetic reconstruct epochs=2")
 
 

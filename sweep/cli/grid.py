@@ -341,17 +341,20 @@ def main(argv: list[str] | None = None) -> int:
     reference = space.reference_point()
     reference_key = next((spec.key for point, spec in trials if point == reference), None)
     shared = args.storage if args.storage and is_url(args.storage) else None
-    frame = load_results(shared or results)  # with --storage: every machine's rows
-    frame = frame[frame["trial_key"].isin(keys)]
+    everything = load_results(shared or results)  # with --storage: every machine's rows
+    frame = everything[everything["trial_key"].isin(keys)]
+    selects = ""  # the argument that selects this run's rows where the folder holds other groups too
+    if "group" in frame.columns and everything["group"].nunique() > 1 and frame["group"].nunique() == 1:
+        selects = f", group={frame['group'].iloc[0]!r}"
     print(summarize(frame, reference_key))
     if points:
         print("\n".join(points))
     if shared:
         here = load_results(results)
         print(f"results: {results}/ ({here['trial_key'].isin(keys).sum()} rows of this space trained here; pandas: sweep.results.load_results({str(results)!r}))")
-        print(f"every machine's rows: sweep.results.load_results({paste_url(shared)!r}); python -m sweep.report --results {paste_url(shared)}")
+        print(f"every machine's rows: sweep.results.load_results({paste_url(shared)!r}{selects}); python -m sweep.report --results {paste_url(shared)}")
     else:
-        print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}))")
+        print(f"results: {results}/ ({len(frame)} rows of this space; pandas: sweep.results.load_results({str(results)!r}{selects}))")
         print(f"dashboard: optuna-dashboard sqlite:///{(results / 'optuna.db').resolve()} (study {study!r}; pip install optuna-dashboard, or the dashboard extra)")
     export(results)
     return 0
