@@ -62,10 +62,11 @@ def offline_trials(space) -> list:
 
     trials = []
     for point in space.grid_points():
-        spec = space.spec(point, data_id="", native_size=32)
-        if spec.protocol.dataset not in NOMINAL:
+        dataset = space.spec(point, data_id="").protocol.dataset
+        if dataset not in NOMINAL:
             return []
-        trials.append((point, spec))
+        height, width, _ = NOMINAL[dataset][0]
+        trials.append((point, space.spec(point, data_id="", native_size=height if height == width else None)))
     return unique_trials(trials)
 
 
