@@ -6,7 +6,7 @@
                                       #   then the tests marked `backends` again under KERAS_BACKEND=jax
     python3 tasks.py notebooks [--results DIR]   # execute notebooks/*.ipynb on a results folder, outputs saved in them
     python3 tasks.py lab [--results DIR] [JUPYTER ARGS]   # JupyterLab on notebooks/, the notebooks reading DIR
-    python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench, status
+    python3 tasks.py <module> [ARGS]  # any other entry point: optuna, report, arch, bench, status, apply
 
 The first call creates `.venv/` and installs the package with its `dev` extra, pinned by
 `constraints.txt`; later calls reuse it and reinstall only when `pyproject.toml` or
@@ -30,7 +30,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-ENTRY_POINTS = ("grid", "optuna", "report", "arch", "bench", "status")  # python -m sweep.<name>
+ENTRY_POINTS = ("grid", "optuna", "report", "arch", "bench", "status", "apply")  # python -m sweep.<name>
 JOBS = ("grid", "test", "setup", "notebooks", "lab", *ENTRY_POINTS[1:])
 
 # `tasks.py notebooks`: run every notebook top to bottom in a fresh kernel, on RESULTS, and

@@ -1,0 +1,178 @@
+"""`python -m sweep.apply`: apply a stored trial to your own images.
+
+    python -m sweep.apply --results results --best val_psnr photo.jpg --out colored/
+    python -m sweep.apply --results results --trial 3f2a... photos/ --out out/ --latents codes.npz
+    python -m sweep.apply --results postgresql://user@host/db --artifacts /shared/artifacts --best psnr photos/ --out out/
+
+A colorizer writes one PNG per input at the input's size; a reconstruction model writes its
+reconstruction at the trained size (and says so). Beside them: contact_sheet.png (input,
+output, and the original where it had colour) and, with --latents, the latent codes (.npz:
+`names`, one per image, and `latents`, one row per image). `--best` ranks the complete
+trials of one task and one comparable group on a validation metric unless a test one is
+named; with no --task it takes the colorizers when the folder holds any. The work is
+`sweep.use` (`sweep.load_trial`); nothing here imports Keras before the arguments are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sweep.errors import DataError, SpecError
+
+__all__ = ["IMAGE_SUFFIXES", "build_parser", "main"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # a folder's images
+SHEET_HEIGHT = 128  # pixels per row of the contact sheet: photos of any size side by side
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweep.apply",
+        description="Colorize, reconstruct or encode your own images with a stored trial: one PNG per input "
+        "(a colorizer's at the input's size), a contact sheet, and the latent codes with --latents.",
+        epilog="Example: python -m sweep.apply --results results --best val_psnr photo.jpg --out colored/",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images (PNG, JPEG, ...)")
+    parser.add_argument("--results", required=True, metavar="DIR_OR_URL", help="results folder, storage URL (with --artifacts), or one trial's folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--trial", metavar="KEY", help="the trial key to apply")
+    which.add_argument(
+        "--best", metavar="METRIC",
+        help="apply the best complete trial by this metric (a bare name means validation: psnr is val_psnr)",
+    )  # fmt: skip
+    parser.add_argument("--task", choices=("colorize", "reconstruct"), help="the task to apply (default: the trial's; with --best, colorize when the results hold colorizers)")
+    parser.add_argument("--group", metavar="NAME", help="with --best: rank within this comparable group")
+    parser.add_argument("--artifacts", metavar="DIR_OR_URL", help="the run's --artifacts store, where the models are (needed for a storage URL)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and the contact sheet")
+    parser.add_argument("--latents", metavar="FILE", help="also write the latent codes, one row per image, to this .npz file")
+    parser.add_argument(
+        "--method", choices=("auto", "native", "upsample"), default="auto",
+        help="a colorizer at an image's own size: native (the model at that size; fully convolutional models), upsample "
+        "(chroma predicted at the trained size, upsampled onto the full-size luma), auto: native where possible (default)",
+    )  # fmt: skip
+    parser.add_argument("--temperature", type=float, help="ab_classification: the annealed-mean temperature (default: the trial's)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """The files named, and each folder's images (sorted); a missing path is a DataError."""
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{path}: a folder with no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.trial is None and args.best is None and not (Path(args.results) / "spec.json").exists():
+        raise SpecError("give --trial KEY or --best METRIC (or --results a trial's folder)")
+    if args.latents is not None and Path(args.latents).suffix != ".npz":
+        raise SpecError(f"--latents {args.latents}: the latent codes are written as .npz; name a file ending in .npz")
+    files = collect_inputs(args.inputs)
+
+    import numpy as np  # (after the arguments: --help answers at once)
+
+    from sweep.use import load_trial, read_images
+
+    task = args.task
+    if args.best is not None and task is None:
+        task = _default_task(args.results)
+    trial = load_trial(
+        args.results, args.trial, best=args.best, task=task if args.best else None, group=args.group,
+        artifacts=args.artifacts, temperature=args.temperature,
+    )  # fmt: skip
+    kind = trial.spec.protocol.task
+    if task is not None and task != kind:
+        raise SpecError(f"--task {task}: trial {trial.key} is a {kind!r} model; it cannot {task}" + (" (it has no colour to predict)" if task == "colorize" else ""))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metric = f", {args.best if args.best in trial.row else 'val_' + args.best} {trial.row.get(args.best, trial.row.get('val_' + args.best)):.4g}" if args.best else ""
+    print(f"sweep.apply: trial {trial.key} ({kind}, {trial.spec.arch.family}, encoding {trial.spec.protocol.encoding}{metric})", file=sys.stderr)
+    if kind == "reconstruct":
+        print(f"sweep.apply: reconstructions are at the trained size {trial.input_size[0]}x{trial.input_size[1]}, not the inputs' sizes", file=sys.stderr)
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    names, latents, sheet_rows, used = [], [], [], set()
+    for path in tqdm(files, desc="apply", unit="image", disable=len(files) < 2, file=sys.stderr):
+        images, colours, _ = read_images(path)
+        rgb, colour = images[0], colours[0]
+        output = trial.colorize(rgb, method=args.method) if kind == "colorize" else trial.reconstruct(rgb)
+        target = _unique(out / f"{path.stem}.png", used)
+        Image.fromarray(_uint8(output)).save(target)
+        names.append(str(path))
+        if args.latents is not None:
+            latents.append(trial.encode(rgb))
+        shown = np.repeat(np.asarray(trial.task.inputs(rgb[None])[0]), 3, axis=-1) if kind == "colorize" else rgb
+        sheet_rows.append([shown, output] + ([rgb] if colour and kind == "colorize" else []))
+    sheet = out / "contact_sheet.png"
+    Image.fromarray(_contact_sheet(sheet_rows)).save(sheet)
+    print(f"sweep.apply: {len(files)} image(s) written to {out}/ (contact sheet: {sheet})", file=sys.stderr)
+    if args.latents is not None:
+        codes = np.stack(latents)
+        np.savez(args.latents, names=np.array(names), latents=codes.reshape(len(codes), *codes.shape[1:]))
+        print(f"sweep.apply: latent codes {codes.shape[1:]} of {len(codes)} image(s) in {args.latents}", file=sys.stderr)
+    return 0
+
+
+def _default_task(results: str) -> str | None:
+    """With --best and no --task: the colorizers when the results hold any (the command is
+    mostly for colorizing photographs), else the reconstruction models."""
+    from sweep.results import load_results
+
+    try:
+        frame = load_results(results)
+    except Exception:  # load_trial says what is wrong with `results`, in one line
+        return None
+    if "task" in frame.columns and (frame["task"] == "colorize").any():
+        return "colorize"
+    return "reconstruct" if len(frame) else None
+
+
+def _unique(path: Path, used: set) -> Path:
+    """`path`, or path-2.png, ... when two inputs share a name (from different folders)."""
+    candidate, n = path, 1
+    while candidate in used:
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    used.add(candidate)
+    return candidate
+
+
+def _uint8(image):
+    import numpy as np
+
+    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def _contact_sheet(rows: list[list]) -> "np.ndarray":  # noqa: F821
+    """One row per image (input, output, original), each tile scaled to SHEET_HEIGHT high."""
+    import numpy as np
+    from PIL import Image
+
+    strips = []
+    for tiles in rows:
+        scaled = []
+        for tile in tiles:
+            image = Image.fromarray(_uint8(tile))
+            width = max(1, round(image.width * SHEET_HEIGHT / image.height))
+            filter_ = Image.Resampling.NEAREST if image.height < SHEET_HEIGHT else Image.Resampling.LANCZOS
+            scaled.append(np.asarray(image.resize((width, SHEET_HEIGHT), filter_)))
+            scaled.append(np.full((SHEET_HEIGHT, 4, 3), 255, np.uint8))  # a white gap
+        strips.append(np.concatenate(scaled, axis=1))
+    width = max(s.shape[1] for s in strips)
+    padded = [np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
+    return np.concatenate(padded, axis=0)
