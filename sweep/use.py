@@ -182,7 +182,11 @@ class TrainedTrial:
     def _run(self, model, inputs: np.ndarray) -> np.ndarray:
         import keras
 
-        parts = [keras.ops.convert_to_numpy(model(inputs[i : i + CHUNK], training=False)) for i in range(0, len(inputs), CHUNK)]
+        wrap = isinstance(model.input, list)  # (a model built with its input in a list wants it so)
+        parts = [
+            keras.ops.convert_to_numpy(model([batch] if wrap else batch, training=False))
+            for batch in (inputs[i : i + CHUNK] for i in range(0, len(inputs), CHUNK))
+        ]
         return np.concatenate(parts).astype(np.float32)
 
     def _inputs(self, images: Any) -> tuple[np.ndarray, list[bool], bool]:

@@ -1,0 +1,256 @@
+"""Using a trained model (`sweep.load_trial`, `python -m sweep.apply`): tiny trials trained
+once for the module on synthetic data, applied to scikit-image's bundled photographs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweep.arch import PRESETS, ArchSpec
+from sweep.encodings import luminance
+from sweep.errors import DataError, SpecError
+from sweep.spec import TrainingProtocol, TrialSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(dataset="synthetic", epochs=1, train_fraction=1.0, train_limit=48, batch_size=16)
+FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A results folder with two reconstruction trials of one group (seeds 0 and 1, seed
+    002's family), a YCbCr colorizer (unet32_noskip), a U-Net with skips and an ab
+    classification colorizer; their keys by name."""
+    from sweep.data import load_dataset
+    from sweep.results import write_row
+    from sweep.train import run_trial
+
+    data = load_dataset("synthetic")
+    root = tmp_path_factory.mktemp("apply")
+    specs = {
+        "recon0": TrialSpec(ArchSpec(channel_factor=1), TrainingProtocol(**TINY, seed=0), data.data_id),
+        "recon1": TrialSpec(ArchSpec(channel_factor=1), TrainingProtocol(**TINY, seed=1), data.data_id),
+        "noskip": TrialSpec(PRESETS["unet32_noskip"], TrainingProtocol(**TINY, task="colorize", encoding="ycbcr"), data.data_id),
+        "skips": TrialSpec(PRESETS["unet32"], TrainingProtocol(**TINY, task="colorize", encoding="ycbcr"), data.data_id),
+        "classes": TrialSpec(
+            ArchSpec(channel_factor=1), TrainingProtocol(**TINY, task="colorize", encoding="lab", loss="ab_classification"), data.data_id
+        ),
+    }
+    keys = {}
+    for name, spec in specs.items():
+        row = run_trial(spec, data, root)
+        assert row["status"] == "complete", row["error"]
+        write_row(root, row)
+        keys[name] = spec.key
+    return root, keys
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """scikit-image's chelsea (300x451 colour photograph) as a PNG."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photos") / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(path)
+    return path
+
+
+def test_load_trial_by_key_by_best_and_by_folder(trained):
+    import sweep
+
+    root, keys = trained
+    by_key = sweep.load_trial(root, keys["recon1"])
+    assert by_key.key == keys["recon1"] and by_key.row["trial_key"] == keys["recon1"] and by_key.spec.protocol.seed == 1
+
+    best = sweep.load_trial(root, best="psnr", task="reconstruct")  # a bare name ranks on validation
+    from sweep.results import load_results
+
+    frame = load_results(root)
+    recon = frame[frame["task"] == "reconstruct"]
+    assert best.key == recon.loc[recon["val_psnr"].idxmax(), "trial_key"]
+    worst = sweep.load_trial(root, best="val_mse", task="reconstruct")
+    assert worst.key == recon.loc[recon["val_mse"].idxmin(), "trial_key"]  # minimised: the direction is the schema's
+
+    folder = sweep.load_trial(root / "trials" / keys["noskip"])
+    assert folder.key == keys["noskip"] and folder.row.get("task") == "colorize"
+
+
+def test_best_refuses_candidates_of_several_groups_unless_one_is_named(trained):
+    from sweep.results import load_results
+    from sweep.use import load_trial
+
+    root, keys = trained
+    with pytest.raises(SpecError, match="comparable groups"):
+        load_trial(root, best="val_psnr")  # reconstruction and colorization trials
+    frame = load_results(root)
+    group = frame.loc[frame["trial_key"] == keys["noskip"], "group"].iloc[0]
+    chosen = load_trial(root, best="val_psnr", task="colorize", group=group)
+    assert chosen.row["group"] == group and chosen.spec.protocol.task == "colorize"
+    with pytest.raises(SpecError, match="unknown best metric 'val_pnsr'; did you mean 'val_psnr'"):
+        load_trial(root, best="val_pnsr")
+    with pytest.raises(SpecError, match="unknown trial key"):
+        load_trial(root, "0123456789abcdef")
+
+
+def test_encode_decode_round_trip_equals_reconstruct_where_the_decoder_sees_only_the_latent(trained):
+    from skimage import data
+
+    from sweep.use import load_trial
+
+    root, keys = trained
+    images = [data.astronaut(), data.coffee()]  # any size: resized to the trained 32x32 as the data pipeline does
+    recon = load_trial(root, keys["recon0"])
+    codes = recon.encode(images)
+    assert codes.shape == (2, *recon.spec.arch.latent_shape((32, 32, 3)))
+    np.testing.assert_allclose(recon.decode(codes), recon.reconstruct(images), atol=1e-5)
+
+    colorizer = load_trial(root, keys["noskip"])
+    codes = colorizer.encode(images)
+    assert codes.shape == (2, 4, 4, 128)
+    np.testing.assert_allclose(colorizer.decode(codes, luma=images), colorizer.reconstruct(images), atol=1e-5)
+    with pytest.raises(SpecError, match="luma"):
+        colorizer.decode(codes)
+
+
+def test_a_unet_with_skips_encodes_its_bottleneck_and_refuses_to_decode(trained):
+    from skimage import data
+
+    from sweep.use import load_trial
+
+    root, keys = trained
+    unet = load_trial(root, keys["skips"])
+    codes = unet.encode(data.chelsea())
+    assert codes.shape == (4, 4, 128)
+    with pytest.raises(SpecError, match="skip connections"):
+        unet.decode(codes, luma=data.chelsea())
+
+
+@pytest.mark.parametrize("method", ["auto", "native", "upsample"])
+def test_a_colorizer_colorizes_a_photo_at_its_own_size_keeping_its_luma(trained, method):
+    from skimage import data
+
+    from sweep.use import load_trial
+
+    root, keys = trained
+    photo = data.chelsea()
+    out = load_trial(root, keys["noskip"]).colorize(photo, method=method)
+    assert out.shape == photo.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    truth_luma = luminance(photo[None].astype(np.float32) / 255)[0]
+    assert np.abs(luminance(out[None])[0] - truth_luma).mean() < 0.01  # the chroma is predicted; the luma is the photo's
+
+
+def test_inputs_are_what_a_user_has(trained, photo):
+    from sweep.use import load_trial
+
+    root, keys = trained
+    trial = load_trial(root, keys["noskip"])
+    from_path = trial.colorize(photo)
+    gray = np.asarray(luminance(np.asarray(__import__("PIL.Image").Image.open(photo), np.float32)[None] / 255)[0, ..., 0])
+    from_gray = trial.colorize(gray)  # float (H, W) in [0, 1]
+    assert from_path.shape == from_gray.shape == (300, 451, 3)
+    both = trial.colorize([photo, np.zeros((20, 30), np.uint8)])  # sizes differ: a list
+    assert [b.shape for b in both] == [(300, 451, 3), (20, 30, 3)]
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        trial.colorize(np.full((8, 8), 3.0))
+    with pytest.raises(SpecError, match="cannot colorize"):
+        load_trial(root, keys["recon0"]).colorize(photo)
+
+
+def test_an_ab_classification_colorizer_decodes_at_its_temperature(trained):
+    from skimage import data
+
+    from sweep.use import load_trial
+
+    root, keys = trained
+    photo = data.coffee()
+    warm = load_trial(root, keys["classes"]).colorize(photo)
+    assert warm.shape == photo.shape
+    sharp = load_trial(root, keys["classes"], temperature=0.05).colorize(photo)
+    assert not np.allclose(warm, sharp)  # the temperature is a decoding option
+
+
+def apply(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweep.apply", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_colorizes_a_bundled_photo_at_its_size(trained, photo, tmp_path):
+    from PIL import Image
+
+    root, keys = trained
+    out = tmp_path / "colored"
+    done = apply("--results", str(root), "--trial", keys["noskip"], str(photo.parent), "--out", str(out), "--latents", str(tmp_path / "codes.npz"))
+    assert done.returncode == 0, done.stderr
+    written = Image.open(out / "chelsea.png")
+    assert written.size == Image.open(photo).size and written.mode == "RGB"
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.height > 100 and sheet.width > 3 * 128  # gray input, output, the original
+    codes = np.load(tmp_path / "codes.npz")
+    assert codes["latents"].shape == (1, 4, 4, 128) and list(codes["names"]) == [str(photo)]
+
+
+def test_the_command_reconstructs_at_the_trained_size_and_says_so(trained, photo, tmp_path):
+    from PIL import Image
+
+    root, _ = trained
+    done = apply("--results", str(root), "--best", "val_psnr", "--task", "reconstruct", str(photo), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "chelsea.png").size == (32, 32)
+    assert "at the trained size 32x32" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing trial", "unknown trial key 'nope'"),
+        ("unknown metric", "unknown best metric 'val_pnsr'"),
+        ("reconstruct model asked to colorize", "is a 'reconstruct' model; it cannot colorize"),
+        ("unreadable image", "not a readable image"),
+        ("missing image", "no such file or folder"),
+        ("latents not npz", "--latents codes.csv"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(trained, photo, tmp_path, case, expected):
+    root, keys = trained
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    args = {
+        "missing trial": ["--trial", "nope", str(photo)],
+        "unknown metric": ["--best", "val_pnsr", str(photo)],
+        "reconstruct model asked to colorize": ["--trial", keys["recon0"], "--task", "colorize", str(photo)],
+        "unreadable image": ["--trial", keys["noskip"], str(bad)],
+        "missing image": ["--trial", keys["noskip"], str(tmp_path / "nowhere.jpg")],
+        "latents not npz": ["--trial", keys["noskip"], str(photo), "--latents", "codes.csv"],
+    }[case]
+    done = apply("--results", str(root), *args, "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in done.stderr
+
+
+def test_apply_help_loads_no_framework():
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['sweep.apply', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('sweep.apply', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code in (0, None), stop.code\n"
+        f"print('LOADED', sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage: python -m sweep.apply" in out.stdout and out.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_importing_sweep_loads_no_framework_and_exports_load_trial():
+    code = f"import sys, sweep; f = sweep.load_trial; print(f.__module__, sorted(m for m in {FRAMEWORKS!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "sweep.use []"
