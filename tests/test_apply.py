@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.arch import PRESETS, ArchSpec
+from sweep.arch import PRESETS, ArchSpec, DenseLatentSpec
 from sweep.encodings import luminance
 from sweep.errors import DataError, SpecError
 from sweep.spec import TrainingProtocol, TrialSpec
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A results folder with two reconstruction trials of one group (seeds 0 and 1, seed
-    002's family), a YCbCr colorizer (unet32_noskip), a U-Net with skips and an ab
-    classification colorizer; their keys by name."""
+    002's family), YCbCr colorizers (unet32_noskip, a U-Net with skips, a Dense latent) and
+    an ab classification colorizer; their keys by name."""
     from sweep.data import load_dataset
     from sweep.results import write_row
     from sweep.train import run_trial
@@ -38,6 +38,9 @@ def trained(tmp_path_factory):
         "recon1": TrialSpec(ArchSpec(channel_factor=1), TrainingProtocol(**TINY, seed=1), data.data_id),
         "noskip": TrialSpec(PRESETS["unet32_noskip"], TrainingProtocol(**TINY, task="colorize", encoding="ycbcr"), data.data_id),
         "skips": TrialSpec(PRESETS["unet32"], TrainingProtocol(**TINY, task="colorize", encoding="ycbcr"), data.data_id),
+        "dense": TrialSpec(
+            DenseLatentSpec(filters=(8, 16, 32), latent_dim=16), TrainingProtocol(**TINY, task="colorize", encoding="ycbcr"), data.data_id
+        ),
         "classes": TrialSpec(
             ArchSpec(channel_factor=1), TrainingProtocol(**TINY, task="colorize", encoding="lab", loss="ab_classification"), data.data_id
         ),
@@ -119,6 +122,19 @@ def test_encode_decode_round_trip_equals_reconstruct_where_the_decoder_sees_only
         colorizer.decode(codes)
 
 
+def test_a_dense_latent_round_trips_and_colorizes_by_upsampling_only(trained, photo):
+    from sweep.use import load_trial
+
+    root, keys = trained
+    dense = load_trial(root, keys["dense"])
+    codes = dense.encode([photo, photo])
+    assert codes.shape == (2, 16)
+    np.testing.assert_allclose(dense.decode(codes, luma=[photo, photo]), dense.reconstruct([photo, photo]), atol=1e-5)
+    assert dense.colorize(photo).shape == (300, 451, 3)
+    with pytest.raises(SpecError, match="Dense layer.*use method='upsample'"):
+        dense.colorize(photo, method="native")
+
+
 def test_a_unet_with_skips_encodes_its_bottleneck_and_refuses_to_decode(trained):
     from skimage import data
 
@@ -132,7 +148,7 @@ def test_a_unet_with_skips_encodes_its_bottleneck_and_refuses_to_decode(trained)
         unet.decode(codes, luma=data.chelsea())
 
 
-@pytest.mark.parametrize("method", ["auto", "native", "upsample"])
+@pytest.mark.parametrize("method", ["upsample", "native"])
 def test_a_colorizer_colorizes_a_photo_at_its_own_size_keeping_its_luma(trained, method):
     from skimage import data
 
@@ -254,3 +270,28 @@ def test_importing_sweep_loads_no_framework_and_exports_load_trial():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "sweep.use []"
+
+
+def test_a_cluster_run_is_read_through_its_storage_url_and_artifacts(trained, tmp_path, photo):
+    """Rows in a shared table (here SQLite), models in the run's --artifacts store."""
+    from sweep.artifacts import Artifacts
+    from sweep.results import load_results
+    from sweep.results.shared import shared_rows
+    from sweep.use import load_trial
+
+    root, keys = trained
+    url = f"sqlite:///{tmp_path / 'cluster.db'}"
+    store = Artifacts(str(tmp_path / "artifacts"))
+    table = shared_rows(url)
+    for row in load_results(root).drop(columns=["group"]).to_dict("records"):
+        table.push({k: v for k, v in row.items() if v == v and v is not None})  # (NaN: absent)
+    store.put_trial(keys["noskip"], root / "trials" / keys["noskip"])
+    remote = load_trial(url, keys["noskip"], artifacts=store.where)
+    assert remote.folder != root / "trials" / keys["noskip"] and remote.row["trial_key"] == keys["noskip"]
+    np.testing.assert_array_equal(remote.colorize(photo), load_trial(root, keys["noskip"]).colorize(photo))
+    with pytest.raises(SpecError, match="name the run's artefact store"):
+        load_trial(url, keys["noskip"])
+    with pytest.raises(DataError, match="no model.keras in the artefact store"):
+        load_trial(url, keys["recon0"], artifacts=store.where)
+    done = apply("--results", url, "--trial", keys["noskip"], str(photo), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.strip().startswith("error:") and "--artifacts DIR_OR_URL" in done.stderr

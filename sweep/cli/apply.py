@@ -48,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and the contact sheet")
     parser.add_argument("--latents", metavar="FILE", help="also write the latent codes, one row per image, to this .npz file")
     parser.add_argument(
-        "--method", choices=("auto", "native", "upsample"), default="auto",
-        help="a colorizer at an image's own size: native (the model at that size; fully convolutional models), upsample "
-        "(chroma predicted at the trained size, upsampled onto the full-size luma), auto: native where possible (default)",
+        "--method", choices=("upsample", "native"), default="upsample",
+        help="a colorizer at an image's own size: upsample (chroma predicted at the trained size, upsampled onto the "
+        "full-size luma; measured better) or native (the model rebuilt at that size; fully convolutional models only) "
+        "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--temperature", type=float, help="ab_classification: the annealed-mean temperature (default: the trial's)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
