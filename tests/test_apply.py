@@ -295,3 +295,23 @@ def test_a_cluster_run_is_read_through_its_storage_url_and_artifacts(trained, tm
         load_trial(url, keys["recon0"], artifacts=store.where)
     done = apply("--results", url, "--trial", keys["noskip"], str(photo), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.strip().startswith("error:") and "--artifacts DIR_OR_URL" in done.stderr
+
+
+def test_best_on_a_folder_of_reconstructions_and_a_colorizer_picks_the_colorizer(trained, photo, tmp_path):
+    """The issue's acceptance: --best val_psnr with no --task on the main job's trials beside
+    a colorizer colorizes (reconstruction PSNRs are higher, but not of the same task)."""
+    import shutil
+
+    from PIL import Image
+
+    root, keys = trained
+    folder = tmp_path / "results"
+    for name in ("recon0", "recon1", "noskip"):
+        key = keys[name]
+        (folder / "rows").mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / "rows" / f"{key}.json", folder / "rows" / f"{key}.json")
+        shutil.copytree(root / "trials" / key, folder / "trials" / key)
+    done = apply("--results", str(folder), "--best", "val_psnr", str(photo), "--out", str(tmp_path / "colored"))
+    assert done.returncode == 0, done.stderr
+    assert f"trial {keys['noskip']} (colorize" in done.stderr
+    assert Image.open(tmp_path / "colored" / "chelsea.png").size == (451, 300)
