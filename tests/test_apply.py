@@ -192,6 +192,12 @@ def test_an_ab_classification_colorizer_decodes_at_its_temperature(trained):
     assert not np.allclose(warm, sharp)  # the temperature is a decoding option
 
 
+def load_trial_of(root, key):
+    from sweep.use import load_trial
+
+    return load_trial(root, key)
+
+
 def apply(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sweep.apply", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
@@ -209,6 +215,15 @@ def test_the_command_colorizes_a_bundled_photo_at_its_size(trained, photo, tmp_p
     assert sheet.height > 100 and sheet.width > 3 * 128  # gray input, output, the original
     codes = np.load(tmp_path / "codes.npz")
     assert codes["latents"].shape == (1, 4, 4, 128) and list(codes["names"]) == [str(photo)]
+    direct = load_trial_of(root, keys["noskip"]).encode(photo)
+    np.testing.assert_allclose(codes["latents"][0], direct, atol=1e-6)
+    done = apply("--results", str(root), "--trial", keys["noskip"], str(photo), "--out", str(out), "--latents", str(tmp_path / "codes.parquet"))
+    assert done.returncode == 0, done.stderr
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "codes.parquet")
+    assert list(table["name"]) == [str(photo)] and table["latent_shape"].iloc[0] == "4x4x128"
+    np.testing.assert_allclose(np.asarray(table["latent"].iloc[0]).reshape(4, 4, 128), direct, atol=1e-6)
 
 
 def test_the_command_reconstructs_at_the_trained_size_and_says_so(trained, photo, tmp_path):
@@ -229,7 +244,7 @@ def test_the_command_reconstructs_at_the_trained_size_and_says_so(trained, photo
         ("reconstruct model asked to colorize", "is a 'reconstruct' model; it cannot colorize"),
         ("unreadable image", "not a readable image"),
         ("missing image", "no such file or folder"),
-        ("latents not npz", "--latents codes.csv"),
+        ("latents not npz", "--latents codes.csv: the latent codes are written as .npz or Parquet"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(trained, photo, tmp_path, case, expected):

@@ -7,7 +7,8 @@
 A colorizer writes one PNG per input at the input's size; a reconstruction model writes its
 reconstruction at the trained size (and says so). Beside them: contact_sheet.png (input,
 output, and the original where it had colour) and, with --latents, the latent codes (.npz:
-`names`, one per image, and `latents`, one row per image). `--best` ranks the complete
+`names`, one per image, and `latents`, one row per image; or .parquet: `name`, `latent`
+flattened, `latent_shape`). `--best` ranks the complete
 trials of one task and one comparable group on a validation metric unless a test one is
 named; with no --task it takes the colorizers when the folder holds any. The work is
 `sweep.use` (`sweep.load_trial`); nothing here imports Keras before the arguments are read.
@@ -24,6 +25,7 @@ from sweep.errors import DataError, SpecError
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # a folder's images
+LATENT_SUFFIXES = (".npz", ".parquet")  # --latents: numpy's archive, or a table (one row per image)
 SHEET_HEIGHT = 128  # pixels per row of the contact sheet: photos of any size side by side
 
 
@@ -46,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group", metavar="NAME", help="with --best: rank within this comparable group")
     parser.add_argument("--artifacts", metavar="DIR_OR_URL", help="the run's --artifacts store, where the models are (needed for a storage URL)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and the contact sheet")
-    parser.add_argument("--latents", metavar="FILE", help="also write the latent codes, one row per image, to this .npz file")
+    parser.add_argument(
+        "--latents", metavar="FILE",
+        help="also write the latent codes, one row per image, to this .npz (names, latents) or .parquet file (name, latent flattened, latent_shape)",
+    )  # fmt: skip
     parser.add_argument(
         "--method", choices=("upsample", "native"), default="upsample",
         help="a colorizer at an image's own size: upsample (chroma predicted at the trained size, upsampled onto the "
@@ -79,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.trial is None and args.best is None and not (Path(args.results) / "spec.json").exists():
         raise SpecError("give --trial KEY or --best METRIC (or --results a trial's folder)")
-    if args.latents is not None and Path(args.latents).suffix != ".npz":
-        raise SpecError(f"--latents {args.latents}: the latent codes are written as .npz; name a file ending in .npz")
+    if args.latents is not None and Path(args.latents).suffix not in LATENT_SUFFIXES:
+        raise SpecError(f"--latents {args.latents}: the latent codes are written as .npz or Parquet; name a file ending in {' or '.join(LATENT_SUFFIXES)}")
     files = collect_inputs(args.inputs)
 
     import numpy as np  # (after the arguments: --help answers at once)
@@ -124,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep.apply: {len(files)} image(s) written to {out}/ (contact sheet: {sheet})", file=sys.stderr)
     if args.latents is not None:
         codes = np.stack(latents)
-        np.savez(args.latents, names=np.array(names), latents=codes.reshape(len(codes), *codes.shape[1:]))
+        if args.latents.endswith(".npz"):
+            np.savez(args.latents, names=np.array(names), latents=codes)
+        else:  # one row per image: its path, the flattened latent tensor and that tensor's shape
+            import pandas as pd
+
+            shape = "x".join(map(str, codes.shape[1:]))
+            pd.DataFrame({"name": names, "latent": list(codes.reshape(len(codes), -1)), "latent_shape": shape}).to_parquet(args.latents)
         print(f"sweep.apply: latent codes {codes.shape[1:]} of {len(codes)} image(s) in {args.latents}", file=sys.stderr)
     return 0
 
