@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sweep.encodings import AB_SCALE, ENCODINGS, ABClassificationTask, Task, annealed_mean, luminance, task_for
-from sweep.errors import DataError, SpecError, did_you_mean
+from sweep.errors import DataError, SpecError, did_you_mean, must_be
 from sweep.spec import TrialSpec
 
 __all__ = ["METHODS", "TrainedTrial", "load_trial", "read_images"]
@@ -358,6 +358,8 @@ def load_trial(
     of several groups are refused with their names."""
     from sweep.results import is_url
 
+    if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature <= 10):
+        raise SpecError(must_be("temperature", "load_trial", "a number in (0, 10] (1: the mean; towards 0: the mode)", temperature))
     where = str(results)
     if not is_url(where) and (Path(where) / "spec.json").exists():  # one trial's folder
         folder = Path(where)

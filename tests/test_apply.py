@@ -190,6 +190,8 @@ def test_an_ab_classification_colorizer_decodes_at_its_temperature(trained):
     assert warm.shape == photo.shape
     sharp = load_trial(root, keys["classes"], temperature=0.05).colorize(photo)
     assert not np.allclose(warm, sharp)  # the temperature is a decoding option
+    with pytest.raises(SpecError, match="'temperature' parameter of load_trial must be a number in"):
+        load_trial(root, keys["classes"], temperature=0)
 
 
 def load_trial_of(root, key):
