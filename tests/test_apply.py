@@ -163,12 +163,14 @@ def test_a_colorizer_colorizes_a_photo_at_its_own_size_keeping_its_luma(trained,
 
 
 def test_inputs_are_what_a_user_has(trained, photo):
+    from PIL import Image
+
     from sweep.use import load_trial
 
     root, keys = trained
     trial = load_trial(root, keys["noskip"])
     from_path = trial.colorize(photo)
-    gray = np.asarray(luminance(np.asarray(__import__("PIL.Image").Image.open(photo), np.float32)[None] / 255)[0, ..., 0])
+    gray = luminance(np.asarray(Image.open(photo), np.float32)[None] / 255)[0, ..., 0]
     from_gray = trial.colorize(gray)  # float (H, W) in [0, 1]
     assert from_path.shape == from_gray.shape == (300, 451, 3)
     both = trial.colorize([photo, np.zeros((20, 30), np.uint8)])  # sizes differ: a list
