@@ -229,7 +229,7 @@ class TrainedTrial:
 
     def colorize(self, images: Any, method: str = DEFAULT_METHOD):
         """Each image colorized at its own size from its luma (a colour image's colour is
-        discarded). `method`: "upsample" (chroma predicted at the trained size, upsampled onto
+        discarded; an `rgb` colorizer's output keeps its chroma with the image's luma). `method`: "upsample" (chroma predicted at the trained size, upsampled onto
         the full-resolution luma; the default) or "native" (the weights rebuilt at the image's
         size; only a fully convolutional architecture)."""
         if not self.is_colorizer:
@@ -244,11 +244,12 @@ class TrainedTrial:
         luma = luminance(rgb[None])[0]
         size = rgb.shape[:2]
         if method == "native" or size == self.input_size:
-            return self._native(luma)
-        small = luminance(_to_size(rgb, self.input_size)[None])
-        targets, encoding = _chroma_targets(self.task, self._run(self.model, small)[0])
-        full = ENCODINGS[encoding].decode(_upsample(targets, size), luma)
-        if encoding == "rgb":  # an rgb colorizer ignores the luma: keep its chroma, put back the image's luma
+            full = self._native(luma)
+        else:
+            small = luminance(_to_size(rgb, self.input_size)[None])
+            targets, encoding = _chroma_targets(self.task, self._run(self.model, small)[0])
+            full = ENCODINGS[encoding].decode(_upsample(targets, size), luma)
+        if self.task.encoding == "rgb":  # an rgb colorizer ignores the luma: keep its chroma, put back the image's luma
             from skimage.color import rgb2ypbpr, ypbpr2rgb
 
             ypbpr = rgb2ypbpr(np.clip(full, 0, 1).astype(np.float64))

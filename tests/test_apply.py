@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A results folder with two reconstruction trials of one group (seeds 0 and 1, seed
-    002's family), YCbCr colorizers (unet32_noskip, a U-Net with skips, a Dense latent) and
-    an ab classification colorizer; their keys by name."""
+    002's family), YCbCr colorizers (unet32_noskip, a U-Net with skips, a Dense latent), an ab
+    classification colorizer and one colorizer of each other encoding; their keys by name."""
     from sweep.data import load_dataset
     from sweep.results import write_row
     from sweep.train import run_trial
@@ -45,6 +45,9 @@ def trained(tmp_path_factory):
             ArchSpec(channel_factor=1), TrainingProtocol(**TINY, task="colorize", encoding="lab", loss="ab_classification"), data.data_id
         ),
     }
+    for encoding in ("rgb", "lab", "rgb_diff", "ratio"):  # every colour encoding (ycbcr above)
+        protocol = TrainingProtocol(**TINY, task="colorize", encoding=encoding)
+        specs[encoding] = TrialSpec(ArchSpec(channel_factor=1), protocol, data.data_id)
     keys = {}
     for name, spec in specs.items():
         row = run_trial(spec, data, root)
@@ -160,6 +163,24 @@ def test_a_colorizer_colorizes_a_photo_at_its_own_size_keeping_its_luma(trained,
     assert out.shape == photo.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     truth_luma = luminance(photo[None].astype(np.float32) / 255)[0]
     assert np.abs(luminance(out[None])[0] - truth_luma).mean() < 0.01  # the chroma is predicted; the luma is the photo's
+
+
+@pytest.mark.parametrize("encoding", ["rgb", "lab", "rgb_diff", "ratio", "classes"])
+def test_every_encoding_colorizes_a_photo_at_its_size_with_its_luma(trained, encoding):
+    from skimage import data
+
+    from sweep.use import load_trial
+
+    root, keys = trained
+    photo = data.astronaut()
+    trial = load_trial(root, keys[encoding])
+    truth_luma = luminance(photo[None].astype(np.float32) / 255)[0]
+    for method in ("upsample", "native"):
+        out = trial.colorize(photo, method=method)
+        assert out.shape == photo.shape and np.isfinite(out).all()
+        assert np.abs(luminance(out[None])[0] - truth_luma).mean() < 0.01, method
+    codes = trial.encode(photo)
+    np.testing.assert_allclose(trial.decode(codes, luma=photo), trial.reconstruct(photo), atol=1e-5)
 
 
 def test_inputs_are_what_a_user_has(trained, photo):
