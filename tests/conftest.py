@@ -89,6 +89,12 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None
 POSTGRES_URL = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def report_folder(out: subprocess.CompletedProcess, cwd: Path) -> Path:
+    """The folder a `sweep.report` run says it wrote (`report: PATH/report.md ...`), from `cwd`."""
+    line = next(line for line in out.stdout.splitlines() if line.startswith("report: "))
+    return cwd / Path(line.removeprefix("report: ").split(" (")[0]).parent
+
+
 @pytest.fixture
 def postgres_url():
     """A fresh database on the test PostgreSQL server (SWEEP_TEST_POSTGRES), dropped afterwards:

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, small_space, study_summaries
+from conftest import ROOT, report_folder, run_cli, small_space, study_summaries
 from netns import Cluster, require_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -258,7 +258,7 @@ def test_a_host_killed_mid_trial_is_resumed_on_another_from_the_shared_checkpoin
     # The README's report of a cluster: rows from the URL, pictures from the shared store.
     out = run_cli("sweep.report", "--results", database, "--artifacts", str(artifacts), "--no-reference", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "report" / ".pictures" / "trials" / victim / "reconstructions.png").exists()
+    assert (report_folder(out, tmp_path) / ".pictures" / "trials" / victim / "reconstructions.png").exists()
     print(f"SIGKILLed host: the survivor finished the grid {time.monotonic() - t0:.1f} s after the kill, resuming from epoch 2")
 
 

@@ -97,7 +97,8 @@ def test_notebook_runs_on_a_clusters_rows_from_a_storage_url(name, synthetic_swe
     assert RowStore(str(synthetic_sweep), url).push_missing() == 4
     notebook = execute(ROOT / "notebooks" / f"{name}.ipynb", url, monkeypatch)
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    assert f"{url}: 4 trials, 4 complete, 0 failed -> 4 configurations" in text
+    assert f"{url} holds 1 comparable group(s): synthetic reconstruct" in text, text
+    assert f"{url}: group 'synthetic reconstruct': 4 trials, 4 complete, 0 failed -> 4 configurations" in text, text
     assert outputs(notebook, "image/png"), f"{name} drew no figure"
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli, small_space, study_summaries
+from conftest import ROOT, report_folder, run_cli, small_space, study_summaries
 from sweep.results import load_results
 
 pytestmark = pytest.mark.slow
@@ -284,7 +284,9 @@ def test_two_workers_with_their_own_results_run_a_12_point_grid_each_point_once(
     assert "every machine's rows: sweep.results.load_results('postgresql://" in outputs[0]
     out = run_cli("sweep.report", "--results", postgres_url, "--no-reference", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "Covers **12 trials**: 12 complete" in (tmp_path / "report" / "report.md").read_text()
+    folder = report_folder(out, tmp_path)
+    assert folder.name.startswith("report-127.0.0.1-sweep_test_")  # (a URL's report: a named folder, said in the output)
+    assert "Covers **12 trials**: 12 complete" in (folder / "report.md").read_text()
 
 
 @pytest.mark.postgres

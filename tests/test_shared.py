@@ -159,6 +159,18 @@ def test_retrying_waits_out_a_database_that_comes_back(monkeypatch, capsys):
     assert "does not answer; retrying" in err and "answers again" in err and "secret" not in err
 
 
+def test_a_database_said_away_by_a_heartbeat_is_said_back_by_the_next_call_that_reaches_it(capsys):
+    """A heartbeat that saw an outage can end with its trial before it sees the database come
+    back: the next call of this process that reaches the database says so, once."""
+    from sweep.results.shared import say_away
+
+    say_away("postgresql://u:secret@db/x", " (a heartbeat); the trial goes on training")
+    assert retrying(lambda: 1, url="postgresql://u:secret@db/x") == 1
+    assert retrying(lambda: 2, url="postgresql://u:secret@db/x") == 2
+    err = capsys.readouterr().err
+    assert err.count("does not answer (a heartbeat)") == 1 and err.count("answers again") == 1 and "secret" not in err
+
+
 def test_retrying_stops_with_one_line_after_the_timeout(monkeypatch):
     clock = iter(range(0, 10**6, 7))
     monkeypatch.setattr(shared_module.time, "monotonic", lambda: float(next(clock)))

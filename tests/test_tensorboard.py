@@ -33,7 +33,7 @@ def test_a_quick_sweep_is_a_tensorboard_hparams_experiment(tmp_path):
     out = run_cli("sweep.grid", "--space", space, "--results", str(results))
     assert out.returncode == 0, out.stderr
     frame = load_results(results)
-    runs = sorted(p.name for p in (results / "tensorboard").iterdir())
+    runs = sorted(p.name for p in (results / "tensorboard").iterdir() if p.is_dir())  # (beside them: the folder's HParams experiment)
     assert runs == sorted(frame["trial_key"]) and len(runs) == 4
     for _, row in frame.iterrows():
         scalars, hparams = read_run(results / "tensorboard" / row["trial_key"])

@@ -244,6 +244,23 @@ def transient(err: BaseException) -> bool:
 
 
 _last_outage_end = -math.inf  # when this process last saw the database come back
+_said_away = False  # this process said the database does not answer, and not yet that it answers again
+
+
+def say_away(url: str, how: str) -> None:
+    """Say on stderr that the database at `url` does not answer (`how`: what goes on)."""
+    global _said_away
+    print(f"sweep: {mask_url(url)} does not answer{how}", file=sys.stderr, flush=True)
+    _said_away = True
+
+
+def say_back(url: str) -> None:
+    """Say that the database answers again, once after each time it was said away (by any
+    call of this process: a heartbeat that saw the outage may end before it sees the end)."""
+    global _said_away
+    if _said_away:
+        _said_away = False
+        print(f"sweep: {mask_url(url)} answers again", file=sys.stderr, flush=True)
 
 
 def saw_outage() -> None:
@@ -289,14 +306,14 @@ def retrying(
                 _last_outage_end = time.monotonic()
                 raise StoreError(f"{flag} {mask_url(url)}: {what} did not answer for {timeout:.0f} s ({first_line(err)}){hint}") from None
             if delay == 0.5 and flag == "--storage":
-                print(f"sweep: {mask_url(url)} does not answer; retrying for up to {remaining:.0f} s", file=sys.stderr, flush=True)
+                say_away(url, f"; retrying for up to {remaining:.0f} s")
             time.sleep(min(delay * (0.75 + random.random() / 2), remaining))
             delay = min(delay * 2, 15.0)
         else:
             if away:
                 _last_outage_end = time.monotonic()
-                if flag == "--storage":
-                    print(f"sweep: {mask_url(url)} answers again", file=sys.stderr, flush=True)
+            if flag == "--storage":
+                say_back(url)
             return result
 
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from sweep.progress import alive
-from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, first_line, last_outage, mask_url, recently_away, retrying, saw_outage, transient
+from sweep.results.shared import DEFAULT_TIMEOUT, engine_options, first_line, last_outage, recently_away, retrying, saw_outage, say_away, say_back, transient
 
 __all__ = ["MAX_RETRY", "QUEUE_TABLE", "HOSTS_TABLE", "Claim", "Queue", "here"]
 
@@ -389,13 +389,13 @@ class Queue:
                         continue
                     saw_outage()
                     if not away:
-                        print(f"sweep: {mask_url(self.url)} does not answer (a heartbeat); the trial goes on training", file=sys.stderr, flush=True)
+                        say_away(self.url, " (a heartbeat); the trial goes on training")
                     away = True
                     continue
                 if away:
                     saw_outage()  # (it came back just now)
-                    print(f"sweep: {mask_url(self.url)} answers again", file=sys.stderr, flush=True)
                     away = False
+                say_back(self.url)
                 self.report_outage()
                 if not held and not lost:
                     lost = True
