@@ -16,7 +16,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "sweep"
 FRAMEWORKS = ("tensorflow", "keras", "jax", "torch")
-COMMANDS = ("sweep.grid", "sweep.optuna", "sweep.report", "sweep.arch", "sweep.bench", "sweep.status")
+COMMANDS = ("sweep.grid", "sweep.optuna", "sweep.report", "sweep.arch", "sweep.bench", "sweep.status", "sweep.apply")
 
 
 def test_the_import_contracts_hold():
