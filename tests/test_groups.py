@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli, small_space
 from sweep import analysis
 from sweep.errors import SpecError
-from sweep.results import GroupError, load_results
+from sweep.results import GroupError, load_results, write_row
 from sweep.results.schema import unknown_columns, varied_text
 
 FACTORS = {"compression_factor": [1, 2, 4], "channel_factor": [1, 2]}
@@ -163,3 +163,21 @@ def _check_apart(mixed, alone, first: str, second: str) -> None:
     out = _report(mixed, "--group", second, "--out", str(mixed / "one"))
     assert f"Group: **{second}**" in (mixed / "one" / "report.md").read_text()
     assert json.loads((mixed / "one" / "summary.json").read_text())["spearman"]["estimate"] == summary["groups"][second]["spearman"]["estimate"]
+
+
+def test_a_runs_summary_covers_its_own_trials_whatever_groups_reused_rows_fall_in(tmp_path):
+    """A run that reused stored rows trained one way under another spelling (a patience of
+    epochs - 1 against none: one key) ends with its summary, not a refusal of pooled groups."""
+    from sweep.cli.grid import summarize
+
+    for i in range(4):
+        write_row(tmp_path, {
+            "trial_key": f"k{i}", "status": "complete", "family": "conv_ae", "task": "reconstruct", "dataset": "cifar10",
+            "data_id": "cifar10-5085-1017-abc", "epochs": 10, "early_stopping_patience": 9 if i % 2 else None,
+            "latent_size": 256 * (i + 1), "channel_factor": i + 1, "test_mse": 0.02 - i / 1000, "finished_at": str(i),
+            "varied": varied_text(["channel_factor"]),
+        })  # fmt: skip
+    frame = load_results(tmp_path)
+    assert frame["group"].nunique() == 2  # (the folder's groups: the recorded patience differs)
+    text = summarize(frame, reference_key="k0")
+    assert "4 trials: 4 complete" in text and "Spearman correlation of latent size with test MSE: rho = -1.000" in text, text

@@ -156,6 +156,19 @@ def test_a_metric_no_trial_has_is_one_line(synthetic_sweep, tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+def test_an_error_that_is_not_about_writing_is_not_called_a_read_only_folder(results, monkeypatch):
+    import sweep.analysis.report
+
+    from sweep.cli.report import main
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "data/cifar-10-batches-py/test_batch")
+
+    monkeypatch.setattr(sweep.analysis.report, "write_report", missing)
+    with pytest.raises(FileNotFoundError):
+        main(["--results", str(results), "--no-reference"])
+
+
 def test_a_read_only_results_folder_is_one_line(results, tmp_path, monkeypatch):
     """No traceback: one line naming the folder and the way out (--out), which works."""
     from pathlib import Path

@@ -78,7 +78,10 @@ def summarize(frame, reference_key: str | None) -> str:
 
     from sweep.analysis import latent_correlation
 
-    done = frame[frame["status"] == "complete"]
+    # One run of one space is comparable by construction, also where it reused stored rows
+    # whose recorded protocol differs in a field that trains the same (a patience of
+    # epochs - 1 against none): the report, not this summary, splits a folder into groups.
+    done = frame[frame["status"] == "complete"].assign(group="this run")
     counts = frame["status"].value_counts()
     lines = [f"{len(frame)} trials: {counts.get('complete', 0)} complete, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned"]
     for _, row in frame[frame["status"] == "failed"].iterrows():

@@ -17,6 +17,7 @@ imports Keras.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
             top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures, group=args.group,
         )  # fmt: skip
-    except (NotWritable, PermissionError, OSError) as err:  # a read-only results folder (or --out)
+    except (NotWritable, OSError) as err:  # a read-only results folder (or --out)
+        if not isinstance(err, NotWritable) and err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise  # (not about writing: a missing data file says so itself)
         why = getattr(err, "strerror", None) or "not writable"
         if args.out:
             raise StoreError(f"--out {out}: the report cannot be written there ({why}); give --out DIR, a folder you can write") from None
