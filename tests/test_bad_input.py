@@ -183,7 +183,7 @@ def test_an_unknown_tasks_job_is_one_line_listing_the_jobs():
     out = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "grdi"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stdout == "", out
     assert out.stderr.splitlines() == [
-        "tasks: unknown job 'grdi'; did you mean 'grid'? (jobs: grid, test, setup, notebooks, lab, optuna, report, arch, bench, status)"
+        "tasks: unknown job 'grdi'; did you mean 'grid'? (jobs: grid, test, setup, notebooks, lab, optuna, report, arch, bench, status, apply)"
     ]
 
 
