@@ -181,3 +181,21 @@ def test_a_runs_summary_covers_its_own_trials_whatever_groups_reused_rows_fall_i
     assert frame["group"].nunique() == 2  # (the folder's groups: the recorded patience differs)
     text = summarize(frame, reference_key="k0")
     assert "4 trials: 4 complete" in text and "Spearman correlation of latent size with test MSE: rho = -1.000" in text, text
+
+
+@pytest.mark.slow
+def test_a_row_reused_under_another_spelling_of_its_training_is_in_the_group_of_both_runs(tmp_path):
+    """The second run spells its early stopping as a patience of epochs - 1 (it trains as none
+    does: one key), reuses the first run's rows and trains one more point: one group, the
+    rows of both runs compared together."""
+    first = small_space(tmp_path, {"channel_factor": [1, 2]}, "first", epochs=2)
+    second = small_space(tmp_path, {"channel_factor": [1, 2, 4]}, "second", epochs=2, early_stopping_patience=1)
+    results = tmp_path / "results"
+    for space in (first, second):
+        out = run_cli("sweep.grid", "--space", space, "--results", str(results))
+        assert out.returncode == 0, out.stderr
+    assert "2 already stored, 1 to run" in out.stdout + out.stderr, out.stderr
+    frame = load_results(results)
+    assert len(frame) == 3 and set(frame["early_stopping_patience"].fillna(-1)) == {-1, 1}  # (recorded as each run spelt it)
+    assert frame["group"].nunique() == 1, frame["group"].tolist()
+    assert analysis.latent_correlation(frame, "spearman", "test_mse").n == 3

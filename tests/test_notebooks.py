@@ -201,7 +201,9 @@ def test_a_notebook_shows_one_group_of_a_folder_of_two(tmp_path, synthetic_sweep
     shutil.copytree(synthetic_sweep / "rows", results / "rows")
     for path in list((results / "rows").glob("*.json")):
         row = json.loads(path.read_text())
-        row.update(trial_key=f"{row['trial_key']}e3", config_key=f"{row['config_key']}e3", epochs=3, test_mse=row["test_mse"] * 2)
+        spec = json.loads(row["spec"])
+        spec["protocol"]["epochs"] = 3
+        row.update(trial_key=f"{row['trial_key']}e3", config_key=f"{row['config_key']}e3", epochs=3, test_mse=row["test_mse"] * 2, spec=json.dumps(spec))
         (results / "rows" / f"{row['trial_key']}.json").write_text(json.dumps(row))
     notebook = execute(ROOT / "notebooks" / "latent_vs_error.ipynb", results, monkeypatch)
     text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)

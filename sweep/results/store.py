@@ -259,6 +259,23 @@ def _swept_by_row(row: dict[str, Any]) -> set[str]:
     return set()
 
 
+def _acting(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The row's protocol as it acts on training (`TrainingProtocol.canonical`, what its trial
+    key hashes), so a row reused under another spelling of the same training (a patience of
+    epochs - 1 against none) is in the group of every run it serves; None when the row holds
+    no readable spec (then its recorded fields decide)."""
+    from sweep.spec import TrialSpec, train_images_of
+
+    text = row.get("spec")
+    if not isinstance(text, str):
+        return None
+    try:
+        spec = TrialSpec.from_dict(json.loads(text))
+        return spec.protocol.canonical(spec.native_size, train_images_of(spec.data_id))
+    except Exception:  # (a row of another version, or hand-made)
+        return None
+
+
 def _cell(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and not isinstance(value, (list, tuple)):
         value = value.item()
@@ -294,7 +311,8 @@ def comparable_groups(frame) -> "pd.Series":  # noqa: F821
         protocol = []
     fields = [f for f in (*ALWAYS_APART, *protocol) if f in frame.columns and f not in NEVER_APART and (f in ALWAYS_APART or f not in swept)]
     fields = list(dict.fromkeys(fields))
-    keys = [tuple(_cell(r.get(f)) for f in fields) for r in records]
+    acting = [_acting(r) for r in records]
+    keys = [tuple(_cell(a.get(f) if a is not None and f in protocol else r.get(f)) for f in fields) for r, a in zip(records, acting)]
     distinct = list(dict.fromkeys(keys))
     names: dict[tuple, str] = {}
     for key in distinct:
