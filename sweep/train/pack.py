@@ -31,7 +31,7 @@ from sweep.train.arrays import task_arrays
 from sweep.train.evaluate import evaluate
 from sweep.train.epochs import Tracker
 from sweep.train.rows import close_row, data_columns, record_failure, start_row, trial_dir
-from sweep.train.step import build_model, compile_model, fit, make_loss, make_optimizer, validation_loss
+from sweep.train.step import build_model, compile_model, epoch_plan, fit, make_loss, make_optimizer, validation_loss
 
 __all__ = ["make_packs", "pack_model", "packable", "probe_pack_size", "run_pack", "step_seconds", "time_shares"]
 
@@ -107,7 +107,6 @@ def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16
     4, ... copies of the median-cost packable trial, each timed over PROBE_STEPS steps after
     a first (compiling) call; grow while images/s improves by PROBE_GAIN and memory fits.
     Returns the chosen size and the measured images/s per size tried."""
-    from sweep.train.step import build_model, epoch_plan
 
     candidates = [s for s in specs if packable(s)]
     if not candidates:
@@ -118,32 +117,16 @@ def probe_pack_size(specs: list[TrialSpec], dataset: Dataset, max_size: int = 16
     spec = sorted(candidates, key=lambda s: (s.forward_flops(input_shape), s.key))[len(candidates) // 2]
     protocol = spec.protocol
     x, y = backend.resident(arrays["x_train"]), backend.resident(arrays["y_train"])
-    order, weights = epoch_plan(protocol, 0, len(splits.train), pad=True)
-    if order.ndim == 1:  # flat (whole batches, or unpadded for batch normalisation): whole batches only
-        order = order[: len(order) // protocol.batch_size * protocol.batch_size].reshape(-1, protocol.batch_size)
-    reps = -(-PROBE_STEPS // len(order))
-    order = np.tile(order, (reps, 1))[:PROBE_STEPS]
-    weights = None if weights is None else np.tile(weights, (reps, 1))[:PROBE_STEPS]
+    order, weights = _probe_plan(protocol, len(splits.train), PROBE_STEPS)
     rates: dict[int, float] = {}
     best, size = 1, 1
     while size <= max(1, min(max_size, len(specs))):
-        names = [f"m{i}" for i in range(size)]
         try:
-            members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i in range(size)]
-            model = pack_model(members, names, input_shape, protocol, make_loss(protocol, arrays["y_train"]))
-            loop = backend.train_loop(model, names)
-            loop(x, y, order, weights)  # compile
-            t0 = time.perf_counter()
-            loop(x, y, order, weights)
-            backend.synchronize(model)
-            rates[size] = size * order.size / (time.perf_counter() - t0)
+            rates[size] = size * order.size / _timed_pack(spec, size, input_shape, task, arrays, x, y, order, weights)
         except Exception as err:  # out of memory: the last size that fitted
             if not _out_of_memory(err):
                 raise
             break
-        finally:
-            members = model = loop = None
-            backend.clear()
         if size > 1 and rates[size] < rates[best] * PROBE_GAIN:
             break
         best, size = size, size * 2
@@ -154,29 +137,37 @@ def step_seconds(spec: TrialSpec, dataset: Dataset, size: int = 1, steps: int = 
     """Seconds one training step of `spec` takes on this process's device, per member of a
     pack of `size` copies (1: a lone trial), timed over `steps` steps after a first
     (compiling) call on `dataset`'s images. For `--dry-run`'s timing probe."""
-    from sweep.train.step import epoch_plan
-
     backend.keras_ready()
     task, splits, arrays = task_arrays(dataset, spec.protocol)
     input_shape = arrays["x_train"].shape[1:]
     protocol = spec.protocol
     x, y = backend.resident(arrays["x_train"]), backend.resident(arrays["y_train"])
-    order, weights = epoch_plan(protocol, 0, len(splits.train), pad=True)
-    if order.ndim == 1:
+    order, weights = _probe_plan(protocol, len(splits.train), steps)
+    return _timed_pack(spec, size, input_shape, task, arrays, x, y, order, weights) / len(order) / size
+
+
+def _probe_plan(protocol, n_train: int, steps: int):
+    """`steps` steps of whole batches (the epoch's order repeated), and their weights."""
+    order, weights = epoch_plan(protocol, 0, n_train, pad=True)
+    if order.ndim == 1:  # flat (whole batches, or unpadded for batch normalisation): whole batches only
         order = order[: max(len(order) // protocol.batch_size, 1) * protocol.batch_size].reshape(-1, protocol.batch_size)
     reps = -(-steps // len(order))
-    order = np.tile(order, (reps, 1))[:steps]
-    weights = None if weights is None else np.tile(weights, (reps, 1))[:steps]
+    return np.tile(order, (reps, 1))[:steps], None if weights is None else np.tile(weights, (reps, 1))[:steps]
+
+
+def _timed_pack(spec: TrialSpec, size: int, input_shape, task, arrays, x, y, order, weights) -> float:
+    """Seconds a pack of `size` copies of `spec` takes for `order`'s steps, after a first
+    (compiling) call; the models are cleared after."""
     names = [f"m{i}" for i in range(size)]
     try:
         members = [build_model(spec, input_shape, task, name=f"autoencoder_{i}") for i in range(size)]
-        model = pack_model(members, names, input_shape, protocol, make_loss(protocol, arrays["y_train"]))
+        model = pack_model(members, names, input_shape, spec.protocol, make_loss(spec.protocol, arrays["y_train"]))
         loop = backend.train_loop(model, names)
         loop(x, y, order, weights)  # compile
         t0 = time.perf_counter()
         loop(x, y, order, weights)
         backend.synchronize(model)
-        return (time.perf_counter() - t0) / len(order) / size
+        return time.perf_counter() - t0
     finally:
         members = model = loop = None
         backend.clear()
