@@ -2,7 +2,7 @@
 photo's size) against "upsample" (chroma predicted at the trained size, upsampled onto the
 full-resolution luma), on scikit-image's bundled colour photographs.
 
-    python benchmarks/any_size.py --results DIR [--trial KEY | --best val_psnr] [--group NAME]
+    python benchmarks/any_size.py --results DIR [--trial KEY | --best val_psnr] [--group NAME] [--chroma-gain S]
 
 For each photograph and method: PSNR against the truth and its gain over the grayscale
 baseline (the luma copied to RGB), colourfulness as a share of the truth's, and the colour
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--trial")
     parser.add_argument("--best", default="val_psnr")
     parser.add_argument("--group")
+    parser.add_argument("--chroma-gain", type=float, help="the chroma gain (default: the trial's calibrated s*, or 1 without one)")
     args = parser.parse_args()
 
     from sweep.encodings import gray_baseline
@@ -51,7 +52,8 @@ def main() -> None:
     else:
         trial = load_trial(args.results, best=args.best, task="colorize", group=args.group)
     p = trial.spec.protocol
-    print(f"# trial {trial.key}: {trial.spec.arch.family}, {p.encoding}, {p.loss}, {p.epochs} epochs, trained at {trial.input_size}")
+    gain = args.chroma_gain if args.chroma_gain is not None else trial.chroma_gain if trial.chroma_gain is not None else 1.0
+    print(f"# trial {trial.key}: {trial.spec.arch.family}, {p.encoding}, {p.loss}, {p.epochs} epochs, trained at {trial.input_size}, chroma gain {gain:.3g}")
     scores: dict[str, list[tuple[float, ...]]] = {"gray": [], "native": [], "upsample": []}
     for name, truth in photographs().items():
         gray = psnr(truth[None], gray_baseline(truth[None]))
@@ -59,7 +61,7 @@ def main() -> None:
         line = [f"{name} {truth.shape[0]}x{truth.shape[1]}: gray {gray:.2f} dB"]
         for method in ("native", "upsample"):
             t0 = time.perf_counter()
-            out = trial.colorize(truth, method=method)
+            out = trial.colorize(truth, method=method, gain=args.chroma_gain)
             seconds = time.perf_counter() - t0
             colour = colour_metrics(truth[None], out[None])
             share = colour["colorfulness"] / colour["colorfulness_truth"]

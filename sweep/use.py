@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sweep.chroma import GAIN_FILE, MAX_GAIN, read_gain
 from sweep.encodings import AB_SCALE, ENCODINGS, ABClassificationTask, Task, annealed_mean, luminance, task_for
 from sweep.errors import DataError, SpecError, did_you_mean, must_be
 from sweep.spec import TrialSpec
@@ -146,6 +148,7 @@ class TrainedTrial:
     folder: Path
     temperature: float | None = None  # ab_classification's annealed-mean temperature (None: the trial's)
     _rebuilt: dict = field(default_factory=dict, repr=False)
+    _gain: float | None = field(default=None, repr=False)  # s* fitted in this session (fit_chroma_gain)
 
     @property
     def key(self) -> str:
@@ -176,6 +179,53 @@ class TrainedTrial:
     @property
     def is_colorizer(self) -> bool:
         return self.spec.protocol.task == "colorize"
+
+    @property
+    def chroma_gain(self) -> float | None:
+        """The calibrated chroma gain s* (`sweep.chroma`): from the trial's folder
+        (chroma_gain.json) or its row; None for a trial trained before calibration (then
+        `fit_chroma_gain()` fits it, or colorize uses 1); None too when an ab classifier is
+        decoded at another temperature than the one its gain was fitted at."""
+        if self._gain is not None:
+            return self._gain
+        if not self.chroma_gain_is_the_trials():
+            return None
+        stored = read_gain(self.folder)
+        if stored is None:
+            value = self.row.get("chroma_gain")
+            stored = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        return stored
+
+    def chroma_gain_is_the_trials(self) -> bool:
+        """Whether this trial decodes as it was trained (its temperature), so a gain fitted now
+        is the one to store in its folder."""
+        return self.temperature is None or self.temperature == self.spec.protocol.annealed_temperature
+
+    def fit_chroma_gain(self, data_dir: str | None = None) -> float:
+        """Fit s* on the trial's validation split as training does (for an older trial), keep it,
+        and store it in the trial's folder when that is writable. Raises DataError when the
+        trial's data is not at hand (`data_dir` as `--data-dir`; None: Keras' download cache)."""
+        if not self.is_colorizer:
+            raise SpecError(f"trial {self.key} is a {self.spec.protocol.task!r} model: it has no chroma to calibrate")
+        from sweep.chroma import calibrate, write_gain
+        from sweep.data import load_dataset
+        from sweep.train.arrays import splits_for
+
+        protocol = self.spec.protocol
+        dataset = load_dataset(protocol.dataset, data_dir, protocol.image_size if protocol.dataset == "folder" else None)
+        if dataset.data_id != self.spec.data_id:
+            raise DataError(f"trial {self.key}: the data at hand ({dataset.data_id[:12]}) is not the data it was trained on ({self.spec.data_id[:12]})")
+        splits = splits_for(dataset, protocol)
+        val = self.task.to_rgb(self._run(self.model, self.task.inputs(splits.val)), self.task.inputs(splits.val))
+        test = self.task.to_rgb(self._run(self.model, self.task.inputs(splits.test)), self.task.inputs(splits.test))
+        columns = calibrate(splits.val, val, splits.test, test)
+        self._gain = columns["chroma_gain"]
+        if self.chroma_gain_is_the_trials():
+            try:
+                write_gain(self.folder, columns, len(splits.val))
+            except OSError:  # a read-only copy: the gain is kept for this session only
+                pass
+        return self._gain
 
     # ----------------------------------------------------------------- running the model
 
@@ -227,20 +277,25 @@ class TrainedTrial:
         rgb = self.task.to_rgb(out, x)
         return rgb[0] if single else rgb
 
-    def colorize(self, images: Any, method: str = DEFAULT_METHOD):
+    def colorize(self, images: Any, method: str = DEFAULT_METHOD, gain: float | None = None):
         """Each image colorized at its own size from its luma (a colour image's colour is
         discarded; an `rgb` colorizer's output keeps its chroma with the image's luma). `method`: "upsample" (chroma predicted at the trained size, upsampled onto
         the full-resolution luma; the default) or "native" (the weights rebuilt at the image's
-        size; only a fully convolutional architecture)."""
+        size; only a fully convolutional architecture). `gain`: the chroma gain (`sweep.chroma`;
+        None: the calibrated s*, or 1 for a trial without one; 1: the model's own colours)."""
         if not self.is_colorizer:
             raise SpecError(f"trial {self.key} is a {self.spec.protocol.task!r} model: it cannot colorize; use reconstruct() (or train task: colorize)")
         if method not in METHODS:
             raise SpecError(did_you_mean("method", method, METHODS))
+        if gain is None:
+            gain = self.chroma_gain if self.chroma_gain is not None else 1.0
+        if not (isinstance(gain, (int, float)) and 0 <= gain <= MAX_GAIN):
+            raise SpecError(must_be("chroma gain", "colorize", f"a number in [0, {MAX_GAIN:g}] (1: the model's colours; 0: gray)", gain))
         rgb, _, single = read_images(images)
-        out = [self._colorize_one(image, method) for image in rgb]
+        out = [self._colorize_one(image, method, float(gain)) for image in rgb]
         return _stack_or_list(out, single)
 
-    def _colorize_one(self, rgb: np.ndarray, method: str) -> np.ndarray:
+    def _colorize_one(self, rgb: np.ndarray, method: str, gain: float = 1.0) -> np.ndarray:
         luma = luminance(rgb[None])[0]
         size = rgb.shape[:2]
         if method == "native" or size == self.input_size:
@@ -255,6 +310,8 @@ class TrainedTrial:
             ypbpr = rgb2ypbpr(np.clip(full, 0, 1).astype(np.float64))
             ypbpr[..., 0] = luma[..., 0]
             full = ypbpr2rgb(ypbpr)
+        if gain != 1.0:  # the chroma scaled about the image's own gray (sweep.chroma.with_gain, before clipping)
+            full = luma + gain * (full - luma)
         return np.clip(full, 0.0, 1.0).astype(np.float32)
 
     def _native(self, luma: np.ndarray) -> np.ndarray:
@@ -442,4 +499,5 @@ def _download(where: str, key: str) -> Path:
     for name in ("model.keras", "spec.json"):
         if not store.get(key, name, folder / name):
             raise DataError(f"trial {key}: no {name} in the artefact store {where} (was the run given --artifacts {where}?)")
+    store.get(key, GAIN_FILE, folder / GAIN_FILE)  # the calibrated chroma gain, where the trial has one
     return folder

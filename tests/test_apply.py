@@ -209,9 +209,10 @@ def test_an_ab_classification_colorizer_decodes_at_its_temperature(trained):
 
     root, keys = trained
     photo = data.coffee()
-    warm = load_trial(root, keys["classes"]).colorize(photo)
+    warm = load_trial(root, keys["classes"]).colorize(photo, gain=1.0)
     assert warm.shape == photo.shape
-    sharp = load_trial(root, keys["classes"], temperature=0.05).colorize(photo)
+    sharp = load_trial(root, keys["classes"], temperature=0.05).colorize(photo)  # the trial's s* was fitted at its own T: gain 1
+    assert load_trial(root, keys["classes"], temperature=0.05).chroma_gain is None
     assert not np.allclose(warm, sharp)  # the temperature is a decoding option
     with pytest.raises(SpecError, match="'temperature' parameter of load_trial must be a number in"):
         load_trial(root, keys["classes"], temperature=0)
@@ -328,6 +329,7 @@ def test_a_cluster_run_is_read_through_its_storage_url_and_artifacts(trained, tm
     store.put_trial(keys["noskip"], root / "trials" / keys["noskip"])
     remote = load_trial(url, keys["noskip"], artifacts=store.where)
     assert remote.folder != root / "trials" / keys["noskip"] and remote.row["trial_key"] == keys["noskip"]
+    assert (remote.folder / "chroma_gain.json").exists() and remote.chroma_gain == load_trial(root, keys["noskip"]).chroma_gain  # the gain travels with the model
     np.testing.assert_array_equal(remote.colorize(photo), load_trial(root, keys["noskip"]).colorize(photo))
     with pytest.raises(SpecError, match="name the run's artefact store"):
         load_trial(url, keys["noskip"])
@@ -355,3 +357,77 @@ def test_best_on_a_folder_of_reconstructions_and_a_colorizer_picks_the_colorizer
     assert done.returncode == 0, done.stderr
     assert f"trial {keys['noskip']} (colorize" in done.stderr
     assert Image.open(tmp_path / "colored" / "chelsea.png").size == (451, 300)
+
+
+COLORIZERS = ("noskip", "skips", "dense", "classes", "rgb", "lab", "rgb_diff", "ratio")
+
+
+def test_every_colorizer_stores_its_calibrated_gain_beside_its_model_and_in_its_row(trained):
+    import json
+
+    from sweep.chroma import read_gain
+    from sweep.results import load_results
+
+    root, keys = trained
+    frame = load_results(root).set_index("trial_key")
+    for name in COLORIZERS:
+        row = frame.loc[keys[name]]
+        assert read_gain(root / "trials" / keys[name]) == pytest.approx(row["chroma_gain"]), name
+        assert json.loads(row["gain_curve"])["gain"][0] == 0.0 and np.isfinite(row["test_psnr_at_gain"])
+    assert not np.isfinite(frame.loc[keys["recon0"]].get("chroma_gain", np.nan))  # a reconstruction has no chroma to scale
+
+
+def test_colorize_uses_the_calibrated_gain_unless_told_otherwise(trained, photo):
+    from sweep.metrics import colorfulness
+
+    root, keys = trained
+    trial = load_trial_of(root, keys["noskip"])
+    gain = trial.chroma_gain
+    assert gain is not None and gain == pytest.approx(trial.row["chroma_gain"])
+    np.testing.assert_array_equal(trial.colorize(photo), trial.colorize(photo, gain=gain))
+    gray = trial.colorize(photo, gain=0.0)
+    np.testing.assert_allclose(gray[..., 0], gray[..., 2], atol=1e-5)  # no chroma: gray
+    np.testing.assert_allclose(gray[..., 0:1], luminance(np.asarray(gray)), atol=1e-5)
+    once, twice = trial.colorize(photo, gain=1.0), trial.colorize(photo, gain=2.0)
+    assert colorfulness(twice[None]) > 1.5 * colorfulness(once[None]) > 0
+    with pytest.raises(SpecError, match="chroma gain"):
+        trial.colorize(photo, gain=-1.0)
+
+
+def test_the_command_states_its_gain_fits_one_for_an_older_trial_and_otherwise_says_it_uses_1(trained, photo, tmp_path):
+    import json
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from sweep.chroma import GAIN_FILE, read_gain
+
+    root, keys = trained
+    original = read_gain(root / "trials" / keys["noskip"])
+    done = apply("--results", str(root), "--trial", keys["noskip"], str(photo), "--out", str(tmp_path / "a"))
+    assert done.returncode == 0 and f"chroma gain {original:.3g} (the trial's calibrated s*" in done.stderr
+    old = tmp_path / "old"  # a trial folder from before calibration: no chroma_gain.json
+    shutil.copytree(root / "trials" / keys["noskip"], old)
+    (old / GAIN_FILE).unlink()
+    done = apply("--results", str(old), str(photo), "--out", str(tmp_path / "b"))  # its (synthetic) data is at hand: fitted now
+    assert done.returncode == 0 and "s* fitted now on the trial's validation split (stored in" in done.stderr, done.stderr
+    assert read_gain(old) == pytest.approx(original, abs=2e-3)
+    done = apply("--results", str(old), str(photo), "--out", str(tmp_path / "c"), "--chroma-gain", "0")
+    assert done.returncode == 0 and "chroma gain 0 (--chroma-gain" in done.stderr
+    gray = np.asarray(Image.open(tmp_path / "c" / "chelsea.png")).astype(int)
+    assert np.abs(gray[..., 0] - gray[..., 2]).max() <= 1
+    cifar = tmp_path / "cifar"  # a CIFAR trial with no data here (no --data-dir, an empty Keras cache): gain 1, said
+    shutil.copytree(old, cifar)
+    (cifar / GAIN_FILE).unlink()
+    spec = json.loads((cifar / "spec.json").read_text())
+    spec["protocol"]["dataset"] = "cifar10"
+    (cifar / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep.apply", "--results", str(cifar), str(photo), "--out", str(tmp_path / "d")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_HOME": str(tmp_path / "keras")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "chroma gain 1: trial" in done.stderr and "no cifar10 in Keras' download cache" in done.stderr and read_gain(cifar) is None
+    done = apply("--results", str(old), str(photo), "--out", str(tmp_path / "e"), "--chroma-gain", "-1")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --chroma-gain -1: a gain in [0, 8]")

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from sweep.errors import DataError, SpecError
+from sweep.export import DEFAULT_FORMAT, FORMATS, PROCESSING_FILE, check_export, export_trial
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "main"]
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a colorizer's at the input's size), a contact sheet, and the latent codes with --latents.",
         epilog="Example: python -m sweep.apply --results results --best val_psnr photo.jpg --out colored/",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images (PNG, JPEG, ...)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders of images (PNG, JPEG, ...); none with --export alone")
     parser.add_argument("--results", required=True, metavar="DIR_OR_URL", help="results folder, storage URL (with --artifacts), or one trial's folder")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--trial", metavar="KEY", help="the trial key to apply")
@@ -47,10 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=("colorize", "reconstruct"), help="the task to apply (default: the trial's; with --best, colorize when the results hold colorizers)")
     parser.add_argument("--group", metavar="NAME", help="with --best: rank within this comparable group")
     parser.add_argument("--artifacts", metavar="DIR_OR_URL", help="the run's --artifacts store, where the models are (needed for a storage URL)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the PNGs and the contact sheet")
+    parser.add_argument("--out", metavar="DIR", help="folder for the PNGs and the contact sheet (needed with INPUT images)")
     parser.add_argument(
         "--latents", metavar="FILE",
         help="also write the latent codes, one row per image, to this .npz (names, latents) or .parquet file (name, latent flattened, latent_shape)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--export", metavar="DIR",
+        help="also export the trial's model to this new or empty folder (Keras' model.export), with processing.json: "
+        "the input it takes and how its output decodes to RGB",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=FORMATS,
+        help=f"with --export: tf_saved_model (a SavedModel folder; any backend, no extra) or onnx (model.onnx; the "
+        f"TensorFlow backend and the onnx extra: pip install -e '.[onnx]') (default: {DEFAULT_FORMAT})",
     )  # fmt: skip
     parser.add_argument(
         "--method", choices=("upsample", "native"), default="upsample",
@@ -59,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--temperature", type=float, help="ab_classification: the annealed-mean temperature (default: the trial's)")
+    parser.add_argument(
+        "--chroma-gain", type=float, metavar="S",
+        help="a colorizer: scale the predicted chroma about gray by S (1: the model's own colours, 0: gray; "
+        "default: the trial's calibrated gain s*, fitted on its validation split, or 1 where it has none and its data is not at hand)",
+    )  # fmt: skip
+    parser.add_argument("--data-dir", metavar="DIR", help="the trial's dataset, to fit the chroma gain of a trial trained before calibration (as the grid's --data-dir)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
 
@@ -86,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SpecError("give --trial KEY or --best METRIC (or --results a trial's folder)")
     if args.latents is not None and Path(args.latents).suffix not in LATENT_SUFFIXES:
         raise SpecError(f"--latents {args.latents}: the latent codes are written as .npz or Parquet; name a file ending in {' or '.join(LATENT_SUFFIXES)}")
+    if not args.inputs and args.export is None:
+        raise SpecError("give INPUT images (files or folders) to apply the trial to, or --export DIR to export its model")
+    if args.inputs and args.out is None:
+        raise SpecError("--out DIR: name the folder for the outputs of the INPUT images")
+    if args.format is not None and args.export is None:
+        raise SpecError(f"--format {args.format}: the format of an export; give --export DIR too")
+    export_format = args.format or DEFAULT_FORMAT
+    if args.export is not None:
+        check_export(args.export, export_format)  # before the model loads: a missing converter, a folder in use
     files = collect_inputs(args.inputs)
 
     import numpy as np  # (after the arguments: --help answers at once)
@@ -102,12 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     kind = trial.spec.protocol.task
     if task is not None and task != kind:
         raise SpecError(f"--task {task}: trial {trial.key} is a {kind!r} model; it cannot {task}" + (" (it has no colour to predict)" if task == "colorize" else ""))
+    if args.export is not None:
+        exported = export_trial(trial, args.export, export_format)
+        print(f"sweep.apply: trial {trial.key} ({kind}) exported to {exported} ({export_format}; input and output: {Path(args.export) / PROCESSING_FILE})", file=sys.stderr)
+        if not files:
+            return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metric = f", {args.best if args.best in trial.row else 'val_' + args.best} {trial.row.get(args.best, trial.row.get('val_' + args.best)):.4g}" if args.best else ""
     print(f"sweep.apply: trial {trial.key} ({kind}, {trial.spec.arch.family}, encoding {trial.spec.protocol.encoding}{metric})", file=sys.stderr)
     if kind == "reconstruct":
         print(f"sweep.apply: reconstructions are at the trained size {trial.input_size[0]}x{trial.input_size[1]}, not the inputs' sizes", file=sys.stderr)
+    gain = _chroma_gain(trial, args) if kind == "colorize" else None
 
     from PIL import Image
     from tqdm import tqdm
@@ -116,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in tqdm(files, desc="apply", unit="image", disable=len(files) < 2, file=sys.stderr):
         images, colours, _ = read_images(path)
         rgb, colour = images[0], colours[0]
-        output = trial.colorize(rgb, method=args.method) if kind == "colorize" else trial.reconstruct(rgb)
+        output = trial.colorize(rgb, method=args.method, gain=gain) if kind == "colorize" else trial.reconstruct(rgb)
         target = _unique(out / f"{path.stem}.png", used)
         Image.fromarray(_uint8(output)).save(target)
         names.append(str(path))
@@ -138,6 +170,51 @@ def main(argv: list[str] | None = None) -> int:
             pd.DataFrame({"name": names, "latent": list(codes.reshape(len(codes), -1)), "latent_shape": shape}).to_parquet(args.latents)
         print(f"sweep.apply: latent codes {codes.shape[1:]} of {len(codes)} image(s) in {args.latents}", file=sys.stderr)
     return 0
+
+
+def _chroma_gain(trial, args) -> float:
+    """--chroma-gain, else the trial's calibrated s*, else s* fitted now where the trial's data
+    is at hand, else 1; said in one line."""
+    from sweep.chroma import MAX_GAIN
+
+    if args.chroma_gain is not None:
+        if not 0 <= args.chroma_gain <= MAX_GAIN:
+            raise SpecError(f"--chroma-gain {args.chroma_gain:g}: a gain in [0, {MAX_GAIN:g}] (1: the model's own colours, 0: gray)")
+        note = f"calibrated s* {trial.chroma_gain:.3g}" if trial.chroma_gain is not None else "no calibrated gain stored"
+        print(f"sweep.apply: chroma gain {args.chroma_gain:g} (--chroma-gain; {note})", file=sys.stderr)
+        return args.chroma_gain
+    if trial.chroma_gain is not None:
+        print(f"sweep.apply: chroma gain {trial.chroma_gain:.3g} (the trial's calibrated s*; --chroma-gain S to change it)", file=sys.stderr)
+        return trial.chroma_gain
+    why = _data_not_at_hand(trial, args.data_dir)
+    if why is None:
+        try:
+            gain = trial.fit_chroma_gain(args.data_dir)
+        except DataError as err:
+            if args.data_dir is not None:  # the data named is not the trial's: say so rather than guess
+                raise DataError(f"--data-dir {args.data_dir}: cannot fit the chroma gain: {err}") from None
+            why = str(err)
+        else:
+            where = f"stored in {trial.folder}" if trial.chroma_gain_is_the_trials() else f"at --temperature {args.temperature:g}, not stored"
+            print(f"sweep.apply: chroma gain {gain:.3g}: s* fitted now on the trial's validation split ({where})", file=sys.stderr)
+            return gain
+    print(f"sweep.apply: chroma gain 1: trial {trial.key} has no calibrated gain and its data is not at hand ({why}); "
+          "--data-dir DIR fits it, --chroma-gain S sets one", file=sys.stderr)  # fmt: skip
+    return 1.0
+
+
+def _data_not_at_hand(trial, data_dir: str | None) -> str | None:
+    """Why the trial's dataset cannot be read without a download, or None when it can."""
+    dataset = trial.spec.protocol.dataset
+    if data_dir is not None or dataset == "synthetic":
+        return None
+    if dataset == "folder":
+        return "an image folder: pass --data-dir"
+    from sweep.data.cifar import CIFAR, keras_cache_folder
+
+    if dataset in CIFAR and (keras_cache_folder(dataset) / CIFAR[dataset][0] / CIFAR[dataset][1][0]).exists():
+        return None
+    return f"no --data-dir, and no {dataset} in Keras' download cache"
 
 
 def _default_task(results: str) -> str | None:

@@ -156,6 +156,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_val", "int", "size", "validation images", core=True),
     Column("n_test", "int", "size", "test images", core=True),
     *_metric_columns(),
+    Column("chroma_gain", "float", "metric", "the chroma gain s* fitted on the validation split at the end of training (colorization): "
+           "the scale of the decoded chroma about gray that minimises the RGB error (sweep.chroma); the other metrics are at gain 1", label="calibrated chroma gain s*"),
+    Column("test_psnr_at_gain", "float", "metric", "test PSNR at the calibrated chroma gain", label="test PSNR at s* (dB)"),
+    Column("test_colorfulness_at_gain", "float", "metric", "test colourfulness at the calibrated chroma gain", label="test colourfulness at s*"),
+    Column("test_a_bias_at_gain", "float", "metric", "test a* bias at the calibrated chroma gain", label="test a* bias at s*"),
+    Column("test_b_bias_at_gain", "float", "metric", "test b* bias at the calibrated chroma gain", label="test b* bias at s*"),
+    Column("gain_curve", "json", "outcome", "test PSNR and colourfulness along chroma gains (0 to 2.5 s*, and 0.25 to 4): "
+           '{"gain": [...], "psnr": [...], "colorfulness": [...]}'),
     Column("train_seconds", "float", "time", "seconds in training steps and per-epoch validation", goal="minimize", core=True, label="training time (s)"),
     Column("eval_seconds", "float", "time", "seconds evaluating and writing artefacts"),
     Column("wall_seconds", "float", "time", "seconds of the whole trial", core=True),

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from sweep.chroma import calibrate, write_gain
 from sweep.data import Splits
 from sweep.encodings import Task, gray_baseline
 from sweep.errors import did_you_mean
@@ -102,6 +103,9 @@ def evaluate(
             row[f"test_{name}"] = value
         for name, value in gray_scores(splits.test).items():
             row[f"test_gray_{name}"] = value
+        calibration = calibrate(splits.val, val_rgb, splits.test, test_rgb)  # the chroma gain s*, and the test split along gains
+        row.update(calibration)
+        write_gain(out, calibration, len(splits.val))
     if save_model:
         model.save(out / "model.keras")
     save_gallery(out / "reconstructions.png", arrays["x_test"], splits.test, test_rgb)
