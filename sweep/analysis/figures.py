@@ -25,6 +25,7 @@ import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from sweep.analysis import stats
+from sweep.analysis.colour import MULTIPLES, along
 from sweep.analysis.studies import load_study, optuna_importance
 
 __all__ = [
@@ -352,11 +353,16 @@ def colorization_gallery(frame: pd.DataFrame, results_dir: str | Path | None, me
     return fig
 
 
-def colour_tradeoff(configs: pd.DataFrame, front: pd.DataFrame | None = None, targets: tuple[float, float] | None = (1.5, 0.8)) -> plt.Figure:
+def colour_tradeoff(
+    configs: pd.DataFrame, front: pd.DataFrame | None = None, targets: tuple[float, float] | None = (1.5, 0.8), gain: float | None = None
+) -> plt.Figure:
     """Colorization configurations (`sweep.analysis.colour.colour_configurations`): PSNR gain
     over the grayscale baseline against colourfulness as a fraction of the truth's, each a
     mean with its 95% CI over seeds as error bars; colour by encoding, marker by
-    architecture, the Pareto front joined by a line, and the targets as dotted lines."""
+    architecture, the Pareto front joined by a line, and the targets as dotted lines. Each
+    calibrated configuration's curve from its chroma gain s* (a marker) to 2 s*, means over
+    seeds, in its encoding's colour. `gain`: the chroma gain the points are at (the
+    calibrated configurations'; None: 1), said in the axis label."""
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     encodings = list(dict.fromkeys(configs["encoding"]))
     archs = list(dict.fromkeys(configs["arch"]))
@@ -372,6 +378,10 @@ def colour_tradeoff(configs: pd.DataFrame, front: pd.DataFrame | None = None, ta
     if front is not None and len(front) > 1:
         line = front.sort_values("psnr_gain")
         ax.plot(line["psnr_gain"], line["colorfulness_ratio"], color="0.3", lw=1, ls="--", zorder=0, label="Pareto front")
+    curves = _calibrated_curves(configs)
+    for (_, row), (x, y) in zip(configs.iterrows(), curves):
+        if len(x):  # one line per configuration, its s* end marked (a many-point line, apart from the configurations' points)
+            ax.plot(x, y, color=palette[row["encoding"]], lw=1.2, alpha=0.8, marker="o", ms=4, markevery=[0], zorder=1)
     along = {"rotation": 90, "ha": "right", "va": "top", "fontsize": 8, "transform": ax.get_xaxis_transform()}  # (each label hugs its own line, on its left)
     ax.axvline(0, color="0.5", lw=0.8)
     ax.text(0, 0.99, "grayscale baseline ", color="0.4", **along)
@@ -380,16 +390,33 @@ def colour_tradeoff(configs: pd.DataFrame, front: pd.DataFrame | None = None, ta
         ax.text(targets[0], 0.99, f"target: +{targets[0]:g} dB ", color="0.45", **along)
         ax.axhline(targets[1], color="0.6", lw=0.8, ls=":")
         ax.text(0.01, targets[1], f"target: {targets[1]:g} of the truth's colourfulness", transform=ax.get_yaxis_transform(), ha="left", va="bottom", fontsize=8, color="0.45")
-    ax.set_xlabel("test PSNR gain over the grayscale baseline (dB, mean and 95% CI over seeds)")
+    at = f", at chroma gain {gain:g} where calibrated" if gain is not None else ""
+    ax.set_xlabel(f"test PSNR gain over the grayscale baseline (dB, mean and 95% CI over seeds{at})")
     ax.set_ylabel("colourfulness / the truth's (Hasler-Suesstrunk)")
     handles = [plt.Line2D([], [], color=palette[e], marker="o", ls="", label=f"encoding {e}") for e in encodings]
     handles += [plt.Line2D([], [], color="0.3", marker=markers[a], ls="", label=a) for a in archs]
     if "loss" in configs and (configs["loss"] == "ab_classification").any():
         handles.append(plt.Line2D([], [], color="0.3", marker="o", mfc="white", ls="", label="hollow: ab classification"))
+    if any(len(x) for x, _ in curves):
+        handles.append(plt.Line2D([0, 1], [0, 0], color="0.3", lw=1.2, marker="o", ms=4, markevery=[0], label="calibrated gain s* → 2 s*"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
     ax.set_title("Colorization: what each configuration adds over gray, against how colourful it is", fontsize=11, loc="left")
     fig.tight_layout()
     return fig
+
+
+def _calibrated_curves(configs: pd.DataFrame) -> list[tuple[list[float], list[float]]]:
+    """Each configuration's mean curve from s* to 2 s* as (PSNR gains, colourfulness ratios);
+    empty for one not calibrated (`sweep.analysis.colour.along`)."""
+    columns = [along(r) for r in MULTIPLES]
+    if "calibrated" not in configs or any(c not in configs for pair in columns for c in pair):
+        return [([], [])] * len(configs)
+    out = []
+    for _, row in configs.iterrows():
+        points = [(row[a], row[b]) for a, b in columns] if row["calibrated"] else []
+        points = [(x, y) for x, y in points if np.isfinite(x) and np.isfinite(y)]
+        out.append(([x for x, _ in points], [y for _, y in points]) if len(points) > 1 else ([], []))
+    return out
 
 
 def chroma_evidence(configs: pd.DataFrame) -> plt.Figure:

@@ -2,6 +2,7 @@
 
     write_report("results")                  # writes results/report/report.md
     write_report("results", group="cifar10 reconstruct")   # one comparable group's report
+    write_report("results", chroma_gain=1.5)  # colorization: PSNR gain and colourfulness at chroma gain 1.5
 
 A folder holding several comparable groups (`sweep.results.load_results`' `group`: trials
 that differ in more than the factors a space varied, such as two runs with other epochs)
@@ -113,6 +114,7 @@ def write_report(
     command: str | None = None,
     pictures: str | Path | None = None,
     group: str | None = None,
+    chroma_gain: float | None = None,
 ) -> Path:
     """Write the figures, `report.md` and `summary.json` for `results_dir` (a results folder,
     or a storage URL: the whole cluster's rows, `load_results(URL)`); return report.md.
@@ -121,13 +123,18 @@ def write_report(
 
     Each comparable group of the trials (`load_results`' `group`) is analysed apart: with one
     group, OUT holds its report; with several, OUT/report.md lists them and each group's own
-    report, header, PCA reference and figures are in OUT/<group>/. `group` picks one."""
+    report, header, PCA reference and figures are in OUT/<group>/. `group` picks one.
+    `chroma_gain`: the colorization table's PSNR gain and colourfulness at that chroma gain
+    (in `sweep.analysis.colour.GAIN_RANGE`) for the calibrated configurations, not at 1."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no window, no display needed
     from sweep import analysis as A
+    from sweep.analysis.colour import GAIN_RANGE
     from sweep.results import is_url, load_results, mask_url
 
+    if chroma_gain is not None and not GAIN_RANGE[0] <= chroma_gain <= GAIN_RANGE[1]:
+        raise SpecError(f"--chroma-gain {chroma_gain:g}: a gain in [{GAIN_RANGE[0]:g}, {GAIN_RANGE[1]:g}] (the range of the gain curve each calibrated trial stores)")
     url = str(results_dir) if is_url(results_dir) else None
     local = None if url else Path(results_dir)  # runs/ and trials/ exist only in a folder
     label = mask_url(url) if url else str(local)  # what the report says it covers
@@ -140,7 +147,7 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else (local / "report" if local else Path("report"))
     writable(out, "--out")
     names = list(dict.fromkeys(frame["group"]))
-    args = dict(metric=metric, data_dirs=data_dirs, reference=reference, top=top, command=command, pictures=pictures)
+    args = dict(metric=metric, data_dirs=data_dirs, reference=reference, top=top, command=command, pictures=pictures, chroma_gain=chroma_gain)
     if len(names) <= 1:
         where = f"the only comparable group of `{label}`" if group is None else f"comparable group `{group}` of `{label}`"
         return _write_group(frame, out, label, local, storage=storage, study=study, counts=coverage(frame, local),
@@ -207,7 +214,7 @@ class NotWritable(StoreError):
     strerror = "not writable"
 
 
-def _write_group(frame, out: Path, label: str, local: Path | None, *, metric, data_dirs, reference, top, storage, study, command, pictures, counts, group_line) -> Path:
+def _write_group(frame, out: Path, label: str, local: Path | None, *, metric, data_dirs, reference, top, storage, study, command, pictures, counts, group_line, chroma_gain=None) -> Path:
     """The report of one comparable group's trials (`frame`) in `out`."""
     from sweep import analysis as A
     from sweep.analysis import figures as F
@@ -254,7 +261,7 @@ def _write_group(frame, out: Path, label: str, local: Path | None, *, metric, da
     elif not measured:
         md.append(f"No complete trial of this group has {metric}: nothing to analyse by it (`--metric` picks another).\n")
     else:
-        md += _colour_section(F, frame, out, written, summary)
+        md += _colour_section(F, frame, out, written, summary, chroma_gain)
         spearman = A.latent_correlation(configs, "spearman", metric)
         law = A.power_law(configs, metric)
         md += _answer(A, configs, metric, name, spearman, law)
@@ -497,14 +504,82 @@ def _with_ci(row, name: str, digits: int = 3) -> str:
     return text + (f" ({low:.{digits}f} to {high:.{digits}f})" if low is not None and math.isfinite(low) else "")
 
 
-def _colour_section(F, frame, out, written, summary) -> list[str]:
+def _gain_said(configs, gain: float | None) -> list[str]:
+    """Which chroma gain the section's PSNR gain and colourfulness are at."""
+    calibrated = configs["calibrated"]
+    if gain is None:
+        if not calibrated.any():
+            return []
+        return ["PSNR gain and colourfulness are at chroma gain 1 (the models' own colours, the rows' headline metrics); "
+                "\"At the calibrated chroma gain\" below gives them at each configuration's calibrated gain s*.\n"]  # fmt: skip
+    if not calibrated.any():
+        return [f"`--chroma-gain {gain:g}`: no configuration here was trained with calibration (no stored gain curve), "
+                "so every figure is at chroma gain 1.\n"]  # fmt: skip
+    stay = configs.loc[~calibrated, "label"].tolist()
+    return [
+        f"**PSNR gain and colourfulness are at chroma gain {gain:g}** (`--chroma-gain`) for the {int(calibrated.sum())} calibrated "
+        "configurations, read off each trial's stored gain curve (test split) and averaged over seeds; SSIM, ab RMSE, AuC and "
+        "the chroma evidence stay at gain 1"
+        + (f"; {len(stay)} configuration(s) trained before calibration stay at gain 1 (marked in the table's last column)." if stay else ".")
+        + "\n"
+    ]
+
+
+def _calibrated_section(C, configs, summary: dict) -> list[str]:
+    """The scores at each configuration's calibrated chroma gain s* and along s* to 2 s*."""
+    calibrated = configs[configs["calibrated"]]
+    if calibrated.empty:
+        return []
+    md = ["### At the calibrated chroma gain\n"]
+    md.append(
+        "Each trial fits a chroma gain s* on its validation split at the end of training: the factor that, scaling the "
+        "decoded chroma about gray (its luma kept), minimises the RGB squared error; the rows' headline metrics stay at "
+        "gain 1, and `python -m sweep.apply --chroma-gain S` decodes at any gain. Test-split means over seeds with their "
+        "95% t-intervals; \"PSNR ≥ gray up to\" is the largest gain (as a multiple of s*) at which the PSNR is still at "
+        "least the grayscale baseline's, with the colourfulness there.\n"
+    )
+    digits = {"chroma_gain": 3, "colorfulness_ratio_at_gain": 3}  # (2 for the dB and the a*, b* units)
+    psnr2, ratio2 = C.along(2.0)
+    rows = [[r["label"], int(r["n_seeds"]), *(_with_ci(r, c, digits.get(c, 2)) for c in C.CALIBRATED), _with_ci(r, psnr2, 2), _with_ci(r, ratio2, 3), _break_even(r)]
+            for _, r in calibrated.iterrows()]  # fmt: skip
+    md.append(table(["configuration", "seeds", *C.CALIBRATED.values(), "PSNR gain at 2 s* (dB)", "colourfulness / truth's at 2 s*", "PSNR ≥ gray up to"], rows))
+    md.append("")
+    md.append("Along the curve from s* to 2 s* (PSNR gain in dB / colourfulness as a fraction of the truth's; each a mean over seeds):\n")
+    rows = [[r["label"], *(f"{r[a]:+.2f} / {r[b]:.2f}" for a, b in map(C.along, C.MULTIPLES))] for _, r in calibrated.iterrows()]
+    md.append(table(["configuration", *(f"{m:g} s*" for m in C.MULTIPLES)], rows))
+    md.append("")
+    stale = configs[~configs["calibrated"]]
+    if len(stale):
+        md.append("Not calibrated (trained before calibration): " + ", ".join(
+            r["label"] + (f" ({int(r['n_calibrated'])} of {int(r['n_seeds'])} seeds calibrated)" if r["n_calibrated"] else "") for _, r in stale.iterrows()) + ".\n")  # fmt: skip
+    names = [*C.CALIBRATED, *(c for m in C.MULTIPLES for c in C.along(m)), *C.BREAK_EVEN]
+    summary["calibrated"] = {
+        "multiples": list(C.MULTIPLES),
+        "configurations": calibrated[["label", "n_seeds", "trial_keys", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")],
+                                      "break_even_beyond"]].to_dict(orient="records"),
+        "not_calibrated": stale["label"].tolist(),
+    }  # fmt: skip
+    return md
+
+
+def _break_even(row) -> str:
+    """'2.03 s* (colourfulness 0.83)': the largest multiple of s* with the PSNR at least gray's."""
+    multiple = row["break_even_multiple"]
+    if not math.isfinite(multiple):
+        return "n/a"
+    return f"{'≥ ' if row['break_even_beyond'] else ''}{multiple:.2f} s* (colourfulness {row['break_even_colorfulness_ratio']:.2f})"
+
+
+def _colour_section(F, frame, out, written, summary, gain: float | None = None) -> list[str]:
     """Colorization sweeps: per configuration the PSNR gain over the grayscale baseline, SSIM,
-    ab RMSE, AuC and colourfulness (means with 95% CIs over seeds); the trade-off of gain
-    against colourfulness and its Pareto front; the factors' effects; the evidence of why
-    the failing configurations fail."""
+    ab RMSE, AuC and colourfulness (means with 95% CIs over seeds; the first and last at
+    chroma gain `gain` for the calibrated configurations when given); the scores at the
+    calibrated chroma gain s* and along s* to 2 s*; the trade-off of gain against
+    colourfulness and its Pareto front; the factors' effects; the evidence of why the
+    failing configurations fail."""
     from sweep.analysis import colour as C
 
-    configs = C.colour_configurations(frame)
+    configs = C.colour_configurations(frame, gain=gain)
     if configs.empty:
         return []
     gray = float(frame.loc[frame["task"] == "colorize", "test_gray_psnr"].dropna().mean())
@@ -515,14 +590,20 @@ def _colour_section(F, frame, out, written, summary) -> list[str]:
         f"95% t-interval in brackets (none for one seed). The grayscale baseline (the luma copied to RGB) scores "
         f"**{gray:.2f} dB** test PSNR on these images (dataset-level MSE); the gain is a configuration's PSNR minus that.\n"
     )
+    md += _gain_said(configs, gain)
     columns = ["psnr_gain", "test_ssim", "test_ab_rmse", "test_ab_auc", "colorfulness_ratio"]
     rows = [[r["label"], int(r["n_seeds"]), *(_with_ci(r, c, 2 if c in ("psnr_gain", "test_ab_rmse") else 3) for c in columns)] for _, r in configs.iterrows()]
-    md.append(table(["configuration", "seeds", "PSNR gain (dB)", "SSIM", "ab RMSE", "ab AuC", "colourfulness / truth's"], rows))
+    headers = ["configuration", "seeds", "PSNR gain (dB)", "SSIM", "ab RMSE", "ab AuC", "colourfulness / truth's"]
+    if gain is not None:
+        headers.append("chroma gain")
+        rows = [[*row, f"{gain:g}" if r["calibrated"] else "1 (not calibrated)"] for row, (_, r) in zip(rows, configs.iterrows())]
+    md.append(table(headers, rows))
     md.append("")
     summary["colorization"] = {
         "gray_psnr": gray,
+        "chroma_gain": gain,  # the gain of the configurations' psnr_gain and colorfulness_ratio (None: 1), where `calibrated`
         "configurations": configs[["label", "arch", "encoding", "loss", "n_seeds", "trial_keys", *columns,
-                                   *[f"{c}_{s}" for c in columns for s in ("ci_low", "ci_high")]]].to_dict(orient="records"),
+                                   *[f"{c}_{s}" for c in columns for s in ("ci_low", "ci_high")], "calibrated", "at_gain"]].to_dict(orient="records"),
     }  # fmt: skip
     clear = configs[configs["psnr_gain_ci_low"].fillna(configs["psnr_gain"]) >= 1.5]
     vivid = configs[(configs["colorfulness_ratio"] >= 0.8) & (configs["psnr_gain"] >= 0)]
@@ -539,6 +620,7 @@ def _colour_section(F, frame, out, written, summary) -> list[str]:
     )  # fmt: skip
     md.append("")
     summary["colorization"]["targets"] = {"gain_1_5_db": clear["label"].tolist(), "vivid_0_8": vivid["label"].tolist()}
+    md += _calibrated_section(C, configs, summary["colorization"])
 
     front = C.colour_pareto(configs)
     summary["colorization"]["pareto"] = front["label"].tolist()
@@ -546,7 +628,7 @@ def _colour_section(F, frame, out, written, summary) -> list[str]:
               "regression's safe desaturated colours at one end, vivid colours at the other.\n")  # fmt: skip
     md.append(table(["configuration", "PSNR gain (dB)", "colourfulness / truth's"], [[r["label"], _with_ci(r, "psnr_gain", 2), _with_ci(r, "colorfulness_ratio", 3)] for _, r in front.iterrows()]))
     md.append("")
-    _figure(F.colour_tradeoff(configs, front), out, "colour_tradeoff", written)
+    _figure(F.colour_tradeoff(configs, front, gain=gain), out, "colour_tradeoff", written)
     md.append(_embed(written, "colour_tradeoff", "PSNR gain against colourfulness, with the Pareto front"))
 
     effects = C.colour_effects(configs)

@@ -3,6 +3,7 @@
     python -m sweep.report --results results                 # writes results/report/report.md
     python -m sweep.report --results /tmp/r1 --metric test_ssim
     python -m sweep.report --results /tmp/r1 --group "cifar10 reconstruct"   # one comparable group
+    python -m sweep.report --results /tmp/colour --chroma-gain 1.5   # colorization figures at chroma gain 1.5
     python -m sweep.report --results runs/opt --storage sqlite:///opt.db --study opt
     python -m sweep.report --results postgresql://user@host/db --artifacts /shared/artifacts   # a cluster's sweep, in ./report-host-db
 
@@ -21,7 +22,7 @@ import errno
 import sys
 from pathlib import Path
 
-from sweep.errors import StoreError, SweepError, must_be
+from sweep.errors import SpecError, StoreError, SweepError, must_be
 from sweep.results.schema import METRICS, goal
 
 RANKED = [name for name in METRICS if goal(name) is not None]  # metrics with a better direction
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding cifar-10-batches-py/ for the PCA reference (default: the --data-dir the sweep recorded); "
         "repeat to try several",
     )
+    parser.add_argument(
+        "--chroma-gain", type=float, metavar="S",
+        help="colorization: give the PSNR gain and colourfulness of the calibrated configurations at chroma gain S "
+        "(0 to 4: the predicted chroma scaled about gray, as python -m sweep.apply --chroma-gain S), read off each "
+        "trial's stored gain curve (default: gain 1, the models' own colours; the report gives s* apart)",
+    )  # fmt: skip
     parser.add_argument("--no-reference", action="store_true", help="skip the PCA reference (it reads the training images)")
     parser.add_argument("--top", type=int, default=TOP, help="rows in the table of top models (default: %(default)s)")
     parser.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///study.db) for the study's own figures")
@@ -70,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.top < 1:
         raise SweepError(must_be("--top", None, ">= 1", args.top))
+    if args.chroma_gain is not None:
+        from sweep.analysis.colour import GAIN_RANGE  # (pandas: only with the flag, not for --help)
+
+        if not GAIN_RANGE[0] <= args.chroma_gain <= GAIN_RANGE[1]:
+            raise SpecError(f"--chroma-gain {args.chroma_gain:g}: a gain in [{GAIN_RANGE[0]:g}, {GAIN_RANGE[1]:g}] "
+                            "(the range of the gain curve each calibrated trial stores)")  # fmt: skip
     from sweep.results import is_url, mask_url
 
     if is_url(args.results):
@@ -95,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_report(
             results, out, metric=args.metric, data_dirs=args.data_dir, reference=not args.no_reference,
             top=args.top, storage=args.storage, study=args.study, command=command, pictures=pictures, group=args.group,
+            chroma_gain=args.chroma_gain,
         )  # fmt: skip
     except (NotWritable, OSError) as err:  # a read-only results folder (or --out)
         if not isinstance(err, NotWritable) and err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
