@@ -4,7 +4,11 @@ A decoding option, not a protocol field (it changes no weights, so no trial key)
 RGB image P becomes `clip(Y + s * (P - Y))`, Y the BT.601 luma the model was given (the
 image's own), which scales the image's YCbCr chroma by s and keeps its luma and hue (every
 chroma encoding decodes to that luma; gain 0 is the grayscale baseline). Hasler-Suesstrunk
-colourfulness grows linearly with s until colours clip.
+colourfulness grows linearly with s until colours clip. Scaling about gray also scales each
+image's mean colour, so a large gain turns a model's small average tint into a cast; `about=
+"mean"` scales the chroma about each image's own mean chroma instead, `clip(Y + m + s * (P -
+Y - m))` with m the image's mean of P - Y: the variation grows, the average colour stays the
+model's (what a gain above about 1.4 needs to stay free of a cast on CIFAR-10: README).
 
 Calibration: at the end of training each colorization trial fits on its validation split the
 gain s* that minimises the RGB squared error of the decoded, clipped images. Before clipping
@@ -30,22 +34,30 @@ from sweep.encodings import luminance
 from sweep.files import atomic_write
 from sweep.metrics import chroma_agreement, colorfulness, psnr
 
-__all__ = ["GAIN_FILE", "MAX_GAIN", "calibrate", "curve_at", "fit_gain", "gain_curve", "read_gain", "with_gain", "write_gain"]
+__all__ = ["ABOUT", "GAIN_FILE", "MAX_GAIN", "calibrate", "curve_at", "fit_gain", "gain_curve", "read_gain", "with_gain", "write_gain"]
 
+ABOUT = ("gray", "mean")  # what the chroma is scaled about: neutral, or each image's own mean chroma
 GAIN_FILE = "chroma_gain.json"  # beside model.keras in a trial's folder
 MAX_GAIN = 8.0  # the search's upper bound, and the largest gain a user may ask for
 RELATIVE = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5)  # the curve at these multiples of s* ...
 ABSOLUTE = tuple(np.round(np.arange(0.25, 4.01, 0.25), 2))  # ... and at these gains (any gain in [0, 4] interpolates)
 
 
-def with_gain(rgb: np.ndarray, gain: float, luma: np.ndarray | None = None) -> np.ndarray:
-    """RGB images (..., 3) in [0, 1] with their chroma scaled by `gain` about `luma` (..., 1),
-    the luma the model was given (None: the images' own), clipped."""
+def with_gain(rgb: np.ndarray, gain: float, luma: np.ndarray | None = None, about: str = "gray") -> np.ndarray:
+    """RGB images (..., H, W, 3) in [0, 1] with their chroma scaled by `gain` about gray (`luma`
+    (..., H, W, 1), the luma the model was given; None: the images' own) or about each image's
+    mean chroma (`about="mean"`), clipped."""
     rgb = np.asarray(rgb, np.float32)
     if gain == 1.0:
         return np.clip(rgb, 0.0, 1.0)
     luma = luminance(rgb) if luma is None else np.asarray(luma, np.float32)
-    return np.clip(luma + np.float32(gain) * (rgb - luma), 0.0, 1.0)
+    chroma = rgb - luma
+    if about == "mean":
+        centre = chroma.mean(axis=(-3, -2), keepdims=True)
+        return np.clip(luma + centre + np.float32(gain) * (chroma - centre), 0.0, 1.0)
+    if about != "gray":
+        raise ValueError(f"about: one of {ABOUT}; got {about!r}")
+    return np.clip(luma + np.float32(gain) * chroma, 0.0, 1.0)
 
 
 def _error(truth: np.ndarray, pred: np.ndarray, gain: float) -> float:

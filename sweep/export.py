@@ -185,7 +185,8 @@ def processing(trial: TrainedTrial, format: str, endpoint: dict[str, Any]) -> di
     if gain is not None:
         info["chroma_gain"] = {
             "value": gain,
-            "apply": "the trial's calibrated gain s, which sweep's colorize applies after decoding: RGB' = clip(Y + s (RGB - Y), 0, 1), Y the model's input",
+            "apply": "the trial's calibrated gain s, which sweep's colorize applies after decoding: RGB' = clip(Y + s (RGB - Y), 0, 1), Y the model's input "
+            "(any other gain the same way; about each image's mean chroma m = mean(RGB - Y): RGB' = clip(Y + m + s (RGB - Y - m), 0, 1))",
         }
     return info
 

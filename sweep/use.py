@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sweep.chroma import GAIN_FILE, MAX_GAIN, read_gain
+from sweep.chroma import ABOUT, GAIN_FILE, MAX_GAIN, read_gain
 from sweep.encodings import AB_SCALE, ENCODINGS, ABClassificationTask, Task, annealed_mean, luminance, task_for
 from sweep.errors import DataError, SpecError, did_you_mean, must_be
 from sweep.spec import TrialSpec
@@ -277,12 +277,13 @@ class TrainedTrial:
         rgb = self.task.to_rgb(out, x)
         return rgb[0] if single else rgb
 
-    def colorize(self, images: Any, method: str = DEFAULT_METHOD, gain: float | None = None):
+    def colorize(self, images: Any, method: str = DEFAULT_METHOD, gain: float | None = None, about: str = "gray"):
         """Each image colorized at its own size from its luma (a colour image's colour is
         discarded; an `rgb` colorizer's output keeps its chroma with the image's luma). `method`: "upsample" (chroma predicted at the trained size, upsampled onto
         the full-resolution luma; the default) or "native" (the weights rebuilt at the image's
         size; only a fully convolutional architecture). `gain`: the chroma gain (`sweep.chroma`;
-        None: the calibrated s*, or 1 for a trial without one; 1: the model's own colours)."""
+        None: the calibrated s*, or 1 for a trial without one; 1: the model's own colours), scaled
+        `about` gray or each image's own mean chroma ("mean": no cast grows with the gain)."""
         if not self.is_colorizer:
             raise SpecError(f"trial {self.key} is a {self.spec.protocol.task!r} model: it cannot colorize; use reconstruct() (or train task: colorize)")
         if method not in METHODS:
@@ -291,11 +292,13 @@ class TrainedTrial:
             gain = self.chroma_gain if self.chroma_gain is not None else 1.0
         if not (isinstance(gain, (int, float)) and 0 <= gain <= MAX_GAIN):
             raise SpecError(must_be("chroma gain", "colorize", f"a number in [0, {MAX_GAIN:g}] (1: the model's colours; 0: gray)", gain))
+        if about not in ABOUT:
+            raise SpecError(did_you_mean("chroma gain about", about, ABOUT))
         rgb, _, single = read_images(images)
-        out = [self._colorize_one(image, method, float(gain)) for image in rgb]
+        out = [self._colorize_one(image, method, float(gain), about) for image in rgb]
         return _stack_or_list(out, single)
 
-    def _colorize_one(self, rgb: np.ndarray, method: str, gain: float = 1.0) -> np.ndarray:
+    def _colorize_one(self, rgb: np.ndarray, method: str, gain: float = 1.0, about: str = "gray") -> np.ndarray:
         luma = luminance(rgb[None])[0]
         size = rgb.shape[:2]
         if method == "native" or size == self.input_size:
@@ -310,8 +313,10 @@ class TrainedTrial:
             ypbpr = rgb2ypbpr(np.clip(full, 0, 1).astype(np.float64))
             ypbpr[..., 0] = luma[..., 0]
             full = ypbpr2rgb(ypbpr)
-        if gain != 1.0:  # the chroma scaled about the image's own gray (sweep.chroma.with_gain, before clipping)
-            full = luma + gain * (full - luma)
+        if gain != 1.0:  # the chroma scaled about the image's gray or its mean chroma (sweep.chroma.with_gain, before clipping)
+            chroma = full - luma
+            centre = chroma.mean(axis=(0, 1), keepdims=True) if about == "mean" else 0.0
+            full = luma + centre + gain * (chroma - centre)
         return np.clip(full, 0.0, 1.0).astype(np.float32)
 
     def _native(self, luma: np.ndarray) -> np.ndarray:

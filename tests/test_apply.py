@@ -431,3 +431,20 @@ def test_the_command_states_its_gain_fits_one_for_an_older_trial_and_otherwise_s
     assert "chroma gain 1: trial" in done.stderr and "no cifar10 in Keras' download cache" in done.stderr and read_gain(cifar) is None
     done = apply("--results", str(old), str(photo), "--out", str(tmp_path / "e"), "--chroma-gain", "-1")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --chroma-gain -1: a gain in [0, 8]")
+
+
+def test_a_gain_about_each_photos_mean_chroma_keeps_its_average_colour(trained, photo):
+    root, keys = trained
+    trial = load_trial_of(root, keys["noskip"])
+    once = trial.colorize(photo, gain=1.0)
+    twice = trial.colorize(photo, gain=2.0, about="mean")
+
+    def mean_chroma(image):
+        return (image - luminance(np.asarray(image))).mean(axis=(0, 1))
+
+    np.testing.assert_allclose(mean_chroma(twice), mean_chroma(once), atol=2e-3)  # (clipping aside)
+    with pytest.raises(SpecError, match="chroma gain about"):
+        trial.colorize(photo, gain=2.0, about="neutral")
+    done = apply("--results", str(root), "--trial", keys["noskip"], str(photo), "--out", str(Path(trial.folder).parent.parent / "about"),
+                 "--chroma-gain", "2", "--chroma-about", "mean")  # fmt: skip
+    assert done.returncode == 0 and "chroma gain 2, about each image's mean chroma" in done.stderr, done.stderr

@@ -88,3 +88,20 @@ def test_the_gain_file_round_trips_and_a_missing_or_corrupt_one_reads_none(tmp_p
     (tmp_path / GAIN_FILE).write_text("{not json")
     assert read_gain(tmp_path) is None
     assert read_gain(tmp_path / "elsewhere") is None
+
+
+def test_a_gain_about_each_images_mean_chroma_keeps_its_average_colour():
+    """Scaling about gray scales a tinted image's mean colour too (a cast grows with the
+    gain); scaling about the image's mean chroma keeps it and scales only the variation."""
+    truth = _images(5)
+    tinted = np.clip(truth + np.array([0.04, 0.0, -0.04], np.float32), 0, 1)  # a warm tint
+    luma = luminance(tinted)
+    mean_chroma = (tinted - luma).mean(axis=(1, 2))
+    about_gray = with_gain(tinted, 1.5, luma)
+    about_mean = with_gain(tinted, 1.5, luma, about="mean")
+    np.testing.assert_allclose((about_mean - luma).mean(axis=(1, 2)), mean_chroma, atol=1e-5)
+    np.testing.assert_allclose((about_gray - luma).mean(axis=(1, 2)), 1.5 * mean_chroma, atol=1e-5)
+    variation = lambda images: (images - luma - (images - luma).mean(axis=(1, 2), keepdims=True)).std()  # noqa: E731
+    assert variation(about_mean) == pytest.approx(1.5 * variation(tinted), rel=1e-4)
+    with pytest.raises(ValueError, match="about"):
+        with_gain(tinted, 1.5, luma, about="neutral")

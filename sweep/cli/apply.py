@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a colorizer: scale the predicted chroma about gray by S (1: the model's own colours, 0: gray; "
         "default: the trial's calibrated gain s*, fitted on its validation split, or 1 where it has none and its data is not at hand)",
     )  # fmt: skip
+    parser.add_argument(
+        "--chroma-about", choices=("gray", "mean"), default="gray",
+        help="what --chroma-gain scales the chroma about: gray (neutral; the calibration's) or each image's mean chroma "
+        "(mean: its average colour kept, so a gain above s* adds colour without a cast) (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--data-dir", metavar="DIR", help="the trial's dataset, to fit the chroma gain of a trial trained before calibration (as the grid's --data-dir)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in tqdm(files, desc="apply", unit="image", disable=len(files) < 2, file=sys.stderr):
         images, colours, _ = read_images(path)
         rgb, colour = images[0], colours[0]
-        output = trial.colorize(rgb, method=args.method, gain=gain) if kind == "colorize" else trial.reconstruct(rgb)
+        output = trial.colorize(rgb, method=args.method, gain=gain, about=args.chroma_about) if kind == "colorize" else trial.reconstruct(rgb)
         target = _unique(out / f"{path.stem}.png", used)
         Image.fromarray(_uint8(output)).save(target)
         names.append(str(path))
@@ -181,7 +186,8 @@ def _chroma_gain(trial, args) -> float:
         if not 0 <= args.chroma_gain <= MAX_GAIN:
             raise SpecError(f"--chroma-gain {args.chroma_gain:g}: a gain in [0, {MAX_GAIN:g}] (1: the model's own colours, 0: gray)")
         note = f"calibrated s* {trial.chroma_gain:.3g}" if trial.chroma_gain is not None else "no calibrated gain stored"
-        print(f"sweep.apply: chroma gain {args.chroma_gain:g} (--chroma-gain; {note})", file=sys.stderr)
+        about = ", about each image's mean chroma" if args.chroma_about == "mean" else ""
+        print(f"sweep.apply: chroma gain {args.chroma_gain:g}{about} (--chroma-gain; {note})", file=sys.stderr)
         return args.chroma_gain
     if trial.chroma_gain is not None:
         print(f"sweep.apply: chroma gain {trial.chroma_gain:.3g} (the trial's calibrated s*; --chroma-gain S to change it)", file=sys.stderr)
