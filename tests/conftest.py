@@ -137,3 +137,14 @@ def study_summaries(url: str) -> list:
 
 def pytest_report_header(config) -> str:
     return f"Keras backend: {os.environ.get('KERAS_BACKEND', 'tensorflow')}"
+
+
+@pytest.fixture
+def slurm():
+    """The test Slurm cluster (`.ci/slurm up`; helpers in tests/slurm.py), the calling test's
+    alone while it runs. Skipped without it, unless SWEEP_REQUIRE_SLURM=1 (as in CI)."""
+    from slurm import exclusive, require_slurm
+
+    require_slurm()
+    with exclusive():
+        yield

@@ -92,6 +92,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_space: str = D
         help="seconds without a heartbeat after which a trial counts as dead and is retried (default: %(default)s)",
     )  # fmt: skip
     study.add_argument(
+        "--launch", choices=("slurm",),
+        help="submit the workers as a Slurm job array instead of running them here: --workers N array tasks, one "
+        "worker each (needs --storage and --artifacts); this command then follows the study and Ctrl-C detaches",
+    )  # fmt: skip
+    study.add_argument(
+        "--slurm", nargs="+", action="extend", metavar="KEY=VALUE",
+        help="with --launch slurm: submitit's Slurm parameters, e.g. timeout_min=120 partition=gpu gpus_per_node=1 "
+        "cpus_per_task=4 mem_gb=16 (the slurm_ prefix may be left out; default timeout_min=60)",
+    )  # fmt: skip
+    study.add_argument("--detach", action="store_true", help="with --launch slurm: submit and return; follow later with python -m sweep.status")
+    study.add_argument(
         "--storage-timeout", type=float, default=300.0, metavar="SECONDS",
         help="while the --storage database does not answer, retry for this long, then stop (finished rows stay in "
         "--results and are pushed on the next start; default: %(default)s)",

@@ -186,23 +186,13 @@ def run_local(args, space, trials, plan, results: Path) -> str:
     return record.study_name
 
 
-def run_shared(args, space, trials, plan, results: Path) -> list[str]:
-    """Share the grid with other machines: fill the study's queue (`sweep.run.queue`), take
-    waiting points until none is left, and wait for points other machines are still running.
-    Returns the end summary's lines about the grid's points (every point not complete named).
-
-    Stopped by a signal, the driver hands back every point its run still holds (they wait
-    again, no attempt used up) before it exits."""
-    import uuid
-
+def open_shared(args, space, trials, results: Path):
+    """The shared grid's study and queue, filled with its points (each added once, whoever
+    fills first): (config, study, queue, unique trials, the sentence saying so)."""
     from sweep.results import RowStore, is_url
     from sweep.results.shared import mask_url
     from sweep.run import unique_trials
-    from sweep.run.queue import tell_failed
     from sweep.run.study import StudyConfig, open_study, study_name_for
-    from sweep.run.study_job import OptunaTrialJob
-    from sweep import stop
-    from sweep.stop import Interrupted
 
     data_ids = [spec.data_id for _, spec in trials]
     config = StudyConfig(
@@ -225,12 +215,32 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
     unique = unique_trials(trials)
     added = queue.fill([(point, spec.key) for point, spec in unique])
     retried = queue.retry_failed() if args.retry_failed else 0
-    size = len(unique)
-    print(
-        f"sweep.grid: {size} grid points of {space.path} in study {config.study_name!r} at {mask_url(config.storage_url)} "
-        f"({added} queued now{f', {retried} failed queued again' if retried else ''}); {plan.describe()} here; results in {results}",
-        file=sys.stderr,
+    said = (
+        f"{len(unique)} grid points of {space.path} in study {config.study_name!r} at {mask_url(config.storage_url)} "
+        f"({added} queued now{f', {retried} failed queued again' if retried else ''})"
     )
+    return config, study, queue, unique, said
+
+
+def run_shared(args, space, trials, plan, results: Path) -> list[str]:
+    """Share the grid with other machines: fill the study's queue (`sweep.run.queue`), take
+    waiting points until none is left, and wait for points other machines are still running.
+    Returns the end summary's lines about the grid's points (every point not complete named).
+
+    Stopped by a signal, the driver hands back every point its run still holds (they wait
+    again, no attempt used up) before it exits."""
+    import uuid
+
+    from sweep.results import is_url
+    from sweep.results.shared import mask_url
+    from sweep.run.study_job import OptunaTrialJob
+    from sweep import stop
+    from sweep.stop import Interrupted
+
+    config, study, queue, unique, said = open_shared(args, space, trials, results)
+    shared = args.storage if is_url(args.storage) else None  # a journal file has no results table
+    size = len(unique)
+    print(f"sweep.grid: {said}; {plan.describe()} here; results in {results}", file=sys.stderr)
     run = uuid.uuid4().hex
     write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage), "study": config.study_name, "run": run})
     extra = {"driver": "grid", "space": space.name, "varied": varied_text(space.factors), "code_version": code_version()}
@@ -281,6 +291,54 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
             )
         raise
     return point_summary(queue, size)
+
+
+def launch_shared(args, space, trials, results: Path, argv: list[str]) -> list[str] | None:
+    """--launch slurm: fill the shared queue here, submit --workers array tasks that each run
+    this command (one worker each, `sweep.cli.launch`), then follow the study until every point
+    is complete or failed. Returns the end summary's lines; None when detached (--detach, or
+    Ctrl-C on the follower: the tasks are Slurm's and run on)."""
+    from sweep.results import is_url
+    from sweep.results.shared import mask_url
+    from sweep.cli import launch as slurm
+    from sweep.stop import Interrupted
+
+    if not args.storage or not is_url(args.storage):
+        raise SpecError("--launch slurm: the array's tasks share the grid through a database: give --storage postgresql://user@host/db")
+    if not args.artifacts:
+        raise SpecError("--launch slurm: give --artifacts DIR (a folder every node mounts, or s3://...): trials resume on any node from their checkpoints there")
+    tasks = args.workers or 1
+    options = slurm.parse_options(args.slurm)
+    folder = results / "slurm"
+    executor = slurm.executor(folder, options)  # (its parameters checked before the queue is touched)
+    config, study, queue, unique, said = open_shared(args, space, trials, results)
+    size = len(unique)
+    command = slurm.task_argv(argv, options)
+    job_id, _ = slurm.submit(executor, "grid", command, tasks)
+    write_run_record(results, "grid", {"space": space.path, "protocol": space.protocol.to_dict(), "storage": mask_url(args.storage),
+                                       "study": config.study_name, "slurm_job": job_id, "slurm_tasks": tasks})  # fmt: skip
+    print(f"sweep.grid: {said}; submitted Slurm job array {job_id}: {tasks} task(s), each running this command with "
+          f"{' '.join(command[command.index('--workers'):][:2]) if '--workers' in command else 'a worker per GPU'}", file=sys.stderr)  # fmt: skip
+    watch = slurm.watch_lines(job_id, args.storage, folder)
+    if args.detach:
+        print("\n".join(watch), file=sys.stderr)
+        return None
+    try:
+        def counts() -> tuple[int, int, int]:
+            queue.sweep(study)
+            now = queue.counts()
+            return sum(now.get(state, 0) for state in ("complete", "failed", "pruned")), now.get("running", 0), now.get("waiting", 0)
+
+        finished = slurm.follow(counts, size, job_id, tasks)
+    except Interrupted:
+        print(f"detached: job array {job_id} runs on in Slurm", file=sys.stderr)
+        print("\n".join(watch), file=sys.stderr)
+        raise
+    lines = point_summary(queue, size)
+    if not finished:
+        lines.append(f"job array {job_id} has no task left in Slurm, but points still wait: their logs are in {folder / job_id}/; "
+                     "run the same command again to submit more tasks")  # fmt: skip
+    return lines
 
 
 def point_summary(queue, size: int) -> list[str]:
@@ -335,7 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     trials = grid_trials(space, args.data_dir)
     plan = plan_workers(args.workers, args.workers_per_gpu)
     study, points = None, []
-    if args.storage:
+    if args.launch:
+        points = launch_shared(args, space, trials, results, list(sys.argv[1:] if argv is None else argv))
+        if points is None:  # detached
+            return 0
+    elif args.storage:
         points = run_shared(args, space, trials, plan, results)
     else:
         study = run_local(args, space, trials, plan, results)

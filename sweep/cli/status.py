@@ -156,6 +156,7 @@ def study_block(storage, engine, name: str, args, has_queue: bool) -> list[str]:
         number = f"#{r.optuna_trial}" if r.optuna_trial is not None else f"point {r.slot}"
         extra = (f", attempt {r.attempts + 1}" if r.attempts else "") + (f", Slurm job {r.job}" if r.job else "")
         lines.append(f"    {number} {r.trial_key or '?'} on {host or '?'} pid {pid}: running {ran}, {beat}{extra}")
+    lines += slurm_arrays(rows)
     for r in rows:
         if r.state == "failed":
             lines.append(f"  failed: {'point ' + str(r.slot) if r.kind == 'grid' else '#' + str(r.optuna_trial)} {r.trial_key or ''} {r.params or ''}: {r.error}")
@@ -171,6 +172,28 @@ def study_block(storage, engine, name: str, args, has_queue: bool) -> list[str]:
     started = [t.datetime_start for t in trials if t.datetime_start]
     running_for = (local - min(started)).total_seconds() if started else None
     lines.append(throughput(recent["COMPLETE"], recent["FAIL"] + recent["PRUNED"], remaining, args.window, False, running_for))
+    return lines
+
+
+def slurm_arrays(rows) -> list[str]:
+    """Each Slurm job array that ran the study's points: its tasks pending and running now
+    (squeue), and those that held a point and have ended."""
+    from sweep.cli.launch import array_tasks
+
+    seen: dict[str, set[str]] = {}
+    for r in rows:
+        if r.job:
+            array, _, index = str(r.job).partition("_")
+            seen.setdefault(array, set()).add(str(r.job))
+    lines = []
+    for array, tasks in sorted(seen.items()):
+        now = array_tasks(array)
+        if now is None:
+            lines.append(f"  Slurm job {array}: {len(tasks)} task(s) held points (squeue does not answer here)")
+            continue
+        states = [now[t] for t in now]
+        ended = len(tasks - set(now))
+        lines.append(f"  Slurm job array {array}: {states.count('PENDING')} pending, {states.count('RUNNING')} running, {ended} ended (of the tasks that held a point)")
     return lines
 
 

@@ -30,6 +30,7 @@ from sweep.cli.common import (
     run_with_progress,
     write_run_record,
 )
+from sweep.errors import SpecError
 from sweep.results.schema import varied_text
 
 DEFAULT_SPACE = "search_spaces/seed002_optuna.yaml"
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample a search space with Optuna: N more trials of a study per invocation.",
         epilog="Example: python -m sweep.optuna --trials 3 --data-dir ../shared/data --epochs 1 --train-fraction 0.05 --results /tmp/o1",
     )
-    parser.add_argument("--trials", type=int, required=True, help="trials to run in this invocation")
+    parser.add_argument("--trials", type=int, required=True, help="trials to run in this invocation (with --launch slurm: the study's total)")
+    parser.add_argument("--study-total", type=int, help=argparse.SUPPRESS)  # a Slurm array task's: ask no trial once the study holds this many
     parser.add_argument(
         "--dry-run", action="store_true",
         help="print a plan of --trials points drawn at random from the space (factors, latent size, parameters, "
@@ -138,9 +140,67 @@ def handed_back_line(study, config, handed: list | None, signum: int) -> str:
     )
 
 
+FINISHED = ("COMPLETE", "PRUNED")  # what a study's total counts (a failed trial is retried as a new one)
+
+
+def launch_study(args, config, results, argv: list[str] | None) -> int:
+    """--launch slurm: --workers array tasks, each this command with one worker, asking trials
+    until the study holds --trials finished or running ones (`sweep.cli.launch`); then follow
+    the study. Detached (--detach, Ctrl-C): the tasks run on."""
+    from sweep.cli import launch as slurm
+    from sweep.results import load_results
+    from sweep.results.shared import mask_url
+    from sweep.run.study import open_study
+    from sweep.stop import Interrupted
+
+    options = slurm.parse_options(args.slurm)
+    folder = results / "slurm"
+    executor = slurm.executor(folder, options)
+    study = open_study(config)
+    tasks = args.workers or 1
+    command = slurm.task_argv(list(sys.argv[1:] if argv is None else argv), options) + ["--study-total", str(args.trials)]
+    job_id, _ = slurm.submit(executor, "tune", command, tasks)
+    write_run_record(results, "optuna", {"study": config.study_name, "storage": mask_url(config.storage_url), "trials": args.trials,
+                                         "slurm_job": job_id, "slurm_tasks": tasks})  # fmt: skip
+    print(f"sweep.optuna: study {config.study_name!r} at {mask_url(config.storage_url)} to {args.trials} trial(s); submitted Slurm job array "
+          f"{job_id}: {tasks} task(s), each running this command", file=sys.stderr)  # fmt: skip
+    watch = slurm.watch_lines(job_id, config.storage_url, folder)
+    if args.detach:
+        print("\n".join(watch), file=sys.stderr)
+        return 0
+    queue = config.queue()
+
+    def counts() -> tuple[int, int, int]:
+        queue.sweep(study)
+        states = [t.state.name for t in study.get_trials(deepcopy=False)]
+        return sum(s in FINISHED for s in states), states.count("RUNNING"), states.count("WAITING")
+
+    try:
+        finished = slurm.follow(counts, args.trials, job_id, tasks, unit="trial")
+    except Interrupted:
+        print(f"detached: job array {job_id} runs on in Slurm", file=sys.stderr)
+        print("\n".join(watch), file=sys.stderr)
+        raise
+    study = open_study(config, create=False)
+    frame = load_results(config.storage_url)
+    frame = frame[frame["study_name"] == config.study_name] if "study_name" in frame else frame
+    print(summarize(study, config, results, frame))
+    if not finished:
+        print(f"job array {job_id} has no task left in Slurm before the study reached {args.trials} trials: logs in {folder / job_id}/; "
+              "run the same command again to submit more tasks")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_positive(args, "trials", "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period", "storage_timeout")
+    if args.launch:
+        from sweep.results import is_url
+
+        if not args.storage or not is_url(args.storage):
+            raise SpecError("--launch slurm: the array's tasks share the study through a database: give --storage postgresql://user@host/db")
+        if not args.artifacts:
+            raise SpecError("--launch slurm: give --artifacts DIR (a folder every node mounts, or s3://...): trials resume on any node from their checkpoints there")
 
     from sweep.artifacts import Artifacts
     from sweep.data import dataset_for
@@ -183,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         grid=StudyConfig.grid_of(space),
     )
     config.make_sampler()  # fail now, not in a worker, if the sampler cannot serve this space
+    if args.launch:
+        return launch_study(args, config, results, argv)
     study = open_study(config)
     plan = plan_workers(args.workers, args.workers_per_gpu)
     before = len(study.trials)
@@ -199,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     if pushed:
         print(f"sweep.optuna: pushed {pushed} row(s) finished here while the database was away", file=sys.stderr)
     run = uuid.uuid4().hex
-    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts, run=run)
+    job = OptunaTrialJob(config, space, args.data_dir, str(results), extra, args.checkpoint_every, shared=shared, artifacts=args.artifacts, run=run,
+                         study_total=args.study_total)  # fmt: skip
     queue = config.queue()
     try:
         with stop.hard_stop(lambda: stop.in_background(lambda: queue.hand_back(study, run), timeout=HAND_BACK_S)):  # (at the deadline, bounded: before a trial in this process is abandoned)

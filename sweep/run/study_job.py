@@ -80,6 +80,7 @@ class OptunaTrialJob:
     shared: str | None = None
     artifacts: str | None = None
     run: str = ""
+    study_total: int | None = None  # ask no trial once the study holds this many finished or running ones (a Slurm array task's)
 
     @property
     def rows(self) -> RowStore:
@@ -165,6 +166,12 @@ class OptunaTrialJob:
         study = open_study(self.config, create=False, worker=worker_slot())
         queue = self.config.queue()
         queue.sweep(study)  # dead workers' trials failed and enqueued again
+        if self.study_total is not None:
+            from optuna.trial import TrialState
+
+            held = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+            if len(held) >= self.study_total:
+                return None
         result: dict[str, Any] = {}
         try:
             study.optimize(lambda trial: self._held(trial, queue, result), n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
