@@ -107,7 +107,8 @@ def test_a_preempted_task_is_requeued_and_its_trial_resumes_from_its_checkpoint(
     wait_for(lambda: checkpointed(tmp_path, held.values()) == set(held.values()), 120, "both trials checkpointed an epoch")
     array = next(iter(held)).split("_")[0]
     preempted_at = time.monotonic()
-    high = subprocess.run(["sbatch", "--parsable", "-p", "high", "-N", "2", "--exclusive", "--wrap", "sleep 5"], capture_output=True, text=True, timeout=30)
+    high = subprocess.run(["sbatch", "--parsable", "-p", "high", "-N", "2", "--exclusive", "--output=/dev/null", "--wrap", "sleep 5"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert high.returncode == 0, high.stderr
     wait_for(lambda: all(r.state != "running" for r in queue_rows(postgres_url) if r.trial_key in held.values()), 30, "the preempted points handed back")
     again = wait_for(lambda: [r for r in queue_rows(postgres_url) if r.state == "running" and r.job], 120, "a requeued task running a point again")
