@@ -395,6 +395,7 @@ def install_worker_handlers(driver_pid: int, file: str | None = None) -> None:
     _stop_file = file
     for signum in SIGNALS:
         signal.signal(signum, lambda signum, frame: _note(signum))
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # (Slurm's time-limit warning reaches every process of a task: its driver answers it)
     threading.Thread(target=_orphan_watch, args=(driver_pid,), name="sweep-orphan-watch", daemon=True).start()
 
 

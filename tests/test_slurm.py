@@ -1,7 +1,8 @@
 """`--launch slurm` against a real Slurm (`.ci/slurm up`: two nodes, partitions `main` and
 `high`, whose jobs preempt `main`'s), a PostgreSQL study and a shared artefact folder: the
-README's command as a user types it, the array in `squeue` and `sweep.status`, `scancel` of
-one task, preemption, the time limit, Ctrl-C on the follower, and bad input."""
+README's command on a small space and the test cluster's partition, the array in `squeue` and
+`sweep.status`, `scancel` of one task, preemption, the time limit, Ctrl-C on the follower,
+`sweep.optuna`'s study total, and bad input."""
 
 from __future__ import annotations
 
@@ -125,12 +126,15 @@ def test_a_preempted_task_is_requeued_and_its_trial_resumes_from_its_checkpoint(
 def test_a_task_near_its_time_limit_stops_at_an_epoch_end_and_requeues_itself(slurm, tmp_path, postgres_url):
     """timeout_min=1 and the warning 45 s ahead: SIGUSR2 some 15 s into every start; each task
     hands its point back and requeues itself, and the grid still completes."""
-    space = small_space(tmp_path, {"kernel_size": [3, 5]}, "limited", epochs=30, train_limit=256)
+    space = small_space(tmp_path, {"kernel_size": [3, 5]}, "limited", epochs=60, train_limit=256)  # (about 30 s a trial here: longer than the 15 s before the warning)
     follower = launch(space, tmp_path, postgres_url, "--slurm", "timeout_min=1", "signal_delay_s=45", "partition=main")
     array = wait_for(lambda: array_of(postgres_url), 120, "a task running a point")
     restarted = wait_for(lambda: [t for t in show_job(array) if int(t.get("Restarts", 0)) > 0], 120, "a task requeued near its time limit")
     out = finish(follower, timeout=600)
     assert follower.returncode == 0 and "2 grid points: 2 complete, 0 failed" in out, out[-3000:]
+    logs = "".join(path.read_text() for path in (tmp_path / "results" / "slurm").glob("*/*.err"))
+    assert "time limit near: task" in logs and "interrupted by SIGTERM" in logs
+    assert "second signal" not in logs  # (stopped at an epoch end, not forced)
     assert all(r.attempts == 0 for r in queue_rows(postgres_url))
     assert restarted
 
@@ -143,6 +147,7 @@ def test_ctrl_c_on_the_follower_detaches_and_the_array_runs_on(slurm, tmp_path, 
     out = finish(follower, timeout=30)
     assert follower.returncode == 130, out[-2000:]
     assert f"detached: job array {array} runs on in Slurm" in out and f"scancel {array}" in out and "python -m sweep.status --storage" in out
+    assert "run the same command again" not in out  # (that would submit another array)
     assert any(task.active for task in squeue(array))  # the tasks are Slurm's: still there
     done = run_cli("sweep.grid", "--space", space, "--results", str(tmp_path / "r2"), "--storage", postgres_url, "--artifacts",
                    str(tmp_path / "artifacts"), "--launch", "slurm", "--workers", "1", "--detach", "--slurm", "partition=main")  # fmt: skip
@@ -157,6 +162,7 @@ def test_ctrl_c_on_the_follower_detaches_and_the_array_runs_on(slurm, tmp_path, 
     [
         (["--slurm", "partitoin=main"], "--slurm partitoin=main: not a parameter of submitit's Slurm executor"),
         (["--slurm", "timeout_min"], "--slurm timeout_min: a KEY=VALUE pair"),
+        (["--slurm", "partition=nowhere"], "--launch slurm: sbatch refused the job array"),
         (["--no-storage"], "--launch slurm: the array's tasks share the grid through a database"),
         (["--no-artifacts"], "--launch slurm: give --artifacts DIR"),
         (["--no-sbatch"], "--launch slurm: no sbatch on this machine's PATH"),

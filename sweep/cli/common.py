@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from sweep import stop
 from sweep.data import DATASETS
-from sweep.errors import SweepError, must_be
+from sweep.errors import SpecError, SweepError, must_be
 from sweep.files import atomic_write
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "HAND_BACK_S",
     "add_common_arguments",
+    "check_launch",
     "check_positive",
     "code_version",
     "duration",
@@ -38,6 +39,7 @@ __all__ = [
     "protocol_overrides",
     "run_main",
     "run_with_progress",
+    "workers_folder",
     "write_run_record",
 ]
 
@@ -128,6 +130,20 @@ def pack_size(args: argparse.Namespace) -> None:
         raise SweepError(must_be("--pack", None, "an int >= 1 or 'auto'", value)) from None
     if args.pack < 1:
         raise SweepError(must_be("--pack", None, "an int >= 1 or 'auto'", args.pack))
+
+
+def check_launch(args: argparse.Namespace) -> None:
+    """--slurm and --detach mean something only with --launch."""
+    for flag, given in (("--slurm", args.slurm), ("--detach", args.detach)):
+        if given and not args.launch:
+            raise SpecError(f"{flag} goes with --launch slurm (without it this command trains here)")
+
+
+def workers_folder(results: Path) -> Path:
+    """Where a run's workers keep their stop files: RESULTS/.workers, or a folder of its own
+    for each task of a Slurm array (the tasks share RESULTS, maybe on several nodes)."""
+    task = os.environ.get("SWEEP_SLURM_TASK")
+    return results / ".workers" / task.replace("/", "_") if task else results / ".workers"
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,13 @@ from pathlib import Path
 from sweep.cli.common import (
     HAND_BACK_S,
     add_common_arguments,
+    check_launch,
     check_positive,
     code_version,
     pack_size,
     protocol_overrides,
     run_with_progress,
+    workers_folder,
     write_run_record,
 )
 from sweep.errors import SpecError
@@ -260,7 +263,7 @@ def run_shared(args, space, trials, plan, results: Path) -> list[str]:
                 counts = queue.counts()
                 if counts.get("waiting"):
                     done = counts.get("complete", 0) + counts.get("failed", 0) + counts.get("pruned", 0)
-                    run_with_progress([job] * counts["waiting"], plan, results / ".workers", "grid", total=size, initial=done, factors=tuple(space.factors))
+                    run_with_progress([job] * counts["waiting"], plan, workers_folder(results), "grid", total=size, initial=done, factors=tuple(space.factors))
                     continue
                 if not counts.get("running"):
                     queue.sweep_unowned(study, at_once=True)  # (trials asked by workers killed before they held them)
@@ -303,6 +306,8 @@ def launch_shared(args, space, trials, results: Path, argv: list[str]) -> list[s
     from sweep.cli import launch as slurm
     from sweep.stop import Interrupted
 
+    if os.environ.get(slurm.TASK_ENV):
+        raise SpecError(f"--launch: this is already task {os.environ[slurm.TASK_ENV]} of a Slurm array; a task does not launch another")
     if not args.storage or not is_url(args.storage):
         raise SpecError("--launch slurm: the array's tasks share the grid through a database: give --storage postgresql://user@host/db")
     if not args.artifacts:
@@ -330,13 +335,12 @@ def launch_shared(args, space, trials, results: Path, argv: list[str]) -> list[s
             return sum(now.get(state, 0) for state in ("complete", "failed", "pruned")), now.get("running", 0), now.get("waiting", 0)
 
         finished = slurm.follow(counts, size, job_id, tasks)
-    except Interrupted:
-        print(f"detached: job array {job_id} runs on in Slurm", file=sys.stderr)
-        print("\n".join(watch), file=sys.stderr)
+    except Interrupted as stopped:
+        stopped.message = "\n".join([f"detached: job array {job_id} runs on in Slurm", *watch])
         raise
     lines = point_summary(queue, size)
     if not finished:
-        lines.append(f"job array {job_id} has no task left in Slurm, but points still wait: their logs are in {folder / job_id}/; "
+        lines.append(f"job array {job_id} has no task left in Slurm, but points still wait: their logs are in {folder}/{job_id}_*/; "
                      "run the same command again to submit more tasks")  # fmt: skip
     return lines
 
@@ -357,6 +361,7 @@ def point_summary(queue, size: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_positive(args, "workers", "workers_per_gpu", "epochs", "repeats", "heartbeat_interval", "grace_period", "storage_timeout")
+    check_launch(args)
     pack_size(args)
 
     from sweep.artifacts import Artifacts

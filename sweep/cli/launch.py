@@ -36,7 +36,10 @@ LAUNCHERS = ("slurm",)
 SIGNAL_DELAY_S = 120  # the time limit's warning (SIGUSR2) comes this long before the end: a trial checkpoints at its next epoch end
 POLL_S = 5.0  # the follower's pace
 FLAGS_WITH_VALUE = ("--launch", "--workers", "--study-total")  # dropped from a task's command line with their value
-GPU_KEYS = ("gpus_per_node", "gpus_per_task", "slurm_gpus_per_node", "slurm_gpus_per_task")
+FLAGS_ALONE = ("--detach", "--retry-failed")  # dropped too (--retry-failed: applied once, by the follower, not at every task start)
+TASK_ENV = "SWEEP_SLURM_TASK"  # set in a task: its id ("123_4"); a task never launches another array
+MAX_REQUEUES = 20  # a task requeues itself near its time limit at most this often (an epoch longer than the limit would loop)
+GPU_KEYS = ("gpus_per_node", "gpus_per_task", "slurm_gpus_per_node", "slurm_gpus_per_task", "cpus_per_gpu", "slurm_cpus_per_gpu")
 
 
 def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -48,6 +51,9 @@ def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise SpecError(f"--slurm {pair}: a KEY=VALUE pair, e.g. --slurm timeout_min=120 partition=gpu")
         parsed: Any = value
+        if value.lower() in ("true", "false"):  # (exclusive=true: a flag)
+            options[key.strip()] = value.lower() == "true"
+            continue
         for kind in (int, float):
             try:
                 parsed = kind(value)
@@ -91,6 +97,9 @@ def task_argv(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
     """The command line one array task runs: the typed one less `--launch`, `--slurm`,
     `--detach` and `--workers`, plus its own workers (one per GPU Slurm gives it, else one per
     CPU it asks for, `cpus_per_task`, default 1)."""
+    def spelled(name: str, flag: str) -> bool:  # the flag, or an abbreviation argparse accepted for it (only it starts so)
+        return name == flag or (len(name) > 2 and flag.startswith(name) and not "--workers-per-gpu".startswith(name))
+
     out: list[str] = []
     skip = 0
     items = list(argv)
@@ -99,21 +108,24 @@ def task_argv(argv: Sequence[str], options: dict[str, Any]) -> list[str]:
             skip -= 1
             continue
         name = item.split("=", 1)[0]
-        if name in FLAGS_WITH_VALUE:
+        if any(spelled(name, flag) for flag in FLAGS_WITH_VALUE):
             skip = 0 if "=" in item else 1
             continue
-        if name == "--slurm":
-            if "=" in item and item.startswith("--slurm="):
+        if spelled(name, "--slurm"):
+            if "=" in item:
                 continue
             while i + 1 + skip < len(items) and not items[i + 1 + skip].startswith("-"):
                 skip += 1  # its KEY=VALUE pairs
             continue
-        if name == "--detach":
+        if any(spelled(name, flag) for flag in FLAGS_ALONE):
             continue
         out.append(item)
-    if not any(key in options for key in GPU_KEYS):
+    gpus = any(key in options for key in GPU_KEYS) or "gpu" in str(options.get("gres", options.get("slurm_gres", "")))
+    if not gpus:
         cpus = options.get("cpus_per_task", options.get("slurm_cpus_per_task", 1))
-        out += ["--workers", str(int(cpus))]
+        if not isinstance(cpus, int) or cpus < 1:
+            raise SpecError(f"--slurm cpus_per_task={cpus}: a whole number of CPUs, 1 or more")
+        out += ["--workers", str(cpus)]
     return out
 
 
@@ -121,7 +133,11 @@ def submit(slurm, command: str, argv: list[str], tasks: int) -> tuple[str, list]
     """Submit through `slurm` (`executor(...)`) `tasks` array tasks of `python -m
     sweep.<command> argv`; the array's job id and submitit's jobs."""
     slurm.update_parameters(slurm_array_parallelism=tasks)
-    jobs = slurm.map_array(task, [command] * tasks, [argv] * tasks)
+    try:
+        jobs = slurm.map_array(task, [command] * tasks, [argv] * tasks)
+    except Exception as err:  # sbatch refused it (a partition, account or value it does not know): its own words, one line
+        said = " ".join(str(err).split())
+        raise SpecError(f"--launch slurm: sbatch refused the job array: {said[-600:]}") from None
     return str(jobs[0].job_id).split("_")[0], jobs
 
 
@@ -133,31 +149,43 @@ def task(command: str, argv: list[str]) -> int:
 
     from sweep.cli.common import run_main
 
-    near_limit = []
-
-    def limit(signum, frame):  # submitit's warning: stop at the next epoch end, as for SIGTERM
-        near_limit.append(signum)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def limit(signum, frame):  # submitit's warning: requeue first (it holds however this process ends); Slurm's requeue then sends
+        if not _requeue_self():  # SIGTERM, which stops the task as scancel does (a second SIGTERM of ours would force it)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     main = importlib.import_module(f"sweep.cli.{command}").main
+    os.environ[TASK_ENV] = _task_name() or "?"
     signal.signal(signal.SIGUSR2, limit)
     try:
         run_main(main, argv)
         status = 0
     except SystemExit as done:
         status = done.code if isinstance(done.code, int) else 1
-    if near_limit:
-        _requeue_self()
     return status
 
 
-def _requeue_self() -> None:
+def _task_name() -> str | None:
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     index = os.environ.get("SLURM_ARRAY_TASK_ID")
-    name = f"{job}_{index}" if job and index else os.environ.get("SLURM_JOB_ID")
-    if name:
-        done = subprocess.run(["scontrol", "requeue", name], capture_output=True, text=True, timeout=30)
-        print(f"sweep: time limit near: task {name} requeued" + ("" if done.returncode == 0 else f" (failed: {done.stderr.strip()})"), file=sys.stderr)
+    return f"{job}_{index}" if job and index else os.environ.get("SLURM_JOB_ID")
+
+
+def _requeue_self() -> bool:
+    """Requeue this task (`scontrol requeue`); whether Slurm took it."""
+    name = _task_name()
+    if not name:
+        return False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if restarts >= MAX_REQUEUES:
+        print(f"sweep: time limit near: task {name} not requeued (already {restarts} times: is an epoch longer than timeout_min?)", file=sys.stderr)
+        return False
+    try:
+        done = subprocess.run(["scontrol", "requeue", name], capture_output=True, text=True, timeout=10)
+        failed = "" if done.returncode == 0 else f" (failed: {done.stderr.strip()})"
+    except (OSError, subprocess.TimeoutExpired) as err:
+        failed = f" (failed: {err})"
+    print(f"sweep: time limit near: task {name} requeued{failed}", file=sys.stderr)
+    return not failed
 
 
 def array_tasks(job_id: str) -> dict[str, str] | None:
@@ -174,10 +202,14 @@ def array_tasks(job_id: str) -> dict[str, str] | None:
     return dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line)
 
 
-def array_states(job_id: str) -> dict[str, int]:
-    """How many of the array's tasks Slurm holds now, by state; empty when none or no answer."""
+def array_states(job_id: str) -> dict[str, int] | None:
+    """How many of the array's tasks Slurm holds now, by state (empty: none); None when Slurm
+    does not answer."""
+    tasks = array_tasks(job_id)
+    if tasks is None:
+        return None
     states: dict[str, int] = {}
-    for state in (array_tasks(job_id) or {}).values():
+    for state in tasks.values():
         states[state] = states.get(state, 0) + 1
     return states
 
@@ -187,7 +219,7 @@ def watch_lines(job_id: str, storage: str, folder: Path) -> list[str]:
 
     return [
         f"watch it: python -m sweep.status --storage {paste_url(storage)}   (squeue -r -j {job_id}: the array's tasks)",
-        f"cancel it: scancel {job_id}   (logs: {folder / job_id}/)",
+        f"cancel it: scancel {job_id}   (logs: {folder}/{job_id}_*/)",
     ]
 
 
@@ -205,14 +237,16 @@ def follow(counts: Callable[[], tuple[int, int, int]], size: int, job_id: str, t
             done, running, waiting = counts()
             bar.update(min(done, size) - bar.n)
             states = array_states(job_id)
+            known = states is not None
+            states = states or {}
             bar.set_postfix_str(
                 f"{running} running, {waiting} waiting; array {job_id}: "
-                f"{states.get('PENDING', 0)} pending, {states.get('RUNNING', 0)} running, {max(0, tasks - sum(states.values()))} ended",
+                f"{states.get('PENDING', 0)} pending, {states.get('RUNNING', 0)} running, {max(0, tasks - sum(states.values())) if known else '?'} ended",
                 refresh=True,
             )
             if done >= size and not running:
                 return True
-            if not states:
+            if known and not states:  # (no answer from squeue is not an empty array)
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > 3 * poll:  # (squeue can miss a task for a moment while it is requeued)
                     return False

@@ -24,10 +24,12 @@ import uuid
 from sweep.cli.common import (
     HAND_BACK_S,
     add_common_arguments,
+    check_launch,
     check_positive,
     code_version,
     protocol_overrides,
     run_with_progress,
+    workers_folder,
     write_run_record,
 )
 from sweep.errors import SpecError
@@ -177,16 +179,15 @@ def launch_study(args, config, results, argv: list[str] | None) -> int:
 
     try:
         finished = slurm.follow(counts, args.trials, job_id, tasks, unit="trial")
-    except Interrupted:
-        print(f"detached: job array {job_id} runs on in Slurm", file=sys.stderr)
-        print("\n".join(watch), file=sys.stderr)
+    except Interrupted as stopped:
+        stopped.message = "\n".join([f"detached: job array {job_id} runs on in Slurm", *watch])
         raise
     study = open_study(config, create=False)
     frame = load_results(config.storage_url)
     frame = frame[frame["study_name"] == config.study_name] if "study_name" in frame else frame
     print(summarize(study, config, results, frame))
     if not finished:
-        print(f"job array {job_id} has no task left in Slurm before the study reached {args.trials} trials: logs in {folder / job_id}/; "
+        print(f"job array {job_id} has no task left in Slurm before the study reached {args.trials} trials: logs in {folder}/{job_id}_*/; "
               "run the same command again to submit more tasks")  # fmt: skip
     return 0
 
@@ -194,9 +195,15 @@ def launch_study(args, config, results, argv: list[str] | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_positive(args, "trials", "workers", "workers_per_gpu", "epochs", "heartbeat_interval", "grace_period", "storage_timeout")
+    check_launch(args)
     if args.launch:
+        import os
+
+        from sweep.cli.launch import TASK_ENV
         from sweep.results import is_url
 
+        if os.environ.get(TASK_ENV):
+            raise SpecError(f"--launch: this is already task {os.environ[TASK_ENV]} of a Slurm array; a task does not launch another")
         if not args.storage or not is_url(args.storage):
             raise SpecError("--launch slurm: the array's tasks share the study through a database: give --storage postgresql://user@host/db")
         if not args.artifacts:
@@ -266,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     queue = config.queue()
     try:
         with stop.hard_stop(lambda: stop.in_background(lambda: queue.hand_back(study, run), timeout=HAND_BACK_S)):  # (at the deadline, bounded: before a trial in this process is abandoned)
-            run_with_progress([job] * args.trials, plan, results / ".workers", "optuna", factors=tuple(space.factors))
+            run_with_progress([job] * args.trials, plan, workers_folder(results), "optuna", factors=tuple(space.factors))
     except Interrupted as stopped:
         stopped.message = handed_back_line(study, config, queue.hand_back(study, run), stopped.signum)
         raise
