@@ -135,6 +135,16 @@ def study_summaries(url: str) -> list:
     return [s for s in summaries if not s.study_name.endswith(".enqueue-lock")]
 
 
+def require(reason: str | None, switch: str) -> None:
+    """Skip the calling test when `reason` says why it cannot run here, or fail it when the
+    environment's `switch` (SWEEP_REQUIRE_...) is 1, as in CI."""
+    if reason is None:
+        return
+    if os.environ.get(switch) == "1":
+        pytest.fail(f"{switch}=1: {reason}")
+    pytest.skip(reason)
+
+
 def pytest_report_header(config) -> str:
     return f"Keras backend: {os.environ.get('KERAS_BACKEND', 'tensorflow')}"
 

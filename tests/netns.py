@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 
 from sweep.progress import alive
 
@@ -103,12 +102,9 @@ def netns_available() -> str | None:
 def require_netns() -> None:
     """Skip the calling test when `netns_available()` gives a reason, or fail it if
     SWEEP_REQUIRE_NETNS=1."""
-    reason = netns_available()
-    if reason is None:
-        return
-    if os.environ.get("SWEEP_REQUIRE_NETNS") == "1":
-        pytest.fail(f"SWEEP_REQUIRE_NETNS=1: {reason}")
-    pytest.skip(reason)
+    from conftest import require
+
+    require(netns_available(), "SWEEP_REQUIRE_NETNS")
 
 
 def faketime_library() -> str:
@@ -118,10 +114,10 @@ def faketime_library() -> str:
     found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
     if found:
         return str(found[0])
-    reason = "no libfaketime (apt-get install faketime)"
-    if os.environ.get("SWEEP_REQUIRE_NETNS") == "1":
-        pytest.fail(f"SWEEP_REQUIRE_NETNS=1: {reason}")
-    pytest.skip(reason)
+    from conftest import require
+
+    require("no libfaketime (apt-get install faketime)", "SWEEP_REQUIRE_NETNS")
+    raise AssertionError("unreachable")  # (require skips or fails)
 
 
 def _free_port(addresses: list[str]) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import os
 import shutil
 import subprocess
 import time
@@ -76,12 +75,9 @@ def slurm_available() -> str | None:
 def require_slurm() -> None:
     """Skip the calling test when `slurm_available()` gives a reason, or fail it if
     SWEEP_REQUIRE_SLURM=1."""
-    reason = slurm_available()
-    if reason is None:
-        return
-    if os.environ.get("SWEEP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"SWEEP_REQUIRE_SLURM=1: {reason}")
-    pytest.skip(reason)
+    from conftest import require
+
+    require(slurm_available(), "SWEEP_REQUIRE_SLURM")
 
 
 @contextlib.contextmanager
