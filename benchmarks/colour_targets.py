@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-SPLIT_BY = ("arch", "encoding", "loss", "annealed_temperature", "epochs", "augment_flip", "augment_rotation", "learning_rate", "filters", "space")
+SPLIT_BY = ("preset", "family", "base_width", "depth", "encoding", "loss", "annealed_temperature", "epochs", "augment_flip", "augment_rotation", "learning_rate", "space")
 
 
 def interval(values) -> str:

@@ -83,7 +83,7 @@ def fit_gain(truth: np.ndarray, pred: np.ndarray) -> float:
 
 
 def gain_curve(truth: np.ndarray, pred: np.ndarray, gain: float) -> dict[str, list[float]]:
-    """PSNR, colourfulness and a*/b* bias of `with_gain(pred, s)` for s at multiples of `gain`
+    """PSNR and colourfulness of `with_gain(pred, s)` for s at multiples of `gain`
     (0 to 2.5 s*) and on a fixed grid (0.25 to 4), sorted by s: what the report draws and reads."""
     gains = sorted({round(float(s), 4) for s in (*(r * gain for r in RELATIVE), *ABSOLUTE)})
     curve: dict[str, list[float]] = {"gain": gains, "psnr": [], "colorfulness": []}

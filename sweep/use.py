@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,7 +291,7 @@ class TrainedTrial:
             raise SpecError(did_you_mean("method", method, METHODS))
         if gain is None:
             gain = self.chroma_gain if self.chroma_gain is not None else 1.0
-        if not (isinstance(gain, (int, float)) and 0 <= gain <= MAX_GAIN):
+        if not (isinstance(gain, numbers.Real) and 0 <= gain <= MAX_GAIN):
             raise SpecError(must_be("chroma gain", "colorize", f"a number in [0, {MAX_GAIN:g}] (1: the model's colours; 0: gray)", gain))
         if about not in ABOUT:
             raise SpecError(did_you_mean("chroma gain about", about, ABOUT))
@@ -313,7 +314,8 @@ class TrainedTrial:
             ypbpr = rgb2ypbpr(np.clip(full, 0, 1).astype(np.float64))
             ypbpr[..., 0] = luma[..., 0]
             full = ypbpr2rgb(ypbpr)
-        if gain != 1.0:  # the chroma scaled about the image's gray or its mean chroma (sweep.chroma.with_gain, before clipping)
+        full = np.clip(full, 0.0, 1.0)  # (decoded and clipped, then scaled: as training fits s*, sweep.chroma.calibrate)
+        if gain != 1.0:  # the chroma scaled about the image's gray or its mean chroma (sweep.chroma.with_gain)
             chroma = full - luma
             centre = chroma.mean(axis=(0, 1), keepdims=True) if about == "mean" else 0.0
             full = luma + centre + gain * (chroma - centre)

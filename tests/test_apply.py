@@ -13,6 +13,7 @@ import pytest
 from sweep.arch import PRESETS, ArchSpec, DenseLatentSpec
 from sweep.encodings import luminance
 from sweep.errors import DataError, SpecError
+from sweep.use import read_images
 from sweep.spec import TrainingProtocol, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -448,3 +449,19 @@ def test_a_gain_about_each_photos_mean_chroma_keeps_its_average_colour(trained, 
     done = apply("--results", str(root), "--trial", keys["noskip"], str(photo), "--out", str(Path(trial.folder).parent.parent / "about"),
                  "--chroma-gain", "2", "--chroma-about", "mean")  # fmt: skip
     assert done.returncode == 0 and "chroma gain 2, about each image's mean chroma" in done.stderr, done.stderr
+
+
+def test_a_gain_scales_the_clipped_decoded_colours_as_calibration_does(trained, photo, monkeypatch):
+    """Training fits s* on decoded, clipped images (`sweep.chroma.calibrate`); colorize applies
+    a gain the same way at any size: gain s is clip(Y + s·(P1 − Y)), P1 the output at gain 1.
+    The model is made to predict saturated chroma, so that decoding leaves [0, 1]."""
+    root, keys = trained
+    trial = load_trial_of(root, keys["noskip"])
+    saturated = lambda model, inputs: np.tile(np.array([0.05, 0.98], np.float32), (*inputs.shape[:3], 1))  # noqa: E731 (Cb, Cr)
+    monkeypatch.setattr(trial, "_run", saturated)
+    once = trial.colorize(photo, gain=1.0)
+    luma = luminance(read_images(photo)[0][0][None])[0]
+    assert (once == 1.0).any() or (once == 0.0).any()  # (the decoded colours clipped)
+    for gain in (0.5, 1.7):
+        np.testing.assert_allclose(trial.colorize(photo, gain=gain), np.clip(luma + np.float32(gain) * (once - luma), 0, 1), atol=2e-6)
+    assert trial.colorize(photo, gain=np.float32(0.5)).shape == once.shape  # a NumPy number is a number

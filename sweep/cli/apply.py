@@ -133,11 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     kind = trial.spec.protocol.task
     if task is not None and task != kind:
         raise SpecError(f"--task {task}: trial {trial.key} is a {kind!r} model; it cannot {task}" + (" (it has no colour to predict)" if task == "colorize" else ""))
-    if args.export is not None:
+    def export() -> None:
         exported = export_trial(trial, args.export, export_format)
         print(f"sweep.apply: trial {trial.key} ({kind}) exported to {exported} ({export_format}; input and output: {Path(args.export) / PROCESSING_FILE})", file=sys.stderr)
-        if not files:
-            return 0
+
+    if args.export is not None and not files:
+        export()
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metric = f", {args.best if args.best in trial.row else 'val_' + args.best} {trial.row.get(args.best, trial.row.get('val_' + args.best)):.4g}" if args.best else ""
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "reconstruct":
         print(f"sweep.apply: reconstructions are at the trained size {trial.input_size[0]}x{trial.input_size[1]}, not the inputs' sizes", file=sys.stderr)
     gain = _chroma_gain(trial, args) if kind == "colorize" else None
+    if args.export is not None:  # (after the gain: one fitted now goes into processing.json too)
+        export()
 
     from PIL import Image
     from tqdm import tqdm
